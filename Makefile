@@ -1,0 +1,39 @@
+# The two commands: `make run` and `make test`. Both set up .venv on first use.
+PORT ?= 8000
+HOST ?= 127.0.0.1
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+# Without REDIS_URL, `make run` also starts the embedded Redis (see README).
+PROCESSES := web worker cleanup beat $(if $(REDIS_URL),,redis)
+
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test setup migrate bench lint clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+setup: $(STAMP)
+
+migrate: setup
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput -v0
+
+run: migrate
+	WEB_PORT=$(PORT) HOST=$(HOST) exec $(BIN)/honcho -f Procfile.dev start $(PROCESSES)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf var .pytest_cache

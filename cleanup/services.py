@@ -1,0 +1,171 @@
+"""File cleanup: remove old checkpoints and failed generations, one bounded batch at a time.
+
+A cleanup job deletes at most CLEANUP_BATCH_SIZE jobs' files per run and then re-queues
+itself until nothing is left, so a large backlog never holds a worker (or a database
+transaction) for long and the images queue is never starved.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import transaction
+from django.utils import timezone
+
+from jobs import services as job_services
+from jobs.models import FINISHED_STATUSES, GeneratedImage, Job, JobKind, JobStatus
+from snapasset.exceptions import JobCancelled, LeaseLost
+
+logger = logging.getLogger(__name__)
+
+# 200 jobs is at most ~1,400 file deletions (6 platforms + original): a few seconds on
+# Supabase's batch delete, well under the task's soft time limit, and small enough that
+# the row deletes stay one short transaction.
+CLEANUP_BATCH_SIZE = 200
+CLEANUP_TYPES = ("temp-files", "failed-generations", "all")
+
+
+def default_older_than_days(cleanup_type: str) -> int:
+    if cleanup_type == "temp-files":
+        return settings.CLEANUP_TEMP_AFTER_DAYS
+    return settings.CLEANUP_FAILED_AFTER_DAYS
+
+
+@dataclass
+class CleanupBatch:
+    deleted_files: int = 0
+    deleted_jobs: int = 0
+    cleared_checkpoints: int = 0
+    paths: list[str] = field(default_factory=list)
+    more: bool = False
+
+
+def _delete_files(paths: list[str], *, dry_run: bool) -> int:
+    deleted = 0
+    for path in paths:
+        if dry_run:
+            deleted += 1
+            continue
+        try:
+            default_storage.delete(path)
+            deleted += 1
+        except FileNotFoundError:
+            pass
+    return deleted
+
+
+def cleanup_temp_files_batch(*, older_than_days: int, dry_run: bool = False) -> CleanupBatch:
+    """Remove generated originals (checkpoints) of jobs finished over N days ago."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    rows = list(
+        Job.objects.filter(
+            kind=JobKind.IMAGE_GENERATION,
+            status__in=FINISHED_STATUSES,
+            finished_at__lt=cutoff,
+        )
+        .exclude(source_path="")
+        .values_list("id", "source_path")[: CLEANUP_BATCH_SIZE + 1]
+    )
+    batch = CleanupBatch(more=len(rows) > CLEANUP_BATCH_SIZE)
+    rows = rows[:CLEANUP_BATCH_SIZE]
+    batch.paths = [path for _, path in rows]
+    batch.deleted_files = _delete_files(batch.paths, dry_run=dry_run)
+    if not dry_run:
+        batch.cleared_checkpoints = Job.objects.filter(pk__in=[pk for pk, _ in rows]).update(
+            source_path=""
+        )
+    return batch
+
+
+def cleanup_failed_generations_batch(
+    *, older_than_days: int, dry_run: bool = False
+) -> CleanupBatch:
+    """Delete failed and cancelled image jobs finished over N days ago, files and rows."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    job_ids = list(
+        Job.objects.filter(
+            kind=JobKind.IMAGE_GENERATION,
+            status__in=(JobStatus.FAILED, JobStatus.CANCELLED),
+            finished_at__lt=cutoff,
+        )
+        .order_by("finished_at")
+        .values_list("id", flat=True)[: CLEANUP_BATCH_SIZE + 1]
+    )
+    batch = CleanupBatch(more=len(job_ids) > CLEANUP_BATCH_SIZE)
+    job_ids = job_ids[:CLEANUP_BATCH_SIZE]
+    paths = list(
+        GeneratedImage.objects.filter(job_id__in=job_ids).values_list("storage_path", flat=True)
+    )
+    paths += [
+        p for p in Job.objects.filter(pk__in=job_ids).values_list("source_path", flat=True) if p
+    ]
+    batch.paths = paths
+    batch.deleted_files = _delete_files(paths, dry_run=dry_run)
+    if dry_run:
+        batch.deleted_jobs = len(job_ids)
+    else:
+        with transaction.atomic():
+            batch.deleted_jobs = Job.objects.filter(pk__in=job_ids).delete()[1].get("jobs.Job", 0)
+    return batch
+
+
+def cleanup_batch(*, cleanup_type: str, older_than_days: int, dry_run: bool = False) -> CleanupBatch:
+    total = CleanupBatch()
+    if cleanup_type in ("temp-files", "all"):
+        days = older_than_days if cleanup_type == "temp-files" else settings.CLEANUP_TEMP_AFTER_DAYS
+        part = cleanup_temp_files_batch(older_than_days=days, dry_run=dry_run)
+        _add(total, part)
+    if cleanup_type in ("failed-generations", "all"):
+        part = cleanup_failed_generations_batch(older_than_days=older_than_days, dry_run=dry_run)
+        _add(total, part)
+    return total
+
+
+def _add(total: CleanupBatch, part: CleanupBatch) -> None:
+    total.deleted_files += part.deleted_files
+    total.deleted_jobs += part.deleted_jobs
+    total.cleared_checkpoints += part.cleared_checkpoints
+    total.paths += part.paths
+    total.more = total.more or part.more
+
+
+def cleanup_run(*, job_id: str) -> None:
+    """Run one batch of a cleanup job; re-queue the job while more remains."""
+    claim = job_services.job_claim(job_id=job_id)
+    if claim is None:
+        return
+    job = claim.job
+    params = job.params
+    try:
+        batch = cleanup_batch(
+            cleanup_type=params.get("type", "all"),
+            older_than_days=int(params.get("olderThanDays", settings.CLEANUP_FAILED_AFTER_DAYS)),
+        )
+        result: dict[str, Any] = {
+            "type": params.get("type", "all"),
+            "olderThanDays": params.get("olderThanDays"),
+            "deletedFiles": job.result.get("deletedFiles", 0) + batch.deleted_files,
+            "deletedJobs": job.result.get("deletedJobs", 0) + batch.deleted_jobs,
+            "clearedCheckpoints": job.result.get("clearedCheckpoints", 0)
+            + batch.cleared_checkpoints,
+            "batches": job.result.get("batches", 0) + 1,
+        }
+        if batch.more:
+            job_services.job_requeue(claim, result=result)
+        else:
+            job_services.job_complete(claim, result=result)
+        logger.info("cleanup %s: %s%s", job_id, result, " (more to do)" if batch.more else "")
+    except (JobCancelled, LeaseLost):
+        logger.info("cleanup %s stopped (cancelled or taken over)", job_id)
+
+
+def cleanup_schedule() -> Job:
+    """The daily run from celery beat: a system-owned cleanup job of type `all`."""
+    return job_services.job_create_cleanup(
+        actor=None, cleanup_type="all", older_than_days=settings.CLEANUP_FAILED_AFTER_DAYS
+    )

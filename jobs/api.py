@@ -1,0 +1,166 @@
+"""HTTP API of jobs: one view per operation; each validates, calls a service, serializes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+from rest_framework import permissions, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from jobs import selectors, serializers, services
+from jobs.platforms import PLATFORMS
+from snapasset.exceptions import ApplicationError
+
+IDEMPOTENCY_KEY_MAX_LENGTH = 255
+
+
+def _now_ms() -> int:
+    return int(timezone.now().timestamp() * 1000)
+
+
+def _absolute_urls(request: Request, result: dict[str, Any]) -> dict[str, Any]:
+    """Storage URLs may be relative (/media/...) on local disk: make them absolute."""
+    for image in result.get("images", []):
+        if image["url"].startswith("/"):
+            image["url"] = request.build_absolute_uri(image["url"])
+    return result
+
+
+def _estimated_time() -> str:
+    return "5-15 seconds" if settings.IMAGE_PROVIDER == "local" else "30-90 seconds"
+
+
+class JobGenerateApi(APIView):
+    def post(self, request: Request) -> Response:
+        body = serializers.JobGenerateInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        key = request.headers.get("Idempotency-Key", "").strip() or None
+        if key is not None and len(key) > IDEMPOTENCY_KEY_MAX_LENGTH:
+            raise ApplicationError(
+                "Idempotency-Key is too long",
+                extra={"details": {"Idempotency-Key": ["At most 255 characters."]}},
+            )
+        data = body.validated_data
+        submission = services.job_create_generation(
+            actor=request.user,
+            prompt=data["prompt"],
+            platforms=data.get("platforms"),
+            image_type=data.get("imageType", "vivid"),
+            output_format=data.get("format", "png"),
+            priority=data.get("priority", 0),
+            user_id=data.get("userId"),
+            idempotency_key=key,
+        )
+        job = submission.job
+        return Response(
+            {
+                "jobId": str(job.id),
+                "generationId": str(job.generation_id),
+                "status": "queued",
+                "message": "Image generation job queued"
+                if submission.created
+                else "Job already submitted with this Idempotency-Key",
+                "estimatedTime": _estimated_time(),
+            },
+            status=status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK,
+        )
+
+
+class JobDetailApi(APIView):
+    def get(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get_for_user(job_id=job_id, user=request.user)
+        return Response(serializers.job_detail_representation(job))
+
+    def delete(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get_for_user(job_id=job_id, user=request.user)
+        job = services.job_cancel(job=job)
+        return Response({"jobId": str(job.id), "status": "cancelled", "message": "Job cancelled"})
+
+
+class JobResultApi(APIView):
+    def get(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get_for_user(job_id=job_id, user=request.user)
+        if job.status != "completed":
+            return Response(
+                {"error": f"Job is not completed (status: {job.status})", "status": job.status},
+                status=status.HTTP_400_BAD_REQUEST,
+            )
+        result = _absolute_urls(request, serializers.job_result_representation(job))
+        return Response({"jobId": str(job.id), "status": "completed", "result": result})
+
+
+class JobRetryApi(APIView):
+    def post(self, request: Request, job_id: str) -> Response:
+        job = selectors.job_get_for_user(job_id=job_id, user=request.user)
+        job = services.job_retry(job=job)
+        return Response(
+            {"jobId": str(job.id), "status": "retrying", "message": "Job queued for retry"}
+        )
+
+
+class JobListApi(APIView):
+    def get(self, request: Request) -> Response:
+        query = serializers.JobListQuerySerializer(data=request.query_params.dict())
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        statuses = params.get("status") or []
+        jobs, total = selectors.job_list_for_user(
+            user=request.user,
+            statuses=statuses,
+            limit=params["limit"],
+            offset=params["offset"],
+            kind=params.get("kind"),
+        )
+        return Response(
+            {
+                "jobs": [serializers.job_summary_representation(job) for job in jobs],
+                "total": total,
+                "statuses": statuses,
+                "limit": params["limit"],
+                "offset": params["offset"],
+            }
+        )
+
+
+class JobStatsApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response({**selectors.job_stats(user=request.user), "timestamp": _now_ms()})
+
+
+class CleanupCreateApi(APIView):
+    permission_classes = [permissions.IsAdminUser]
+
+    def post(self, request: Request) -> Response:
+        body = serializers.CleanupInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = services.job_create_cleanup(
+            actor=request.user,
+            cleanup_type=body.validated_data["type"],
+            older_than_days=body.validated_data.get("olderThanDays"),
+        )
+        return Response(
+            {
+                "jobId": str(job.id),
+                "type": job.params["type"],
+                "olderThanDays": job.params["olderThanDays"],
+                "status": "queued",
+                "message": "Cleanup job queued",
+            },
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class PlatformListApi(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(
+            {
+                "platforms": [
+                    {"id": p.id, "name": p.name, "width": p.width, "height": p.height}
+                    for p in PLATFORMS.values()
+                ]
+            }
+        )

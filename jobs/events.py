@@ -1,0 +1,88 @@
+"""Live job events: each state change is published to the job's channel and the stats channel.
+
+Events are sent with django-eventstream's ``send_event`` after the transaction that wrote the
+state commits, so a client never hears of a state the database does not hold. Across
+processes they travel through Redis pub/sub (EVENTSTREAM_REDIS); with DjangoModelStorage
+each event is also stored with an id, so a client reconnecting with Last-Event-ID gets what
+it missed. Publishing never breaks a job: a failure is logged and the row stays the truth.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from django.db import transaction
+from django_eventstream.channelmanager import DefaultChannelManager
+
+if TYPE_CHECKING:
+    from jobs.models import Job
+
+logger = logging.getLogger(__name__)
+
+STATS_CHANNEL = "stats"
+JOB_CHANNEL_PREFIX = "job-"
+
+
+def job_channel(job_id: object) -> str:
+    return f"{JOB_CHANNEL_PREFIX}{job_id}"
+
+
+def job_event_payload(job: Job, *, event_type: str) -> dict[str, Any]:
+    payload: dict[str, Any] = {
+        "type": event_type,
+        "jobId": str(job.id),
+        "status": job.status,
+        "progress": job.progress,
+        "attemptsMade": job.attempts_made,
+        "timestamp": int(time.time() * 1000),
+    }
+    if job.status == "failed":
+        payload["failedReason"] = job.failed_reason
+    return payload
+
+
+def job_event_type(job: Job) -> str:
+    return "final" if job.is_finished else "update"
+
+
+def publish_job_event(job: Job) -> None:
+    """Publish the job's current state once the surrounding transaction commits."""
+    from jobs.serializers import job_final_payload
+
+    event_type = job_event_type(job)
+    payload = job_event_payload(job, event_type=event_type)
+    if event_type == "final":
+        payload.update(job_final_payload(job))
+    channel = job_channel(job.id)
+    transaction.on_commit(lambda: _send(channel, event_type, payload))
+    transaction.on_commit(lambda: _send(STATS_CHANNEL, "stats-changed", {"jobId": str(job.id)}))
+
+
+def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
+    from django_eventstream import send_event
+
+    try:
+        send_event(channel, "message", payload)
+    except Exception:
+        logger.warning("could not publish %s event on %s", event_type, channel, exc_info=True)
+
+
+class JobChannelManager(DefaultChannelManager):
+    """Only a job's owner and staff may read its channel; the stats channel is staff-only."""
+
+    def can_read_channel(self, user: Any, channel: str) -> bool:
+        if user is None or not user.is_authenticated:
+            return False
+        if user.is_staff:
+            return True
+        if channel.startswith(JOB_CHANNEL_PREFIX):
+            from jobs.models import Job
+
+            job_id = channel.removeprefix(JOB_CHANNEL_PREFIX)
+            try:
+                return Job.objects.filter(pk=job_id, owner=user).exists()
+            except Exception:
+                return False
+        return False

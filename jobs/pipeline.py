@@ -1,0 +1,93 @@
+"""Pure image functions: bytes in, bytes out. No ORM, no storage, no settings.
+
+The source is decoded once; each platform is a cover crop done by ``Image.resize(box=...)``
+(one resample from the crop box straight to the target size, never resize-then-crop), then
+encoded. Pillow's encoders release the GIL, so callers may run platforms on threads.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image
+
+from snapasset.exceptions import PermanentError
+
+# Pillow refuses images over this many pixels (decompression-bomb guard); a provider's
+# 1024x1024 (or 1536x1024) answer is far below it.
+MAX_SOURCE_PIXELS = 40_000_000
+Image.MAX_IMAGE_PIXELS = MAX_SOURCE_PIXELS
+
+CONTENT_TYPES = {"png": "image/png", "webp": "image/webp", "jpeg": "image/jpeg"}
+EXTENSIONS = {"png": "png", "webp": "webp", "jpeg": "jpg"}
+
+
+@dataclass(frozen=True)
+class RenderedImage:
+    width: int
+    height: int
+    format: str
+    data: bytes
+
+    @property
+    def content_type(self) -> str:
+        return CONTENT_TYPES[self.format]
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode and fully load untrusted image bytes, or raise PermanentError."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            probe.verify()
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PermanentError("The generated image is too large to process") from exc
+    except Exception as exc:  # Pillow raises many types for corrupt input
+        raise PermanentError("The image model returned data that is not a valid image") from exc
+    if image.mode not in ("RGB", "RGBA"):
+        image = image.convert("RGBA" if "A" in image.getbands() else "RGB")
+    return image
+
+
+def cover_crop_box(
+    src_width: int, src_height: int, dst_width: int, dst_height: int
+) -> tuple[float, float, float, float]:
+    """The centred region of the source with the target's aspect ratio (CSS object-fit: cover)."""
+    src_ratio = src_width / src_height
+    dst_ratio = dst_width / dst_height
+    if src_ratio > dst_ratio:
+        crop_width = src_height * dst_ratio
+        left = (src_width - crop_width) / 2
+        return (left, 0.0, left + crop_width, float(src_height))
+    crop_height = src_width / dst_ratio
+    top = (src_height - crop_height) / 2
+    return (0.0, top, float(src_width), top + crop_height)
+
+
+def cover_resize(image: Image.Image, width: int, height: int) -> Image.Image:
+    box = cover_crop_box(image.width, image.height, width, height)
+    return image.resize((width, height), Image.Resampling.LANCZOS, box=box)
+
+
+def encode_image(image: Image.Image, fmt: str, *, png_compress_level: int = 1) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, "PNG", compress_level=png_compress_level)
+    elif fmt == "webp":
+        image.save(buffer, "WEBP", quality=85, method=2)
+    elif fmt == "jpeg":
+        rgb = image.convert("RGB") if image.mode != "RGB" else image
+        rgb.save(buffer, "JPEG", quality=88, optimize=True, progressive=True)
+    else:
+        raise ValueError(f"unknown image format {fmt!r}")
+    return buffer.getvalue()
+
+
+def render_platform(
+    image: Image.Image, width: int, height: int, fmt: str, *, png_compress_level: int = 1
+) -> RenderedImage:
+    resized = cover_resize(image, width, height)
+    data = encode_image(resized, fmt, png_compress_level=png_compress_level)
+    return RenderedImage(width=width, height=height, format=fmt, data=data)

@@ -1,0 +1,655 @@
+"""Writes to jobs: submission, state changes, the generation pipeline, retry and cancel.
+
+The ``Job`` row is the truth. Celery messages only say "look at job X"; every step here is
+safe to repeat: a worker claims the job under a row lock and gets a fencing token
+(``claim_token``), every later write of that attempt is conditional on the token, outputs
+have deterministic storage paths and one ``GeneratedImage`` row per platform, and the
+generated original is kept as a checkpoint so that no retry pays the image model twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from jobs import events
+from jobs.models import (
+    FINISHED_STATUSES,
+    PENDING_STATUSES,
+    GeneratedImage,
+    Job,
+    JobKind,
+    JobStatus,
+)
+from jobs.pipeline import EXTENSIONS, decode_image, render_platform
+from jobs.platforms import PLATFORM_IDS, PLATFORMS
+from jobs.providers import get_provider
+from snapasset.celery import app as celery_app
+from snapasset.exceptions import (
+    ApplicationError,
+    InvalidStateError,
+    JobCancelled,
+    LeaseLost,
+    NotFoundError,
+    PermanentError,
+    TooManyPendingJobsError,
+    TransientError,
+)
+
+logger = logging.getLogger(__name__)
+
+TASK_FOR_KIND = {
+    JobKind.IMAGE_GENERATION: "jobs.generate_images",
+    JobKind.FILE_CLEANUP: "cleanup.run_cleanup",
+}
+# Progress milestones of an image job: claimed, original ready, then the platforms share
+# the rest evenly.
+PROGRESS_CLAIMED = 5
+PROGRESS_SOURCE_READY = 30
+# Jobs looked at per sweep; the sweeper runs every minute, so a backlog drains over runs.
+SWEEP_BATCH = 500
+
+
+# --- Submission ---------------------------------------------------------------------------
+
+
+def _resolve_owner(*, actor: Any, user_id: str | None) -> Any:
+    """The job's owner: the caller, or for staff the user named by ``userId``."""
+    if not user_id or user_id in {actor.get_username(), str(actor.pk)}:
+        return actor
+    if not actor.is_staff:
+        raise ApplicationError(
+            "userId does not match your credentials; jobs belong to the authenticated user",
+            extra={"details": {"userId": ["Only staff may submit for another user."]}},
+        ) from None
+    user_model = get_user_model()
+    owner = user_model.objects.filter(**{user_model.USERNAME_FIELD: user_id}).first()
+    if owner is None and user_id.isdigit():
+        owner = user_model.objects.filter(pk=int(user_id)).first()
+    if owner is None:
+        raise ApplicationError(
+            "Unknown userId", extra={"details": {"userId": [f"No user {user_id!r}."]}}
+        )
+    return owner
+
+
+@dataclass(frozen=True)
+class Submission:
+    job: Job
+    created: bool
+
+
+@transaction.atomic
+def job_create_generation(
+    *,
+    actor: Any,
+    prompt: str,
+    platforms: list[str] | None = None,
+    image_type: str = "vivid",
+    output_format: str = "png",
+    priority: int = 0,
+    user_id: str | None = None,
+    idempotency_key: str | None = None,
+) -> Submission:
+    """Insert a waiting image job and enqueue it after commit.
+
+    With an ``idempotency_key`` seen from the same owner within 24 h, the first job is
+    returned instead (``created=False``); the same key for a different request is a 400.
+    """
+    owner = _resolve_owner(actor=actor, user_id=user_id)
+    platforms = list(platforms or PLATFORM_IDS)
+    fields = {
+        "prompt": prompt,
+        "platforms": platforms,
+        "image_type": image_type,
+        "output_format": output_format,
+        "priority": priority,
+    }
+    if idempotency_key:
+        existing = _job_for_idempotency_key(owner=owner, key=idempotency_key)
+        if existing is not None:
+            return _idempotent_replay(existing, fields)
+
+    pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
+    if pending >= settings.JOB_MAX_PENDING_PER_USER:
+        raise TooManyPendingJobsError(
+            f"You have {pending} jobs waiting or running (limit "
+            f"{settings.JOB_MAX_PENDING_PER_USER}); wait for some to finish"
+        )
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(
+                owner=owner,
+                kind=JobKind.IMAGE_GENERATION,
+                idempotency_key=idempotency_key or None,
+                enqueued_at=timezone.now(),
+                **fields,
+            )
+    except IntegrityError:
+        # A concurrent request with the same key won the insert: answer with its job.
+        existing = _job_for_idempotency_key(owner=owner, key=idempotency_key or "")
+        if existing is None:
+            raise
+        return _idempotent_replay(existing, fields)
+    _enqueue_on_commit(job)
+    events.publish_job_event(job)
+    return Submission(job=job, created=True)
+
+
+def _job_for_idempotency_key(*, owner: Any, key: str) -> Job | None:
+    job = Job.objects.filter(owner=owner, idempotency_key=key).first()
+    if job is None:
+        return None
+    if job.created_at < timezone.now() - timedelta(seconds=settings.IDEMPOTENCY_KEY_TTL_SECONDS):
+        # The key expired: free it for the new request.
+        Job.objects.filter(pk=job.pk).update(idempotency_key=None)
+        return None
+    return job
+
+
+def _idempotent_replay(job: Job, fields: dict[str, Any]) -> Submission:
+    mismatched = [name for name, value in fields.items() if getattr(job, name) != value]
+    if mismatched:
+        raise ApplicationError(
+            "Idempotency-Key was already used for a different request",
+            extra={"details": {"Idempotency-Key": [f"Differs in: {', '.join(mismatched)}."]}},
+        )
+    return Submission(job=job, created=False)
+
+
+@transaction.atomic
+def job_create_cleanup(
+    *, actor: Any, cleanup_type: str, older_than_days: int | None
+) -> Job:
+    from cleanup.services import default_older_than_days
+
+    params = {
+        "type": cleanup_type,
+        "olderThanDays": (
+            older_than_days if older_than_days is not None else default_older_than_days(cleanup_type)
+        ),
+    }
+    job = Job.objects.create(
+        owner=actor,
+        kind=JobKind.FILE_CLEANUP,
+        params=params,
+        # Cleanup runs before queued image work on its own queue; priority is irrelevant.
+        priority=0,
+        enqueued_at=timezone.now(),
+    )
+    _enqueue_on_commit(job)
+    events.publish_job_event(job)
+    return job
+
+
+# --- Delivery -----------------------------------------------------------------------------
+
+
+def celery_priority(priority: int) -> int:
+    """API priority (higher first, 0..9) to Redis priority (0 is served first)."""
+    return 9 - max(0, min(9, priority))
+
+
+def _enqueue_on_commit(job: Job) -> None:
+    job_id, kind, priority = str(job.id), job.kind, job.priority
+    transaction.on_commit(lambda: job_send_message(job_id=job_id, kind=kind, priority=priority))
+
+
+def job_send_message(
+    *, job_id: str, kind: str, priority: int, countdown: float | None = None
+) -> bool:
+    """Send the Celery message for a job. A broker outage is logged, not raised: the row is
+    committed and the sweeper sends the message again once it is overdue."""
+    try:
+        celery_app.send_task(
+            TASK_FOR_KIND[JobKind(kind)],
+            args=[job_id],
+            task_id=job_id,
+            priority=celery_priority(priority),
+            countdown=countdown,
+            retry=True,
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
+        )
+    except Exception:
+        logger.warning("broker unavailable; job %s stays waiting for the sweeper", job_id, exc_info=True)
+        return False
+    return True
+
+
+# --- Claiming and state changes ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: Job
+    token: uuid.UUID
+
+
+def job_claim(*, job_id: str) -> Claim | None:
+    """Take the job for this attempt, or None when there is nothing to do.
+
+    Under a row lock: a finished job, a job another attempt holds with a live heartbeat,
+    or a delayed job whose retry is not due are left alone (a duplicate or early message).
+    A cancelled-before-start job stays cancelled and never runs.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        job = Job.objects.select_for_update().select_related("owner").filter(pk=job_id).first()
+        if job is None or job.status in FINISHED_STATUSES:
+            return None
+        if job.status == JobStatus.ACTIVE and job.heartbeat_at and (
+            now - job.heartbeat_at < timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        ):
+            return None
+        if job.status == JobStatus.DELAYED and job.retry_at and job.retry_at > now + timedelta(
+            seconds=1
+        ):
+            return None
+        token = uuid.uuid4()
+        job.status = JobStatus.ACTIVE
+        job.claim_token = token
+        job.heartbeat_at = now
+        job.attempts_made += 1
+        job.processed_at = now
+        job.retry_at = None
+        job.progress = max(job.progress, PROGRESS_CLAIMED) if job.kind == JobKind.IMAGE_GENERATION else job.progress
+        job.save(
+            update_fields=[
+                "status", "claim_token", "heartbeat_at", "attempts_made", "processed_at",
+                "retry_at", "progress", "updated_at",
+            ]
+        )  # fmt: skip
+        events.publish_job_event(job)
+    return Claim(job=job, token=token)
+
+
+def _fenced_update(claim: Claim, **fields: Any) -> None:
+    """Write fields of the claimed job, or raise LeaseLost if another attempt took over or
+    the job was cancelled meanwhile (a stale worker never overwrites a newer attempt)."""
+    fields.setdefault("heartbeat_at", timezone.now())
+    fields["updated_at"] = timezone.now()
+    with transaction.atomic():
+        updated = Job.objects.filter(
+            pk=claim.job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
+        ).update(**fields)
+        if not updated:
+            _raise_for_lost_claim(claim)
+        for name, value in fields.items():
+            setattr(claim.job, name, value)
+        events.publish_job_event(claim.job)
+
+
+def _raise_for_lost_claim(claim: Claim) -> None:
+    row = Job.objects.filter(pk=claim.job.pk).values("cancel_requested", "claim_token").first()
+    if row is not None and row["cancel_requested"] and row["claim_token"] == claim.token:
+        raise JobCancelled(str(claim.job.pk))
+    raise LeaseLost(str(claim.job.pk))
+
+
+@contextmanager
+def job_heartbeat(claim: Claim) -> Iterator[None]:
+    """Refresh the claim's heartbeat on a thread while a long step (a provider call) runs,
+    so the sweeper does not take a slow job for a dead one."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(settings.JOB_HEARTBEAT_SECONDS):
+                Job.objects.filter(pk=claim.job.pk, claim_token=claim.token).update(
+                    heartbeat_at=timezone.now()
+                )
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{claim.job.pk}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def job_set_progress(claim: Claim, progress: int) -> None:
+    _fenced_update(claim, progress=max(claim.job.progress, min(100, progress)))
+
+
+def _check_not_cancelled(claim: Claim) -> None:
+    """Called between steps: a cancel request stops the pipeline before any further work."""
+    row = Job.objects.filter(pk=claim.job.pk).values("cancel_requested", "claim_token").first()
+    if row is None or row["cancel_requested"]:
+        raise JobCancelled(str(claim.job.pk))
+    if row["claim_token"] != claim.token:
+        raise LeaseLost(str(claim.job.pk))
+
+
+def job_complete(claim: Claim, *, result: dict[str, Any] | None = None) -> None:
+    now = timezone.now()
+    fields: dict[str, Any] = {
+        "status": JobStatus.COMPLETED,
+        "progress": 100,
+        "finished_at": now,
+        "failed_reason": "",
+    }
+    if result is not None:
+        fields["result"] = result
+    _fenced_update(claim, **fields)
+
+
+def job_requeue(claim: Claim, *, result: dict[str, Any]) -> None:
+    """Give the job back to the queue to continue in a later run (batched work)."""
+    _fenced_update(
+        claim, status=JobStatus.WAITING, claim_token=None, result=result, enqueued_at=timezone.now()
+    )
+    _enqueue_on_commit(claim.job)
+
+
+def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
+    """Mark the job failed with a readable reason (fenced when a token is given)."""
+    with transaction.atomic():
+        queryset = Job.objects.select_for_update().filter(pk=job_id)
+        if token is not None:
+            queryset = queryset.filter(claim_token=token)
+        job = queryset.exclude(status__in=FINISHED_STATUSES).first()
+        if job is None:
+            return
+        job.status = JobStatus.FAILED
+        job.failed_reason = reason[:2000]
+        job.finished_at = timezone.now()
+        job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
+        events.publish_job_event(job)
+
+
+def retry_countdown(*, attempts_made: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter, never sooner than the server's Retry-After."""
+    base = settings.JOB_RETRY_BACKOFF_SECONDS * (2 ** max(0, attempts_made - 1))
+    countdown = random.uniform(base / 2, base)
+    if retry_after:
+        countdown = max(countdown, retry_after)
+    return min(countdown, settings.JOB_RETRY_BACKOFF_MAX_SECONDS)
+
+
+def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_after: float | None) -> float | None:
+    """After a transient error: mark the job delayed and return the countdown, or fail it
+    (and return None) when its attempts are used up."""
+    with transaction.atomic():
+        job = Job.objects.select_for_update().filter(pk=job_id, claim_token=token).first()
+        if job is None or job.status in FINISHED_STATUSES:
+            return None
+        if job.attempts_made >= settings.JOB_MAX_ATTEMPTS:
+            job.status = JobStatus.FAILED
+            job.failed_reason = f"Gave up after {job.attempts_made} attempts: {reason}"[:2000]
+            job.finished_at = timezone.now()
+            job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
+            events.publish_job_event(job)
+            return None
+        countdown = retry_countdown(attempts_made=job.attempts_made, retry_after=retry_after)
+        job.status = JobStatus.DELAYED
+        job.failed_reason = reason[:2000]
+        job.retry_at = timezone.now() + timedelta(seconds=countdown)
+        job.enqueued_at = timezone.now()
+        job.claim_token = None
+        job.save(
+            update_fields=["status", "failed_reason", "retry_at", "enqueued_at", "claim_token", "updated_at"]
+        )
+        events.publish_job_event(job)
+        return countdown
+
+
+# --- Cancel and retry (API and admin) ------------------------------------------------------
+
+
+@transaction.atomic
+def job_cancel(*, job: Job) -> Job:
+    """Cancel a job. A waiting or delayed job never starts; an active one stops at its
+    next step (the pipeline checks the flag) and removes its partial outputs."""
+    job = Job.objects.select_for_update().select_related("owner").get(pk=job.pk)
+    if job.status == JobStatus.CANCELLED:
+        return job
+    if job.status == JobStatus.COMPLETED:
+        raise InvalidStateError("Job is already completed", extra={"status": job.status})
+    if job.status == JobStatus.FAILED:
+        raise InvalidStateError("Job has already failed", extra={"status": job.status})
+    job.cancel_requested = True
+    job.status = JobStatus.CANCELLED
+    job.finished_at = timezone.now()
+    job.save(update_fields=["cancel_requested", "status", "finished_at", "updated_at"])
+    events.publish_job_event(job)
+    job_id = str(job.id)
+    # Revoking is only an optimisation (the claim refuses a cancelled job anyway).
+    transaction.on_commit(lambda: _revoke_quietly(job_id))
+    return job
+
+
+def _revoke_quietly(job_id: str) -> None:
+    try:
+        celery_app.control.revoke(job_id)
+    except Exception:
+        logger.info("could not broadcast revoke for %s", job_id, exc_info=True)
+
+
+@transaction.atomic
+def job_retry(*, job: Job) -> Job:
+    """Run a failed or cancelled job again, keeping the outputs and checkpoint it has."""
+    job = Job.objects.select_for_update().select_related("owner").get(pk=job.pk)
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise InvalidStateError(
+            f"Only failed or cancelled jobs can be retried; this one is {job.status}",
+            extra={"status": job.status},
+        )
+    job.status = JobStatus.WAITING
+    job.progress = 0
+    job.attempts_made = 0
+    job.failed_reason = ""
+    job.cancel_requested = False
+    job.claim_token = None
+    job.heartbeat_at = None
+    job.stalled_count = 0
+    job.retry_at = None
+    job.finished_at = None
+    job.enqueued_at = timezone.now()
+    job.save()
+    _enqueue_on_commit(job)
+    events.publish_job_event(job)
+    return job
+
+
+# --- The image pipeline ---------------------------------------------------------------------
+
+
+def storage_prefix(job: Job) -> str:
+    return f"{job.owner.get_username()}/{job.generation_id}"
+
+
+def output_path(job: Job, platform_id: str) -> str:
+    return f"{storage_prefix(job)}/{platform_id}.{EXTENSIONS[job.output_format]}"
+
+
+def source_path(job: Job) -> str:
+    # Under tmp/: the original is a checkpoint, removed by the temp-files cleanup.
+    return f"tmp/{storage_prefix(job)}/original.png"
+
+
+def job_run_generation(*, job_id: str) -> float | None:
+    """Run (or resume) an image job: generate once, then render each missing platform.
+
+    Returns the countdown in seconds when a transient error left the job ``delayed`` for a
+    retry (the task sends that retry), else None. Permanent errors, cancellation and a lost
+    claim end here; an unexpected error fails the job and propagates to be logged.
+    """
+    claim = job_claim(job_id=job_id)
+    if claim is None:
+        logger.info("job %s: nothing to do (finished, held elsewhere or not due)", job_id)
+        return None
+    job = claim.job
+    try:
+        with job_heartbeat(claim):
+            count = _run_generation_steps(claim)
+        logger.info("job %s completed with %d images", job_id, count)
+    except JobCancelled:
+        _remove_outputs(job)
+        logger.info("job %s cancelled; partial outputs removed", job_id)
+    except LeaseLost:
+        logger.warning("job %s: claim lost to another attempt; stopping", job_id)
+    except PermanentError as exc:
+        logger.warning("job %s failed permanently: %s", job_id, exc.message)
+        job_fail(job_id=job_id, token=claim.token, reason=exc.message)
+    except (TransientError, SoftTimeLimitExceeded) as exc:
+        message = getattr(exc, "message", "The job took longer than its time limit")
+        retry_after = getattr(exc, "retry_after", None)
+        logger.warning("job %s: transient error: %s", job_id, message)
+        return job_schedule_retry(
+            job_id=job_id, token=claim.token, reason=message, retry_after=retry_after
+        )
+    except Exception:
+        logger.exception("job %s: unexpected error", job_id)
+        job_fail(job_id=job_id, token=claim.token, reason="Internal error while generating images")
+        raise
+    return None
+
+
+def _run_generation_steps(claim: Claim) -> int:
+    job = claim.job
+    image = decode_image(_source_image_bytes(claim))
+    done = set(job.images.values_list("platform_id", flat=True))
+    span = 100 - PROGRESS_SOURCE_READY
+    for platform_id in [p for p in job.platforms if p not in done]:
+        _check_not_cancelled(claim)
+        _render_and_store(claim, image, platform_id)
+        done.add(platform_id)
+        job_set_progress(claim, PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms))
+    _check_not_cancelled(claim)
+    job_complete(claim)
+    return len(done)
+
+
+def _source_image_bytes(claim: Claim) -> bytes:
+    """The generated original: from the checkpoint if an earlier attempt made it."""
+    job = claim.job
+    if job.source_path and default_storage.exists(job.source_path):
+        with default_storage.open(job.source_path, "rb") as handle:
+            data: bytes = handle.read()
+        logger.info("job %s: reusing the generated original from %s", job.id, job.source_path)
+        return data
+    _check_not_cancelled(claim)
+    data = get_provider().generate(prompt=job.prompt, image_type=job.image_type)
+    path = default_storage.save(source_path(job), ContentFile(data))
+    _fenced_update(claim, source_path=path, progress=max(job.progress, PROGRESS_SOURCE_READY))
+    return data
+
+
+def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
+    job = claim.job
+    platform = PLATFORMS[platform_id]
+    rendered = render_platform(
+        image,
+        platform.width,
+        platform.height,
+        job.output_format,
+        png_compress_level=settings.PNG_COMPRESS_LEVEL,
+    )
+    path = default_storage.save(output_path(job, platform_id), ContentFile(rendered.data))
+    url = default_storage.url(path)
+    with transaction.atomic():
+        # Fenced: only the attempt holding the claim records the output.
+        holder = Job.objects.select_for_update().filter(pk=job.pk, claim_token=claim.token).exists()
+        if not holder:
+            _raise_for_lost_claim(claim)
+        GeneratedImage.objects.update_or_create(
+            job=job,
+            platform_id=platform_id,
+            defaults={
+                "width": rendered.width,
+                "height": rendered.height,
+                "file_size": len(rendered.data),
+                "storage_path": path,
+                "url": url,
+                "format": rendered.format,
+            },
+        )
+
+
+def _remove_outputs(job: Job) -> None:
+    for image in job.images.all():
+        default_storage.delete(image.storage_path)
+    job.images.all().delete()
+    if job.source_path:
+        default_storage.delete(job.source_path)
+        Job.objects.filter(pk=job.pk).update(source_path="")
+
+
+# --- Sweeper ------------------------------------------------------------------------------
+
+
+def jobs_sweep() -> dict[str, int]:
+    """Send again the messages of waiting/delayed jobs that are overdue (a broker that lost
+    its data loses no job); re-run active jobs whose heartbeat stopped, at most
+    JOB_MAX_STALLED_COUNT times, then fail them."""
+    now = timezone.now()
+    overdue = now - timedelta(seconds=settings.JOB_ENQUEUE_OVERDUE_SECONDS)
+    resent = stalled = failed = 0
+
+    due = Job.objects.filter(
+        Q(status=JobStatus.WAITING, enqueued_at__lt=overdue)
+        | Q(status=JobStatus.DELAYED, retry_at__lt=overdue)
+    )
+    for job_id, kind, priority in list(due.values_list("id", "kind", "priority")[:SWEEP_BATCH]):
+        Job.objects.filter(pk=job_id).update(enqueued_at=now)
+        if job_send_message(job_id=str(job_id), kind=kind, priority=priority):
+            resent += 1
+
+    stale = now - timedelta(seconds=settings.JOB_LEASE_SECONDS * 2)
+    for job_id in list(
+        Job.objects.filter(status=JobStatus.ACTIVE, heartbeat_at__lt=stale).values_list("id", flat=True)[
+            :SWEEP_BATCH
+        ]
+    ):
+        with transaction.atomic():
+            job = Job.objects.select_for_update().filter(pk=job_id, status=JobStatus.ACTIVE, heartbeat_at__lt=stale).first()
+            if job is None:
+                continue
+            if job.stalled_count >= settings.JOB_MAX_STALLED_COUNT:
+                job.status = JobStatus.FAILED
+                job.failed_reason = (
+                    f"Job stalled {job.stalled_count + 1} times (its worker stopped responding)"
+                )
+                job.finished_at = now
+                job.claim_token = None
+                job.save()
+                events.publish_job_event(job)
+                failed += 1
+                continue
+            job.stalled_count += 1
+            job.status = JobStatus.WAITING
+            job.claim_token = None
+            job.enqueued_at = now
+            job.save()
+            events.publish_job_event(job)
+            _enqueue_on_commit(job)
+            stalled += 1
+    if resent or stalled or failed:
+        logger.info("sweeper: resent %d, re-queued %d stalled, failed %d", resent, stalled, failed)
+    return {"resent": resent, "stalled": stalled, "failedStalled": failed}
+
+
+def job_get_or_404(job_id: str) -> Job:
+    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+    if job is None:
+        raise NotFoundError("Job not found")
+    return job

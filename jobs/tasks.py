@@ -1,0 +1,23 @@
+"""Celery tasks for jobs: thin, they take a job id and call a service."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task, shared_task
+
+from jobs import services
+
+
+@shared_task(bind=True, name="jobs.generate_images", max_retries=None)
+def generate_images_task(self: Task, job_id: str) -> None:
+    countdown = services.job_run_generation(job_id=job_id)
+    if countdown is not None:
+        # The Job row already says `delayed` with its retry time; this message is the
+        # wake-up call (and the sweeper resends it if the broker loses it).
+        raise self.retry(countdown=countdown)
+
+
+@shared_task(name="jobs.sweep", ignore_result=True)
+def sweep_jobs_task() -> dict[str, Any]:
+    return services.jobs_sweep()

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from jobs import api
+
+urlpatterns = [
+    path("jobs/generate", api.JobGenerateApi.as_view(), name="job-generate"),
+    path("jobs/cleanup", api.CleanupCreateApi.as_view(), name="job-cleanup"),
+    path("jobs/stats/overview", api.JobStatsApi.as_view(), name="job-stats"),
+    path("jobs", api.JobListApi.as_view(), name="job-list"),
+    path("jobs/<str:job_id>/result", api.JobResultApi.as_view(), name="job-result"),
+    path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="job-retry"),
+    path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="job-detail"),
+    path("platforms", api.PlatformListApi.as_view(), name="platform-list"),
+]

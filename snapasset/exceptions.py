@@ -1,0 +1,112 @@
+"""One error family for the whole project, and the DRF handler that turns errors into JSON.
+
+API errors (``ApplicationError`` and subclasses) carry an HTTP status and a message a client
+can read. Pipeline errors (``JobError``) know whether retrying can help: ``TransientError``
+(network, timeout, 429, 5xx) is retried with backoff, ``PermanentError`` fails the job at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError
+from django.http import Http404
+from rest_framework import exceptions as drf_exceptions
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """An error a client caused or must know about; answered as JSON ``{error, ...}``."""
+
+    status_code = status.HTTP_400_BAD_REQUEST
+
+    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class NotFoundError(ApplicationError):
+    status_code = status.HTTP_404_NOT_FOUND
+
+
+class InvalidStateError(ApplicationError):
+    """The job is not in a state that allows the operation (result of a running job...)."""
+
+
+class TooManyPendingJobsError(ApplicationError):
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+
+class ServiceUnavailableError(ApplicationError):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+
+
+class JobError(Exception):
+    """A failure while running a job. ``permanent`` says whether a retry could succeed."""
+
+    permanent = False
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+
+class TransientError(JobError):
+    permanent = False
+
+
+class PermanentError(JobError):
+    permanent = True
+
+
+class JobCancelled(Exception):
+    """Raised inside the pipeline when the job's cancel flag is seen between steps."""
+
+
+class LeaseLost(Exception):
+    """Raised when another attempt has claimed the job: this one must stop writing."""
+
+
+def _error_body(message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": message, **extra}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, ApplicationError):
+        return Response(_error_body(exc.message, **exc.extra), status=exc.status_code)
+    if isinstance(exc, RequestDataTooBig):
+        return Response(
+            _error_body("Request body is larger than 1 MiB"),
+            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+        )
+    if isinstance(exc, DatabaseError):
+        logger.exception("database error while serving %s", context.get("request"))
+        return Response(
+            _error_body("The database is unavailable; nothing was saved, try again shortly"),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+    if isinstance(exc, Http404):
+        return Response(_error_body("Not found"), status=status.HTTP_404_NOT_FOUND)
+    if isinstance(exc, drf_exceptions.ValidationError):
+        detail = exc.detail
+        if not isinstance(detail, dict):
+            detail = {"non_field_errors": detail}
+        return Response(
+            _error_body("Invalid request", details=detail), status=status.HTTP_400_BAD_REQUEST
+        )
+
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = getattr(exc, "detail", None)
+    message = str(detail) if detail is not None else "Error"
+    response.data = _error_body(message)
+    return response

