@@ -29,8 +29,15 @@ migrate: setup
 run: migrate
 	WEB_PORT=$(PORT) HOST=$(HOST) exec $(BIN)/honcho -f Procfile.dev start $(PROCESSES)
 
+# Tests use the machine's real Postgres and Redis: a database of their own per run
+# (pytest-django creates test_<name> and drops it) and a Redis db number of their own.
+RUN_ID := $(shell echo $$$$)
+TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/snapasset_$(RUN_ID)
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/$(shell expr $(RUN_ID) % 15 + 1)
+
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) IMAGE_PROVIDER=local \
+		SNAPASSET_VAR_DIR=$(CURDIR)/var/test-$(RUN_ID) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m bench

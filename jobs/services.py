@@ -250,7 +250,7 @@ def job_claim(*, job_id: str) -> Claim | None:
     """
     now = timezone.now()
     with transaction.atomic():
-        job = Job.objects.select_for_update().select_related("owner").filter(pk=job_id).first()
+        job = Job.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=job_id).first()
         if job is None or job.status in FINISHED_STATUSES:
             return None
         if job.status == JobStatus.ACTIVE and job.heartbeat_at and (
@@ -419,7 +419,7 @@ def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_afte
 def job_cancel(*, job: Job) -> Job:
     """Cancel a job. A waiting or delayed job never starts; an active one stops at its
     next step (the pipeline checks the flag) and removes its partial outputs."""
-    job = Job.objects.select_for_update().select_related("owner").get(pk=job.pk)
+    job = Job.objects.select_for_update(of=("self",)).select_related("owner").get(pk=job.pk)
     if job.status == JobStatus.CANCELLED:
         return job
     if job.status == JobStatus.COMPLETED:
@@ -447,7 +447,7 @@ def _revoke_quietly(job_id: str) -> None:
 @transaction.atomic
 def job_retry(*, job: Job) -> Job:
     """Run a failed or cancelled job again, keeping the outputs and checkpoint it has."""
-    job = Job.objects.select_for_update().select_related("owner").get(pk=job.pk)
+    job = Job.objects.select_for_update(of=("self",)).select_related("owner").get(pk=job.pk)
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise InvalidStateError(
             f"Only failed or cancelled jobs can be retried; this one is {job.status}",

@@ -1,0 +1,80 @@
+"""The pure image functions and the local provider: no database, no storage."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from PIL import Image
+
+from jobs.pipeline import cover_crop_box, decode_image, render_platform
+from jobs.platforms import PLATFORMS
+from jobs.providers.local import LocalProvider
+from snapasset.exceptions import PermanentError
+
+
+def quadrant_image(size: int = 1024) -> Image.Image:
+    """Red centre square on blue: lets a test see which part of the source survived."""
+    image = Image.new("RGB", (size, size), (0, 0, 255))
+    quarter = size // 4
+    image.paste((255, 0, 0), (quarter, quarter, size - quarter, size - quarter))
+    return image
+
+
+@pytest.mark.parametrize("platform_id", list(PLATFORMS))
+@pytest.mark.parametrize("fmt", ["png", "webp", "jpeg"])
+def test_each_platform_gets_its_exact_size(platform_id: str, fmt: str) -> None:
+    platform = PLATFORMS[platform_id]
+    rendered = render_platform(quadrant_image(), platform.width, platform.height, fmt)
+    with Image.open(io.BytesIO(rendered.data)) as out:
+        assert out.size == (platform.width, platform.height)
+        assert out.format == {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}[fmt]
+    assert (rendered.width, rendered.height, rendered.format) == (platform.width, platform.height, fmt)
+
+
+def test_cover_crop_keeps_the_centre_and_does_not_distort() -> None:
+    story = PLATFORMS["instagram-story"]  # 9:16 from a square: crop the sides
+    rendered = render_platform(quadrant_image(), story.width, story.height, "png")
+    with Image.open(io.BytesIO(rendered.data)) as out:
+        out = out.convert("RGB")
+        assert out.getpixel((story.width // 2, story.height // 2)) == (255, 0, 0)
+        # The red square spans the middle half of the source height, so it still spans
+        # the middle half of the output height: no vertical squash.
+        column = [out.getpixel((story.width // 2, y))[0] > 128 for y in range(story.height)]
+        red_rows = sum(column)
+        assert abs(red_rows - story.height / 2) < story.height * 0.02
+
+
+def test_cover_crop_box_is_centred_with_the_target_ratio() -> None:
+    left, top, right, bottom = cover_crop_box(1024, 1024, 1280, 720)
+    assert (left, right) == (0, 1024)
+    assert (right - left) / (bottom - top) == pytest.approx(1280 / 720)
+    assert top == pytest.approx(1024 - bottom)
+
+
+def test_the_local_provider_is_deterministic() -> None:
+    provider = LocalProvider()
+    first = provider.generate(prompt="A lighthouse at dusk", image_type="vivid")
+    second = provider.generate(prompt="A lighthouse at dusk", image_type="vivid")
+    assert first == second
+    with Image.open(io.BytesIO(first)) as image:
+        assert image.size == (1024, 1024)
+
+
+def test_the_local_provider_draws_different_pictures_for_different_prompts() -> None:
+    provider = LocalProvider()
+    a = Image.open(io.BytesIO(provider.generate(prompt="A lighthouse", image_type="vivid")))
+    b = Image.open(io.BytesIO(provider.generate(prompt="A cat asleep", image_type="vivid")))
+    small_a = a.convert("RGB").resize((16, 16))
+    small_b = b.convert("RGB").resize((16, 16))
+    difference = sum(
+        abs(pa - pb)
+        for xa, xb in zip(small_a.getdata(), small_b.getdata(), strict=True)
+        for pa, pb in zip(xa, xb, strict=True)
+    )
+    assert difference / (16 * 16 * 3) > 20  # mean channel difference, clearly visible
+
+
+def test_bytes_that_are_not_an_image_are_a_permanent_error() -> None:
+    with pytest.raises(PermanentError):
+        decode_image(b"<html>not an image</html>")
