@@ -131,10 +131,12 @@ class FakeSupabase(FakeServer):
     def fail(
         self, method: str, path_contains: str, *, status: int = 503, times: int = 1,
         body: bytes = b"upstream connect error or disconnect/reset before headers",
-        headers: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None, delay: float = 0.0,
     ) -> None:  # fmt: skip
-        """The next ``times`` matching requests answer ``status`` (a gateway-style error)."""
-        reply = Reply(status=status, body=body, headers={"Content-Type": "text/plain", **(headers or {})})
+        """The next ``times`` matching requests answer ``status`` (a gateway-style error),
+        after ``delay`` seconds."""
+        reply = Reply(status=status, body=body, headers={"Content-Type": "text/plain", **(headers or {})},
+                      delay=delay)  # fmt: skip
         self.faults.append(Fault(method, path_contains, reply, times))
 
     def fail_json(self, method: str, path_contains: str, *, status: int, error: str, message: str,
