@@ -590,7 +590,9 @@ def _save_checkpoint(job: Job, data: bytes, source_format: str) -> str:
         except TransientError as exc:
             if attempt == CHECKPOINT_SAVE_ATTEMPTS:
                 raise
-            delay = min(exc.retry_after or 0.5 * 2 ** (attempt - 1), CHECKPOINT_RETRY_MAX_SLEEP_SECONDS)
+            delay = min(
+                exc.retry_after or 0.5 * 2 ** (attempt - 1), CHECKPOINT_RETRY_MAX_SLEEP_SECONDS
+            )
             logger.warning(
                 "job %s: storing the original failed (%s); trying again in %.1fs",
                 job.id, exc.message, delay,

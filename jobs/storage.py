@@ -87,7 +87,11 @@ def _status_of(exc: Any) -> tuple[int | None, httpx.Response | None]:
 
 def is_not_found(exc: Any) -> bool:
     status, _ = _status_of(exc)
-    return status == 404 and str(getattr(exc, "code", "")) in ("not_found", "NoSuchKey", "InternalError")
+    return status == 404 and str(getattr(exc, "code", "")) in (
+        "not_found",
+        "NoSuchKey",
+        "InternalError",
+    )
 
 
 def classify_storage_error(exc: Any, action: str) -> JobError:
@@ -124,9 +128,7 @@ class SupabaseStorage(Storage):
         self.supabase_url = url or settings.SUPABASE_URL
         self.service_key = service_key or settings.SUPABASE_SERVICE_KEY
         self.bucket_name = bucket or settings.SUPABASE_BUCKET
-        self.signed_urls = (
-            settings.SUPABASE_SIGNED_URLS if signed_urls is None else signed_urls
-        )
+        self.signed_urls = settings.SUPABASE_SIGNED_URLS if signed_urls is None else signed_urls
         self.signed_url_expires_seconds = (
             signed_url_expires_seconds or settings.SUPABASE_SIGNED_URL_EXPIRES_SECONDS
         )
@@ -175,7 +177,9 @@ class SupabaseStorage(Storage):
         except StorageApiError as exc:
             raise classify_storage_error(exc, action) from exc
         except httpx.TimeoutException as exc:
-            raise TransientError(f"File storage did not answer in time (trying to {action})") from exc
+            raise TransientError(
+                f"File storage did not answer in time (trying to {action})"
+            ) from exc
         except httpx.HTTPError as exc:
             raise TransientError(f"Could not reach file storage (trying to {action})") from exc
         except StorageException as exc:

@@ -14,7 +14,7 @@ from PIL import Image
 
 from jobs.platforms import PLATFORMS
 from tests.conftest import make_user
-from tests.fakes.fixtures import BUCKET, fake_openai, fake_supabase, openai_env, supabase_env  # noqa: F401
+from tests.fakes.fixtures import BUCKET, openai_env, supabase_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.supabase_server import FakeSupabase
 from tests.test_end_to_end import poll_until_finished
@@ -22,7 +22,9 @@ from tests.test_end_to_end import poll_until_finished
 pytestmark = pytest.mark.e2e
 
 
-def start_stack(start_worker: Any, start_web: Any, openai: FakeOpenAI, supabase: FakeSupabase) -> tuple[str, dict[str, str]]:
+def start_stack(
+    start_worker: Any, start_web: Any, openai: FakeOpenAI, supabase: FakeSupabase
+) -> tuple[str, dict[str, str]]:
     from rest_framework.authtoken.models import Token
 
     token = Token.objects.create(user=make_user("alice")).key
@@ -49,13 +51,20 @@ def test_a_job_completes_with_openai_and_supabase_through_a_worker_process(
     assert len(fake_openai.generation_calls) == 1
     assert "natural" in fake_openai.generation_calls[0].json()["prompt"].lower()
 
-    result = httpx.get(f"{base}/api/jobs/{job_id}/result", headers=headers, timeout=10).json()["result"]
+    result = httpx.get(f"{base}/api/jobs/{job_id}/result", headers=headers, timeout=10).json()[
+        "result"
+    ]
     generation_id = result["generationId"]
     assert [image["platformId"] for image in result["images"]] == list(PLATFORMS)
     expected_files = {f"alice/{generation_id}/{platform}.png" for platform in PLATFORMS}
-    assert expected_files | {f"tmp/alice/{generation_id}/original.png"} == set(fake_supabase.names())
+    assert expected_files | {f"tmp/alice/{generation_id}/original.png"} == set(
+        fake_supabase.names()
+    )
     for image in result["images"]:
-        assert image["url"] == f"{fake_supabase.url}/storage/v1/object/public/{BUCKET}/{image['storagePath']}"
+        assert (
+            image["url"]
+            == f"{fake_supabase.url}/storage/v1/object/public/{BUCKET}/{image['storagePath']}"
+        )
         assert image["storagePath"] in expected_files and image["format"] == "png"
         response = httpx.get(image["url"], timeout=10)  # anonymous: a public URL
         assert response.status_code == 200
@@ -72,18 +81,25 @@ def test_storage_failing_once_after_generation_retries_and_never_pays_twice(
     base, headers = start_stack(start_worker, start_web, fake_openai, fake_supabase)
     fake_supabase.fail("POST", "/twitter-post.jpg", status=503)
     platforms = ["instagram-post", "twitter-post", "linkedin-post"]
-    job_id = submit(base, headers, {"prompt": "Never twice", "platforms": platforms, "format": "jpeg"})
+    job_id = submit(
+        base, headers, {"prompt": "Never twice", "platforms": platforms, "format": "jpeg"}
+    )
 
     body = poll_until_finished(base, headers, job_id)
     assert body["status"] == "completed", body
     assert body["attemptsMade"] == 2  # the 503 made the job retry
     assert len(fake_openai.generation_calls) == 1
 
-    posts = Counter(r.path.rsplit("/", 1)[-1] for r in fake_supabase.seen("POST", f"/storage/v1/object/{BUCKET}/"))
+    posts = Counter(
+        r.path.rsplit("/", 1)[-1]
+        for r in fake_supabase.seen("POST", f"/storage/v1/object/{BUCKET}/")
+    )
     assert posts == Counter(
         {"original.png": 1, "instagram-post.jpg": 1, "twitter-post.jpg": 2, "linkedin-post.jpg": 1}
     )
-    result = httpx.get(f"{base}/api/jobs/{job_id}/result", headers=headers, timeout=10).json()["result"]
+    result = httpx.get(f"{base}/api/jobs/{job_id}/result", headers=headers, timeout=10).json()[
+        "result"
+    ]
     for image in result["images"]:
         response = httpx.get(image["url"], timeout=10)
         assert response.headers["content-type"] == "image/jpeg"

@@ -113,7 +113,9 @@ class OpenAIProvider:
             max_retries=0,
         )
         try:
-            response = client.images.generate(**self.request_params(prompt=prompt, image_type=image_type))
+            response = client.images.generate(
+                **self.request_params(prompt=prompt, image_type=image_type)
+            )
         except openai.OpenAIError as exc:
             raise self._classify(exc) from exc
         finally:
@@ -126,7 +128,9 @@ class OpenAIProvider:
             try:
                 data = base64.b64decode(first.b64_json, validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise PermanentError("The image model returned data that is not a valid image") from exc
+                raise PermanentError(
+                    "The image model returned data that is not a valid image"
+                ) from exc
         elif first.url:
             data = self._download(first.url)
         else:

@@ -1,6 +1,6 @@
 """Fixtures that run the fakes and point settings (or a child process's env) at them.
 
-Import them into a test module: ``from tests.fakes.fixtures import fake_openai, ...``.
+Registered for every test by ``pytest_plugins`` in tests/conftest.py.
 """
 
 from __future__ import annotations
@@ -35,7 +35,11 @@ def openai_env(fake: FakeOpenAI) -> dict[str, str]:
 
 
 def supabase_env(fake: FakeSupabase) -> dict[str, str]:
-    return {"SUPABASE_URL": fake.url, "SUPABASE_SERVICE_KEY": SERVICE_KEY, "SUPABASE_BUCKET": BUCKET}
+    return {
+        "SUPABASE_URL": fake.url,
+        "SUPABASE_SERVICE_KEY": SERVICE_KEY,
+        "SUPABASE_BUCKET": BUCKET,
+    }
 
 
 @pytest.fixture
@@ -55,5 +59,8 @@ def use_fake_supabase(settings: Any, fake_supabase: FakeSupabase) -> FakeSupabas
     settings.SUPABASE_SERVICE_KEY = SERVICE_KEY
     settings.SUPABASE_BUCKET = BUCKET
     settings.SUPABASE_TIMEOUT_SECONDS = 5
-    settings.STORAGES = {**settings.STORAGES, "default": {"BACKEND": "jobs.storage.SupabaseStorage"}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "default": {"BACKEND": "jobs.storage.SupabaseStorage"},
+    }
     return fake_supabase

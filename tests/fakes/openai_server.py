@@ -38,7 +38,9 @@ def png_bytes(size: tuple[int, int] = (1024, 1024), colour: str = "teal") -> byt
     return buffer.getvalue()
 
 
-def error_body(message: str, *, type: str, code: str | None, param: str | None = None) -> dict[str, object]:
+def error_body(
+    message: str, *, type: str, code: str | None, param: str | None = None
+) -> dict[str, object]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
@@ -65,12 +67,18 @@ class FakeOpenAI(FakeServer):
     # --- Scripting -----------------------------------------------------------------------
 
     def queue_b64(self, data: bytes | None = None, *, delay: float = 0.0) -> None:
-        self.script.append(Scripted("b64", data=data if data is not None else self.default_image, delay=delay))
+        self.script.append(
+            Scripted("b64", data=data if data is not None else self.default_image, delay=delay)
+        )
 
     def queue_url(
-        self, data: bytes | None = None, *, content_type: str = "image/png", file_delay: float = 0.0,
+        self,
+        data: bytes | None = None,
+        *,
+        content_type: str = "image/png",
+        file_delay: float = 0.0,
         file_status: int = 200,
-    ) -> str:  # fmt: skip
+    ) -> str:
         """The next generation answers with a URL served by this fake; returns that URL."""
         name = uuid.uuid4().hex
         self.files[name] = Reply(
@@ -83,9 +91,16 @@ class FakeOpenAI(FakeServer):
         return f"{self.base_url}/files/{name}.png"
 
     def fail(
-        self, status: int, *, code: str | None, message: str, type: str = "invalid_request_error",
-        param: str | None = None, headers: dict[str, str] | None = None, times: int = 1,
-    ) -> None:  # fmt: skip
+        self,
+        status: int,
+        *,
+        code: str | None,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
         reply = Reply.json(
             error_body(message, type=type, code=code, param=param),
             status=status,
@@ -136,7 +151,11 @@ class FakeOpenAI(FakeServer):
         if request.method == "POST" and request.path == "/v1/images/generations":
             return self.generate(request)
         return Reply.json(
-            error_body(f"Invalid URL ({request.method} {request.path})", type="invalid_request_error", code=None),
+            error_body(
+                f"Invalid URL ({request.method} {request.path})",
+                type="invalid_request_error",
+                code=None,
+            ),
             status=404,
         )
 
@@ -163,32 +182,51 @@ class FakeOpenAI(FakeServer):
         model = body.get("model")
         if not body.get("prompt"):
             return Reply.json(
-                error_body("Missing required parameter: 'prompt'.", type="invalid_request_error",
-                           code="missing_required_parameter", param="prompt"),
-                status=400, headers=request_id,
-            )  # fmt: skip
+                error_body(
+                    "Missing required parameter: 'prompt'.",
+                    type="invalid_request_error",
+                    code="missing_required_parameter",
+                    param="prompt",
+                ),
+                status=400,
+                headers=request_id,
+            )
         if model in RETIRED_MODELS:
             return Reply.json(
-                error_body(f"The model `{model}` does not exist or you do not have access to it.",
-                           type="invalid_request_error", code="model_not_found"),
-                status=404, headers=request_id,
-            )  # fmt: skip
+                error_body(
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    type="invalid_request_error",
+                    code="model_not_found",
+                ),
+                status=404,
+                headers=request_id,
+            )
         gpt_image = isinstance(model, str) and model.startswith(GPT_IMAGE_PREFIXES)
         for legacy in ("style", "response_format"):
             if gpt_image and legacy in body:
                 return Reply.json(
-                    error_body(f"Unknown parameter: '{legacy}'.", type="invalid_request_error",
-                               code="unknown_parameter", param=legacy),
-                    status=400, headers=request_id,
-                )  # fmt: skip
+                    error_body(
+                        f"Unknown parameter: '{legacy}'.",
+                        type="invalid_request_error",
+                        code="unknown_parameter",
+                        param=legacy,
+                    ),
+                    status=400,
+                    headers=request_id,
+                )
 
-        scripted = self.script.popleft() if self.script else Scripted("b64", data=self.default_image)
+        scripted = (
+            self.script.popleft() if self.script else Scripted("b64", data=self.default_image)
+        )
         if scripted.kind == "reply":
             assert scripted.reply is not None
             return scripted.reply
         item: dict[str, object]
         if scripted.kind == "url":
-            item = {"url": f"{self.base_url}/files/{scripted.data.decode()}.png", "revised_prompt": None}
+            item = {
+                "url": f"{self.base_url}/files/{scripted.data.decode()}.png",
+                "revised_prompt": None,
+            }
         else:
             item = {"b64_json": base64.b64encode(scripted.data).decode()}
         answer: dict[str, object] = {"created": int(time.time()), "data": [item]}

@@ -114,4 +114,6 @@ class FakeServer:
 
     def seen(self, method: str, path_prefix: str = "") -> list[Request]:
         with self.lock:
-            return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
+            return [
+                r for r in self.requests if r.method == method and r.path.startswith(path_prefix)
+            ]

@@ -111,7 +111,9 @@ def parse_multipart(content_type: str, body: bytes) -> dict[str, tuple[dict[str,
 
 
 class FakeSupabase(FakeServer):
-    def __init__(self, *, service_key: str = SERVICE_KEY, buckets: dict[str, bool] | None = None) -> None:
+    def __init__(
+        self, *, service_key: str = SERVICE_KEY, buckets: dict[str, bool] | None = None
+    ) -> None:
         super().__init__()
         self.service_key = service_key
         self.secret = uuid.uuid4().bytes
@@ -129,18 +131,37 @@ class FakeSupabase(FakeServer):
     # --- Test helpers ----------------------------------------------------------------------
 
     def fail(
-        self, method: str, path_contains: str, *, status: int = 503, times: int = 1,
+        self,
+        method: str,
+        path_contains: str,
+        *,
+        status: int = 503,
+        times: int = 1,
         body: bytes = b"upstream connect error or disconnect/reset before headers",
-        headers: dict[str, str] | None = None, delay: float = 0.0,
-    ) -> None:  # fmt: skip
+        headers: dict[str, str] | None = None,
+        delay: float = 0.0,
+    ) -> None:
         """The next ``times`` matching requests answer ``status`` (a gateway-style error),
         after ``delay`` seconds."""
-        reply = Reply(status=status, body=body, headers={"Content-Type": "text/plain", **(headers or {})},
-                      delay=delay)  # fmt: skip
+        reply = Reply(
+            status=status,
+            body=body,
+            headers={"Content-Type": "text/plain", **(headers or {})},
+            delay=delay,
+        )
         self.faults.append(Fault(method, path_contains, reply, times))
 
-    def fail_json(self, method: str, path_contains: str, *, status: int, error: str, message: str,
-                  http_status: int | None = None, headers: dict[str, str] | None = None) -> None:  # fmt: skip
+    def fail_json(
+        self,
+        method: str,
+        path_contains: str,
+        *,
+        status: int,
+        error: str,
+        message: str,
+        http_status: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         reply = storage_error(str(status), error, message, http_status=http_status or status)
         reply.headers.update(headers or {})
         self.faults.append(Fault(method, path_contains, reply, 1))
@@ -161,7 +182,11 @@ class FakeSupabase(FakeServer):
 
     def handle(self, request: Request) -> Reply:
         for fault in self.faults:
-            if fault.times > 0 and request.method == fault.method and fault.path_contains in request.path:
+            if (
+                fault.times > 0
+                and request.method == fault.method
+                and fault.path_contains in request.path
+            ):
                 fault.times -= 1
                 return fault.reply
         if not request.path.startswith(PREFIX + "/object/"):
@@ -190,7 +215,9 @@ class FakeSupabase(FakeServer):
             return self.upload(request, head, name)
         if request.method == "GET" and name:
             return self.download(head, name)
-        return Reply.json({"statusCode": "404", "error": "Not Found", "message": "Route not found"}, 404)
+        return Reply.json(
+            {"statusCode": "404", "error": "Not Found", "message": "Route not found"}, 404
+        )
 
     def authorized(self, request: Request) -> bool:
         return (
@@ -227,14 +254,26 @@ class FakeSupabase(FakeServer):
                 stored.id, stored.created_at = existing.id, existing.created_at
             self.objects[bucket][name] = stored
             self.uploads.append(
-                Upload(request.method, bucket, name, stored.content_type, stored.cache_control, upsert, len(data))
+                Upload(
+                    request.method,
+                    bucket,
+                    name,
+                    stored.content_type,
+                    stored.cache_control,
+                    upsert,
+                    len(data),
+                )
             )
         return Reply.json({"Id": stored.id, "Key": f"{bucket}/{name}"})
 
     def object_reply(self, obj: StoredObject) -> Reply:
         return Reply(
             body=obj.data,
-            headers={"Content-Type": obj.content_type, "Cache-Control": obj.cache_control, "ETag": obj.etag},
+            headers={
+                "Content-Type": obj.content_type,
+                "Cache-Control": obj.cache_control,
+                "ETag": obj.etag,
+            },
         )
 
     def lookup(self, bucket: str, name: str) -> StoredObject | Reply:
@@ -259,25 +298,41 @@ class FakeSupabase(FakeServer):
             return found
         return Reply.json(
             {
-                "id": found.id, "version": found.etag.strip('"'), "name": name, "bucket_id": bucket,
-                "size": len(found.data), "content_type": found.content_type,
-                "cache_control": found.cache_control, "etag": found.etag,
-                "last_modified": found.updated_at, "created_at": found.created_at, "metadata": {},
+                "id": found.id,
+                "version": found.etag.strip('"'),
+                "name": name,
+                "bucket_id": bucket,
+                "size": len(found.data),
+                "content_type": found.content_type,
+                "cache_control": found.cache_control,
+                "etag": found.etag,
+                "last_modified": found.updated_at,
+                "created_at": found.created_at,
+                "metadata": {},
             }
-        )  # fmt: skip
+        )
 
     def delete(self, bucket: str, body: dict[str, Any]) -> Reply:
         if missing := self.bucket_missing(bucket):
             return missing
         prefixes = body.get("prefixes") or []
         if not prefixes:
-            return storage_error("400", "InvalidRequest", "body/prefixes must NOT have fewer than 1 items")
+            return storage_error(
+                "400", "InvalidRequest", "body/prefixes must NOT have fewer than 1 items"
+            )
         deleted = []
         with self.data_lock:
             for name in prefixes:
                 obj = self.objects[bucket].pop(name, None)
                 if obj is not None:
-                    deleted.append({"name": name, "bucket_id": bucket, "id": obj.id, "metadata": obj.metadata()})
+                    deleted.append(
+                        {
+                            "name": name,
+                            "bucket_id": bucket,
+                            "id": obj.id,
+                            "metadata": obj.metadata(),
+                        }
+                    )
         return Reply.json(deleted)
 
     def list_objects(self, bucket: str, body: dict[str, Any]) -> Reply:
@@ -299,15 +354,27 @@ class FakeSupabase(FakeServer):
                 else:
                     files[rest] = obj
         entries: list[dict[str, Any]] = [
-            {"name": n, "id": None, "updated_at": None, "created_at": None,
-             "last_accessed_at": None, "metadata": None}
+            {
+                "name": n,
+                "id": None,
+                "updated_at": None,
+                "created_at": None,
+                "last_accessed_at": None,
+                "metadata": None,
+            }
             for n in folders
-        ]  # fmt: skip
+        ]
         entries += [
-            {"name": n, "id": o.id, "updated_at": o.updated_at, "created_at": o.created_at,
-             "last_accessed_at": o.updated_at, "metadata": o.metadata()}
+            {
+                "name": n,
+                "id": o.id,
+                "updated_at": o.updated_at,
+                "created_at": o.created_at,
+                "last_accessed_at": o.updated_at,
+                "metadata": o.metadata(),
+            }
             for n, o in files.items()
-        ]  # fmt: skip
+        ]
         entries = [e for e in entries if e["name"].lower().startswith(search.lower())]
         sort = body.get("sortBy") or {}
         entries.sort(key=lambda e: e["name"], reverse=sort.get("order") == "desc")
@@ -316,8 +383,13 @@ class FakeSupabase(FakeServer):
     # --- Signed URLs -------------------------------------------------------------------------
 
     def make_token(self, bucket: str, name: str, expires_in: int) -> str:
-        payload = json.dumps({"url": f"{bucket}/{name}", "iat": int(time.time()),
-                              "exp": int(time.time()) + expires_in}).encode()  # fmt: skip
+        payload = json.dumps(
+            {
+                "url": f"{bucket}/{name}",
+                "iat": int(time.time()),
+                "exp": int(time.time()) + expires_in,
+            }
+        ).encode()
         body = base64.urlsafe_b64encode(payload).decode().rstrip("=")
         signature = hmac.new(self.secret, body.encode(), hashlib.sha256).hexdigest()
         return f"{body}.{signature}"

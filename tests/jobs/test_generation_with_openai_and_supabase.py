@@ -16,13 +16,7 @@ from jobs.models import Job, JobStatus
 from jobs.serializers import job_result_representation
 from jobs.services import job_run_generation, source_path
 from tests.factories import JobFactory, UserFactory
-from tests.fakes.fixtures import (  # noqa: F401
-    BUCKET,
-    fake_openai,
-    fake_supabase,
-    use_fake_openai,
-    use_fake_supabase,
-)
+from tests.fakes.fixtures import BUCKET
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
 from tests.fakes.supabase_server import FakeSupabase
 
@@ -55,7 +49,9 @@ def fast_retries(settings: Any) -> None:
 # --- Error paths ----------------------------------------------------------------------------------
 
 
-def test_a_429_leaves_the_job_delayed_no_sooner_than_retry_after(use_fake_openai: FakeOpenAI) -> None:
+def test_a_429_leaves_the_job_delayed_no_sooner_than_retry_after(
+    use_fake_openai: FakeOpenAI,
+) -> None:
     use_fake_openai.rate_limit(retry_after="7")
     job = make_job()
     countdown = job_run_generation(job_id=str(job.id))
@@ -66,17 +62,23 @@ def test_a_429_leaves_the_job_delayed_no_sooner_than_retry_after(use_fake_openai
     assert "rate limited" in job.failed_reason
 
 
-def test_a_content_policy_refusal_fails_the_job_at_once_with_a_readable_reason(use_fake_openai: FakeOpenAI) -> None:
+def test_a_content_policy_refusal_fails_the_job_at_once_with_a_readable_reason(
+    use_fake_openai: FakeOpenAI,
+) -> None:
     use_fake_openai.reject_content()
     job = make_job()
     assert job_run_generation(job_id=str(job.id)) is None
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED and job.attempts_made == 1
-    assert job.failed_reason.startswith("The prompt was rejected by the image model's content policy")
+    assert job.failed_reason.startswith(
+        "The prompt was rejected by the image model's content policy"
+    )
     assert "req_" not in job.failed_reason and "safety_violations" not in job.failed_reason
 
 
-def test_an_invalid_key_fails_the_job_at_once_without_showing_the_key(use_fake_openai: FakeOpenAI, settings: Any) -> None:
+def test_an_invalid_key_fails_the_job_at_once_without_showing_the_key(
+    use_fake_openai: FakeOpenAI, settings: Any
+) -> None:
     settings.OPENAI_API_KEY = "sk-not-the-right-key-5678"
     job = make_job()
     job_run_generation(job_id=str(job.id))
@@ -86,7 +88,9 @@ def test_an_invalid_key_fails_the_job_at_once_without_showing_the_key(use_fake_o
     assert API_KEY not in job.failed_reason
 
 
-def test_a_storage_refusal_fails_the_job_at_once(use_fake_openai: FakeOpenAI, use_fake_supabase: FakeSupabase, settings: Any) -> None:
+def test_a_storage_refusal_fails_the_job_at_once(
+    use_fake_openai: FakeOpenAI, use_fake_supabase: FakeSupabase, settings: Any
+) -> None:
     settings.SUPABASE_BUCKET = "missing-bucket"
     job = make_job()
     job_run_generation(job_id=str(job.id))
@@ -106,7 +110,9 @@ def test_the_original_and_outputs_are_stored_with_their_real_content_types(
     job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED
-    assert job.source_path == source_path(job, "jpeg") == f"tmp/alice/{job.generation_id}/original.jpg"
+    assert (
+        job.source_path == source_path(job, "jpeg") == f"tmp/alice/{job.generation_id}/original.jpg"
+    )
     assert use_fake_supabase.get(job.source_path).content_type == "image/jpeg"
     for image in job.images.all():
         stored = use_fake_supabase.get(image.storage_path)
@@ -114,7 +120,10 @@ def test_the_original_and_outputs_are_stored_with_their_real_content_types(
         assert stored.content_type == "image/webp" and image.format == "webp"
         assert image.file_size == len(stored.data)
         assert stored.cache_control == "max-age=31536000"
-        assert image.url == f"{use_fake_supabase.url}/storage/v1/object/public/{BUCKET}/{image.storage_path}"
+        assert (
+            image.url
+            == f"{use_fake_supabase.url}/storage/v1/object/public/{BUCKET}/{image.storage_path}"
+        )
 
 
 def test_storage_failing_once_on_the_original_is_retried_in_place(
@@ -166,7 +175,9 @@ def test_a_redelivery_finds_an_original_stored_but_not_recorded(
     assert job.source_path == source_path(job)
 
 
-def test_a_vanished_checkpoint_is_generated_again(use_fake_openai: FakeOpenAI, use_fake_supabase: FakeSupabase) -> None:
+def test_a_vanished_checkpoint_is_generated_again(
+    use_fake_openai: FakeOpenAI, use_fake_supabase: FakeSupabase
+) -> None:
     job = make_job(source_path="tmp/alice/gone/original.png")
     job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
@@ -185,4 +196,6 @@ def test_with_signed_urls_results_carry_fresh_signed_urls(
     image = job.images.get()
     assert image.url == ""  # an expiring URL is never stored
     url = job_result_representation(job)["images"][0]["url"]
-    assert url.startswith(f"{use_fake_supabase.url}/storage/v1/object/sign/{BUCKET}/{image.storage_path}?token=")
+    assert url.startswith(
+        f"{use_fake_supabase.url}/storage/v1/object/sign/{BUCKET}/{image.storage_path}?token="
+    )

@@ -14,14 +14,18 @@ from jobs.providers import get_provider
 from jobs.providers.openai import OpenAIProvider
 from snapasset.exceptions import PermanentError, TransientError
 from tests.conftest import free_port
-from tests.fakes.fixtures import fake_openai, use_fake_openai  # noqa: F401
 from tests.fakes.openai_server import API_KEY, FakeOpenAI, png_bytes
 
 MODEL = "gpt-image-2.6-sunburst"
 
 
 def provider_for(fake: FakeOpenAI, **overrides: Any) -> OpenAIProvider:
-    options: dict[str, Any] = {"api_key": API_KEY, "model": MODEL, "base_url": fake.api_base, "timeout_seconds": 5}
+    options: dict[str, Any] = {
+        "api_key": API_KEY,
+        "model": MODEL,
+        "base_url": fake.api_base,
+        "timeout_seconds": 5,
+    }
     options.update(overrides)
     return OpenAIProvider(**options)
 
@@ -32,7 +36,14 @@ def generate(provider: OpenAIProvider, image_type: str = "vivid") -> bytes:
 
 def assert_safe_reason(message: str) -> None:
     """A failedReason a user may read: no key, no request ids, no provider wording."""
-    for leak in ("sk-", API_KEY[-6:], "req_", "request_id", "safety_violations", "platform.openai.com"):
+    for leak in (
+        "sk-",
+        API_KEY[-6:],
+        "req_",
+        "request_id",
+        "safety_violations",
+        "platform.openai.com",
+    ):
         assert leak not in message, message
 
 
@@ -43,14 +54,18 @@ def test_the_default_model_is_documented_by_the_sdk_and_not_retired(settings: An
     from openai.types import image_model
 
     documented = typing.get_args(image_model.ImageModel)
-    retired_notes = [line for line in inspect.getsource(image_model).splitlines() if line.startswith("- ")]
+    retired_notes = [
+        line for line in inspect.getsource(image_model).splitlines() if line.startswith("- ")
+    ]
     retired = {name for line in retired_notes for name in documented if f'"{name}"' in line}
     assert {"gpt-image-1", "dall-e-2", "dall-e-3"} <= retired
     assert settings.OPENAI_IMAGE_MODEL in documented
     assert settings.OPENAI_IMAGE_MODEL not in retired
 
 
-def test_get_provider_builds_the_openai_provider_from_settings(use_fake_openai: FakeOpenAI, settings: Any) -> None:
+def test_get_provider_builds_the_openai_provider_from_settings(
+    use_fake_openai: FakeOpenAI, settings: Any
+) -> None:
     provider = get_provider()
     assert isinstance(provider, OpenAIProvider)
     assert provider.model == settings.OPENAI_IMAGE_MODEL
@@ -70,7 +85,9 @@ def test_without_a_key_the_provider_fails_permanently(settings: Any) -> None:
 # --- Requests and answers -------------------------------------------------------------------
 
 
-def test_it_asks_for_one_1024_square_png_and_turns_the_style_into_a_prompt_hint(fake_openai: FakeOpenAI) -> None:
+def test_it_asks_for_one_1024_square_png_and_turns_the_style_into_a_prompt_hint(
+    fake_openai: FakeOpenAI,
+) -> None:
     generate(provider_for(fake_openai), image_type="natural")
     body = fake_openai.generation_calls[0].json()
     assert body["n"] == 1 and body["size"] == "1024x1024" and body["output_format"] == "png"
@@ -80,7 +97,9 @@ def test_it_asks_for_one_1024_square_png_and_turns_the_style_into_a_prompt_hint(
 
 
 def test_legacy_dalle_models_get_the_style_parameter_instead() -> None:
-    params = OpenAIProvider(api_key="k", model="dall-e-3").request_params(prompt="p", image_type="vivid")
+    params = OpenAIProvider(api_key="k", model="dall-e-3").request_params(
+        prompt="p", image_type="vivid"
+    )
     assert params["style"] == "vivid" and params["prompt"] == "p" and "output_format" not in params
 
 
@@ -109,7 +128,9 @@ def test_a_url_download_over_the_byte_cap_is_refused(fake_openai: FakeOpenAI) ->
         generate(provider_for(fake_openai, download_max_bytes=2048))
 
 
-def test_a_url_that_does_not_serve_an_image_content_type_is_refused(fake_openai: FakeOpenAI) -> None:
+def test_a_url_that_does_not_serve_an_image_content_type_is_refused(
+    fake_openai: FakeOpenAI,
+) -> None:
     fake_openai.queue_url(b"<html>Access denied</html>", content_type="text/html")
     with pytest.raises(PermanentError, match="did not return an image"):
         generate(provider_for(fake_openai))
@@ -130,7 +151,9 @@ def test_bytes_that_are_not_an_image_are_refused(fake_openai: FakeOpenAI, answer
 
 
 @pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
-def test_an_image_over_the_pixel_limit_is_refused_without_decoding_it(fake_openai: FakeOpenAI) -> None:
+def test_an_image_over_the_pixel_limit_is_refused_without_decoding_it(
+    fake_openai: FakeOpenAI,
+) -> None:
     # A 7000x7000 PNG (49 Mpx, over the 40 Mpx guard) compresses to a few hundred KB.
     buffer = io.BytesIO()
     Image.new("L", (7000, 7000)).save(buffer, "PNG")
@@ -152,8 +175,12 @@ def test_429_is_transient_and_carries_retry_after(fake_openai: FakeOpenAI) -> No
 
 
 def test_429_for_an_exhausted_quota_is_permanent(fake_openai: FakeOpenAI) -> None:
-    fake_openai.fail(429, code="insufficient_quota", type="insufficient_quota",
-                     message="You exceeded your current quota, please check your plan and billing details.")  # fmt: skip
+    fake_openai.fail(
+        429,
+        code="insufficient_quota",
+        type="insufficient_quota",
+        message="You exceeded your current quota, please check your plan and billing details.",
+    )
     with pytest.raises(PermanentError, match="out of credit"):
         generate(provider_for(fake_openai))
 
@@ -174,12 +201,16 @@ def test_a_timeout_is_transient(fake_openai: FakeOpenAI) -> None:
 
 
 def test_an_unreachable_server_is_transient() -> None:
-    provider = OpenAIProvider(api_key=API_KEY, model=MODEL, base_url=f"http://127.0.0.1:{free_port()}/v1")
+    provider = OpenAIProvider(
+        api_key=API_KEY, model=MODEL, base_url=f"http://127.0.0.1:{free_port()}/v1"
+    )
     with pytest.raises(TransientError, match="Could not reach"):
         generate(provider)
 
 
-def test_a_content_policy_refusal_is_permanent_with_a_readable_reason(fake_openai: FakeOpenAI) -> None:
+def test_a_content_policy_refusal_is_permanent_with_a_readable_reason(
+    fake_openai: FakeOpenAI,
+) -> None:
     fake_openai.reject_content()
     with pytest.raises(PermanentError) as caught:
         generate(provider_for(fake_openai))
@@ -188,7 +219,9 @@ def test_a_content_policy_refusal_is_permanent_with_a_readable_reason(fake_opena
     assert_safe_reason(caught.value.message)
 
 
-def test_an_invalid_key_is_permanent_and_the_reason_does_not_show_it(fake_openai: FakeOpenAI) -> None:
+def test_an_invalid_key_is_permanent_and_the_reason_does_not_show_it(
+    fake_openai: FakeOpenAI,
+) -> None:
     with pytest.raises(PermanentError) as caught:
         generate(provider_for(fake_openai, api_key="sk-wrong-key-that-must-not-leak-9999"))
     assert "OPENAI_API_KEY" in caught.value.message
@@ -202,8 +235,12 @@ def test_a_retired_model_is_permanent_and_names_the_setting(fake_openai: FakeOpe
 
 
 def test_another_400_is_permanent_and_names_only_the_parameter(fake_openai: FakeOpenAI) -> None:
-    fake_openai.fail(400, code="invalid_value", param="size",
-                     message="Invalid value: '1024x1024'. Supported values are: 'auto' (org-Abc123).")  # fmt: skip
+    fake_openai.fail(
+        400,
+        code="invalid_value",
+        param="size",
+        message="Invalid value: '1024x1024'. Supported values are: 'auto' (org-Abc123).",
+    )
     with pytest.raises(PermanentError) as caught:
         generate(provider_for(fake_openai))
     assert caught.value.message == "The image model rejected the request (parameter size)"

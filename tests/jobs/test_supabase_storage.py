@@ -18,12 +18,17 @@ from django.core.files.storage import default_storage
 from jobs.storage import SupabaseStorage, file_with_content_type
 from snapasset.exceptions import PermanentError, TransientError
 from tests.conftest import ROOT, free_port
-from tests.fakes.fixtures import BUCKET, fake_supabase, supabase_env, use_fake_supabase  # noqa: F401
+from tests.fakes.fixtures import BUCKET, supabase_env
 from tests.fakes.supabase_server import SERVICE_KEY, FakeSupabase
 
 
 def storage_for(fake: FakeSupabase, **overrides: Any) -> SupabaseStorage:
-    options: dict[str, Any] = {"url": fake.url, "service_key": SERVICE_KEY, "bucket": BUCKET, "timeout_seconds": 5}
+    options: dict[str, Any] = {
+        "url": fake.url,
+        "service_key": SERVICE_KEY,
+        "bucket": BUCKET,
+        "timeout_seconds": 5,
+    }
     options.update(overrides)
     return SupabaseStorage(**options)
 
@@ -41,12 +46,21 @@ def settings_in_child(env: dict[str, str]) -> dict[str, Any]:
     for name in ("SUPABASE_URL", "SUPABASE_SERVICE_KEY"):
         if name not in env:
             full_env.pop(name, None)
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env, capture_output=True,
-                         text=True, timeout=60, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
-def test_local_disk_stays_the_default_and_supabase_url_selects_supabase(fake_supabase: FakeSupabase) -> None:
+def test_local_disk_stays_the_default_and_supabase_url_selects_supabase(
+    fake_supabase: FakeSupabase,
+) -> None:
     local = settings_in_child({})
     assert local["backend"] == "django.core.files.storage.FileSystemStorage"
     assert local["serve_media"] is True
@@ -56,19 +70,33 @@ def test_local_disk_stays_the_default_and_supabase_url_selects_supabase(fake_sup
 
 
 def test_supabase_url_without_a_service_key_refuses_to_start() -> None:
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "snapasset.settings", "SUPABASE_URL": "http://127.0.0.1:9"}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "snapasset.settings",
+        "SUPABASE_URL": "http://127.0.0.1:9",
+    }
     env.pop("SUPABASE_SERVICE_KEY", None)
-    out = subprocess.run([sys.executable, "-c", "import django; django.setup()"], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode != 0 and "SUPABASE_SERVICE_KEY must be set" in out.stderr
 
 
 # --- Saving -----------------------------------------------------------------------------------
 
 
-def test_save_uploads_with_the_content_type_cache_control_and_upsert(fake_supabase: FakeSupabase) -> None:
+def test_save_uploads_with_the_content_type_cache_control_and_upsert(
+    fake_supabase: FakeSupabase,
+) -> None:
     storage = storage_for(fake_supabase, cache_control_seconds=31536000)
-    name = storage.save("alice/gen-1/twitter-post.webp", file_with_content_type(b"RIFFdata", "image/webp"))
+    name = storage.save(
+        "alice/gen-1/twitter-post.webp", file_with_content_type(b"RIFFdata", "image/webp")
+    )
     assert name == "alice/gen-1/twitter-post.webp"
     stored = fake_supabase.get(name)
     assert stored.data == b"RIFFdata"
@@ -125,7 +153,9 @@ def test_exists_open_and_size(fake_supabase: FakeSupabase) -> None:
         storage.size("tmp/u/g/missing.png")
 
 
-def test_delete_removes_the_file_and_a_missing_file_is_not_an_error(fake_supabase: FakeSupabase) -> None:
+def test_delete_removes_the_file_and_a_missing_file_is_not_an_error(
+    fake_supabase: FakeSupabase,
+) -> None:
     storage = storage_for(fake_supabase)
     fake_supabase.put(BUCKET, "u/g/a.png", b"a")
     storage.delete("u/g/a.png")
@@ -157,7 +187,9 @@ def test_listdir_pages_past_the_first_thousand_entries(fake_supabase: FakeSupaba
     directories, files = storage.listdir("tmp/alice")
     assert len(directories) == 2345 and len(set(directories)) == 2345
     assert files == ["stray.png"]
-    offsets = [r.json()["offset"] for r in fake_supabase.seen("POST", f"/storage/v1/object/list/{BUCKET}")]
+    offsets = [
+        r.json()["offset"] for r in fake_supabase.seen("POST", f"/storage/v1/object/list/{BUCKET}")
+    ]
     assert offsets == [0, 1000, 2000]
     assert storage.listdir("tmp/alice/gen-00007") == ([], ["original.png"])
     assert storage.listdir("nothing/here") == ([], [])
@@ -171,7 +203,10 @@ def test_public_urls_are_made_locally_and_serve_the_file(fake_supabase: FakeSupa
     storage.save("alice/g/youtube-thumbnail.png", file_with_content_type(b"png!", "image/png"))
     before = len(fake_supabase.requests)
     url = storage.url("alice/g/youtube-thumbnail.png")
-    assert url == f"{fake_supabase.url}/storage/v1/object/public/{BUCKET}/alice/g/youtube-thumbnail.png"
+    assert (
+        url
+        == f"{fake_supabase.url}/storage/v1/object/public/{BUCKET}/alice/g/youtube-thumbnail.png"
+    )
     assert len(fake_supabase.requests) == before  # no request to make a public URL
     response = httpx.get(url)
     assert response.content == b"png!" and response.headers["content-type"] == "image/png"
@@ -183,7 +218,9 @@ def token_expiry(url: str) -> int:
     return int(json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))["exp"])
 
 
-def test_signed_urls_carry_the_configured_expiry_and_stop_working_after_it(fake_supabase: FakeSupabase) -> None:
+def test_signed_urls_carry_the_configured_expiry_and_stop_working_after_it(
+    fake_supabase: FakeSupabase,
+) -> None:
     storage = storage_for(fake_supabase, signed_urls=True, signed_url_expires_seconds=3600)
     storage.save("alice/g/a.png", ContentFile(b"secret"))
     url = storage.url("alice/g/a.png")
@@ -192,7 +229,9 @@ def test_signed_urls_carry_the_configured_expiry_and_stop_working_after_it(fake_
     assert abs(token_expiry(url) - (time.time() + 3600)) < 30
     assert httpx.get(url).content == b"secret"
 
-    short = storage_for(fake_supabase, signed_urls=True, signed_url_expires_seconds=1).url("alice/g/a.png")
+    short = storage_for(fake_supabase, signed_urls=True, signed_url_expires_seconds=1).url(
+        "alice/g/a.png"
+    )
     time.sleep(2.1)
     expired = httpx.get(short)
     assert expired.status_code == 400 and "expired" in expired.json()["message"]
@@ -208,8 +247,14 @@ def test_a_503_is_transient(fake_supabase: FakeSupabase) -> None:
 
 
 def test_a_429_is_transient_with_retry_after(fake_supabase: FakeSupabase) -> None:
-    fake_supabase.fail_json("POST", "/object/list/", status=429, error="SlowDown",
-                            message="Please reduce your request rate", headers={"Retry-After": "4"})  # fmt: skip
+    fake_supabase.fail_json(
+        "POST",
+        "/object/list/",
+        status=429,
+        error="SlowDown",
+        message="Please reduce your request rate",
+        headers={"Retry-After": "4"},
+    )
     with pytest.raises(TransientError) as caught:
         storage_for(fake_supabase).listdir("u")
     assert caught.value.retry_after == 4.0
@@ -222,14 +267,20 @@ def test_a_timeout_is_transient(fake_supabase: FakeSupabase) -> None:
 
 
 def test_an_unreachable_server_is_transient() -> None:
-    storage = SupabaseStorage(url=f"http://127.0.0.1:{free_port()}", service_key=SERVICE_KEY, bucket=BUCKET)
+    storage = SupabaseStorage(
+        url=f"http://127.0.0.1:{free_port()}", service_key=SERVICE_KEY, bucket=BUCKET
+    )
     with pytest.raises(TransientError, match="Could not reach"):
         storage.save("u/g/a.png", ContentFile(b"x"))
 
 
-def test_a_wrong_key_is_permanent_and_the_reason_does_not_show_it(fake_supabase: FakeSupabase) -> None:
+def test_a_wrong_key_is_permanent_and_the_reason_does_not_show_it(
+    fake_supabase: FakeSupabase,
+) -> None:
     with pytest.raises(PermanentError) as caught:
-        storage_for(fake_supabase, service_key="wrong-secret-key-4242").save("u/g/a.png", ContentFile(b"x"))
+        storage_for(fake_supabase, service_key="wrong-secret-key-4242").save(
+            "u/g/a.png", ContentFile(b"x")
+        )
     assert "403" in caught.value.message
     assert "4242" not in caught.value.message and SERVICE_KEY not in caught.value.message
 
@@ -239,7 +290,9 @@ def test_a_missing_bucket_is_permanent(fake_supabase: FakeSupabase) -> None:
         storage_for(fake_supabase, bucket="no-such-bucket").save("u/g/a.png", ContentFile(b"x"))
 
 
-def test_default_storage_goes_through_supabase_when_configured(use_fake_supabase: FakeSupabase) -> None:
+def test_default_storage_goes_through_supabase_when_configured(
+    use_fake_supabase: FakeSupabase,
+) -> None:
     name = default_storage.save("u/g/x.png", ContentFile(b"x"))
     assert use_fake_supabase.names() == [name]
     assert isinstance(default_storage._wrapped, SupabaseStorage)
