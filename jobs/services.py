@@ -558,7 +558,9 @@ def _source_image_bytes(claim: Claim) -> bytes:
         else:
             logger.info("job %s: reusing the generated original from %s", job.id, checkpoint)
             if checkpoint != job.source_path:
-                _fenced_update(claim, source_path=checkpoint)
+                _fenced_update(
+                    claim, source_path=checkpoint, progress=max(job.progress, PROGRESS_SOURCE_READY)
+                )
             return data
     _check_not_cancelled(claim)
     data = get_provider().generate(prompt=job.prompt, image_type=job.image_type)
