@@ -35,6 +35,33 @@ class RenderedImage:
         return CONTENT_TYPES[self.format]
 
 
+# Pillow format names of the encodings we accept from an image model, to our format ids.
+SOURCE_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
+
+
+def inspect_image(data: bytes) -> str:
+    """Check that untrusted bytes are a PNG, JPEG or WebP image of sane size, without
+    decoding the pixels; return its format id (``png``, ``jpeg``, ``webp``) or raise
+    PermanentError. The pixel count is checked explicitly: Pillow only warns between
+    MAX_IMAGE_PIXELS and twice that."""
+    try:
+        with Image.open(io.BytesIO(data)) as probe:
+            width, height = probe.size
+            pillow_format = probe.format or ""
+            probe.verify()
+    except Image.DecompressionBombError as exc:
+        raise PermanentError("The generated image is too large to process") from exc
+    except Exception as exc:  # Pillow raises many types for corrupt input
+        raise PermanentError("The image model returned data that is not a valid image") from exc
+    if width * height > MAX_SOURCE_PIXELS:
+        raise PermanentError("The generated image is too large to process")
+    if pillow_format not in SOURCE_FORMATS:
+        raise PermanentError(
+            f"The image model returned an unsupported image format ({pillow_format or 'unknown'})"
+        )
+    return SOURCE_FORMATS[pillow_format]
+
+
 def decode_image(data: bytes) -> Image.Image:
     """Decode and fully load untrusted image bytes, or raise PermanentError."""
     try:

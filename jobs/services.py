@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +23,6 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
@@ -37,9 +37,10 @@ from jobs.models import (
     JobKind,
     JobStatus,
 )
-from jobs.pipeline import EXTENSIONS, decode_image, render_platform
+from jobs.pipeline import CONTENT_TYPES, EXTENSIONS, decode_image, inspect_image, render_platform
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
+from jobs.storage import file_with_content_type, recordable_url
 from snapasset.celery import app as celery_app
 from snapasset.exceptions import (
     ApplicationError,
@@ -64,6 +65,10 @@ PROGRESS_CLAIMED = 5
 PROGRESS_SOURCE_READY = 30
 # Jobs looked at per sweep; the sweeper runs every minute, so a backlog drains over runs.
 SWEEP_BATCH = 500
+# Storing the freshly generated original is retried in place (0.5 s, 1 s) before the job
+# is given up to a later attempt: until it is stored, a retry would pay the model again.
+CHECKPOINT_SAVE_ATTEMPTS = 3
+CHECKPOINT_RETRY_MAX_SLEEP_SECONDS = 5.0
 
 
 # --- Submission ---------------------------------------------------------------------------
@@ -481,9 +486,10 @@ def output_path(job: Job, platform_id: str) -> str:
     return f"{storage_prefix(job)}/{platform_id}.{EXTENSIONS[job.output_format]}"
 
 
-def source_path(job: Job) -> str:
-    # Under tmp/: the original is a checkpoint, removed by the temp-files cleanup.
-    return f"tmp/{storage_prefix(job)}/original.png"
+def source_path(job: Job, source_format: str = "png") -> str:
+    # Under tmp/: the original is a checkpoint, removed by the temp-files cleanup. Its
+    # extension (and content type) is the one of the bytes the model returned.
+    return f"tmp/{storage_prefix(job)}/original.{EXTENSIONS[source_format]}"
 
 
 def job_run_generation(*, job_id: str) -> float | None:
@@ -542,16 +548,59 @@ def _run_generation_steps(claim: Claim) -> int:
 def _source_image_bytes(claim: Claim) -> bytes:
     """The generated original: from the checkpoint if an earlier attempt made it."""
     job = claim.job
-    if job.source_path and default_storage.exists(job.source_path):
-        with default_storage.open(job.source_path, "rb") as handle:
-            data: bytes = handle.read()
-        logger.info("job %s: reusing the generated original from %s", job.id, job.source_path)
-        return data
+    checkpoint = _checkpoint_path(job)
+    if checkpoint:
+        try:
+            with default_storage.open(checkpoint, "rb") as handle:
+                data: bytes = handle.read()
+        except FileNotFoundError:
+            logger.info("job %s: checkpoint %s is gone; generating again", job.id, checkpoint)
+        else:
+            logger.info("job %s: reusing the generated original from %s", job.id, checkpoint)
+            if checkpoint != job.source_path:
+                _fenced_update(
+                    claim, source_path=checkpoint, progress=max(job.progress, PROGRESS_SOURCE_READY)
+                )
+            return data
     _check_not_cancelled(claim)
     data = get_provider().generate(prompt=job.prompt, image_type=job.image_type)
-    path = default_storage.save(source_path(job), ContentFile(data))
+    # Checked before it is kept, so a checkpoint is always a usable image.
+    source_format = inspect_image(data)
+    path = _save_checkpoint(job, data, source_format)
     _fenced_update(claim, source_path=path, progress=max(job.progress, PROGRESS_SOURCE_READY))
     return data
+
+
+def _checkpoint_path(job: Job) -> str:
+    """Where an earlier attempt kept the original, or "". After a first attempt, also look
+    in the job's tmp folder: an attempt may have stored it and died before recording it."""
+    if job.source_path or job.attempts_made <= 1:
+        return job.source_path
+    try:
+        _, names = default_storage.listdir(f"tmp/{storage_prefix(job)}")
+    except FileNotFoundError:
+        return ""
+    originals = sorted(name for name in names if name.startswith("original."))
+    return f"tmp/{storage_prefix(job)}/{originals[0]}" if originals else ""
+
+
+def _save_checkpoint(job: Job, data: bytes, source_format: str) -> str:
+    content = file_with_content_type(data, CONTENT_TYPES[source_format])
+    for attempt in range(1, CHECKPOINT_SAVE_ATTEMPTS + 1):
+        try:
+            return default_storage.save(source_path(job, source_format), content)
+        except TransientError as exc:
+            if attempt == CHECKPOINT_SAVE_ATTEMPTS:
+                raise
+            delay = min(
+                exc.retry_after or 0.5 * 2 ** (attempt - 1), CHECKPOINT_RETRY_MAX_SLEEP_SECONDS
+            )
+            logger.warning(
+                "job %s: storing the original failed (%s); trying again in %.1fs",
+                job.id, exc.message, delay,
+            )  # fmt: skip
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
@@ -564,8 +613,10 @@ def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
         job.output_format,
         png_compress_level=settings.PNG_COMPRESS_LEVEL,
     )
-    path = default_storage.save(output_path(job, platform_id), ContentFile(rendered.data))
-    url = default_storage.url(path)
+    path = default_storage.save(
+        output_path(job, platform_id), file_with_content_type(rendered.data, rendered.content_type)
+    )
+    url = recordable_url(default_storage, path)
     with transaction.atomic():
         # Fenced: only the attempt holding the claim records the output.
         holder = Job.objects.select_for_update().filter(pk=job.pk, claim_token=claim.token).exists()

@@ -194,6 +194,16 @@ MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 SUPABASE_URL = env_str("SUPABASE_URL")
 SUPABASE_SERVICE_KEY = env_str("SUPABASE_SERVICE_KEY")
 SUPABASE_BUCKET = env_str("SUPABASE_BUCKET", "generated-images")
+# Signed URLs (a private bucket) instead of public ones, valid for this many seconds.
+SUPABASE_SIGNED_URLS = env_bool("SUPABASE_SIGNED_URLS", False)
+SUPABASE_SIGNED_URL_EXPIRES_SECONDS = env_int(
+    "SUPABASE_SIGNED_URL_EXPIRES_SECONDS", 7 * 24 * 3600, minimum=1
+)
+# Outputs never change under their name, so CDNs and browsers may keep them a long time.
+SUPABASE_CACHE_CONTROL_SECONDS = env_int("SUPABASE_CACHE_CONTROL_SECONDS", 31536000, minimum=0)
+SUPABASE_TIMEOUT_SECONDS = env_int("SUPABASE_TIMEOUT_SECONDS", 30, minimum=1)
+if SUPABASE_URL and not SUPABASE_SERVICE_KEY:
+    raise ImproperlyConfigured("SUPABASE_SERVICE_KEY must be set when SUPABASE_URL is")
 # Serve MEDIA_ROOT from the web process when files are on local disk (no Supabase).
 SERVE_MEDIA = env_bool("SERVE_MEDIA", not SUPABASE_URL)
 STORAGES = {
@@ -201,6 +211,11 @@ STORAGES = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         # Outputs have deterministic names; a retry overwrites instead of adding _abc123.
         "OPTIONS": {"allow_overwrite": True},
+    }
+    if not SUPABASE_URL
+    else {
+        # Supabase Storage (jobs/storage.py); it always overwrites (upsert), like the above.
+        "BACKEND": "jobs.storage.SupabaseStorage",
     },
     "staticfiles": {
         "BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"
@@ -216,7 +231,14 @@ if IMAGE_PROVIDER not in {"local", "openai"}:
     raise ImproperlyConfigured(f"IMAGE_PROVIDER must be local or openai, not {IMAGE_PROVIDER!r}")
 OPENAI_API_KEY = env_str("OPENAI_API_KEY")
 OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
-OPENAI_IMAGE_MODEL = env_str("OPENAI_IMAGE_MODEL", "gpt-image-1")
+# gpt-image-1 was shut down on 2026-10-23 and DALL-E 2/3 on 2026-05-12 (openai 3.57's
+# ImageModel docs); gpt-image-2.6-sunburst is the newest GPT image model that SDK documents
+# and its default for the image_generation tool.
+OPENAI_IMAGE_MODEL = env_str("OPENAI_IMAGE_MODEL", "gpt-image-2.6-sunburst")
+# Read timeout of one generation call (and of a url answer's download); the job's soft
+# time limit must stay above it. The SDK does not retry: the job does (see providers/openai).
+OPENAI_TIMEOUT_SECONDS = env_int("OPENAI_TIMEOUT_SECONDS", 120, minimum=1)
+OPENAI_DOWNLOAD_MAX_BYTES = env_int("OPENAI_DOWNLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 # PNG zlib level: 1 is ~2x faster to encode than 6 for ~13% more bytes (docs/PERFORMANCE.md).
 PNG_COMPRESS_LEVEL = env_int("PNG_COMPRESS_LEVEL", 1, minimum=0)
 

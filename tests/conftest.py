@@ -27,6 +27,8 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 ROOT = Path(__file__).resolve().parent.parent
+# Fixtures of the OpenAI and Supabase fakes (fake_openai, use_fake_supabase...).
+pytest_plugins = ["tests.fakes.fixtures"]
 
 
 @pytest.fixture(autouse=True)

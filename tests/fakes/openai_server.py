@@ -1,0 +1,248 @@
+"""A fake of OpenAI's Images API (POST /v1/images/generations) on loopback.
+
+It speaks what the official client expects: Bearer auth, JSON bodies, the ImagesResponse
+shape (``b64_json`` for GPT image models, ``url`` for the legacy form), ``x-request-id``,
+and OpenAI's error envelope ``{"error": {message, type, param, code}}`` with the statuses
+and codes the real API uses (401 invalid_api_key, 400 moderation_blocked /
+content_policy_violation, 429 rate_limit_exceeded with retry-after, 5xx server_error).
+Models the SDK documents as shut down (gpt-image-1, dall-e-2/3) answer 404 model_not_found,
+and GPT image models refuse the legacy ``style`` / ``response_format`` parameters.
+
+Tests script the next answers with ``queue_*`` / ``fail``; unscripted calls succeed.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+from tests.fakes.server import FakeServer, Reply, Request
+
+API_KEY = "sk-test-fake-openai-key-0123456789"
+RETIRED_MODELS = frozenset({"gpt-image-1", "dall-e-2", "dall-e-3"})
+GPT_IMAGE_PREFIXES = ("gpt-image-", "chatgpt-image-")
+
+
+def png_bytes(size: tuple[int, int] = (1024, 1024), colour: str = "teal") -> bytes:
+    image = Image.new("RGB", size, colour)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((size[0] // 4, size[1] // 4, size[0] * 3 // 4, size[1] * 3 // 4), fill="orange")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def error_body(
+    message: str, *, type: str, code: str | None, param: str | None = None
+) -> dict[str, object]:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+@dataclass
+class Scripted:
+    kind: str  # "b64", "url" or "reply"
+    data: bytes = b""
+    reply: Reply | None = None
+    delay: float = 0.0
+
+
+class FakeOpenAI(FakeServer):
+    def __init__(self, *, api_key: str = API_KEY) -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.script: deque[Scripted] = deque()
+        self.files: dict[str, Reply] = {}
+        self.default_image = png_bytes()
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.base_url}/v1"
+
+    # --- Scripting -----------------------------------------------------------------------
+
+    def queue_b64(self, data: bytes | None = None, *, delay: float = 0.0) -> None:
+        self.script.append(
+            Scripted("b64", data=data if data is not None else self.default_image, delay=delay)
+        )
+
+    def queue_url(
+        self,
+        data: bytes | None = None,
+        *,
+        content_type: str = "image/png",
+        file_delay: float = 0.0,
+        file_status: int = 200,
+    ) -> str:
+        """The next generation answers with a URL served by this fake; returns that URL."""
+        name = uuid.uuid4().hex
+        self.files[name] = Reply(
+            status=file_status,
+            body=data if data is not None else self.default_image,
+            headers={"Content-Type": content_type},
+            delay=file_delay,
+        )
+        self.script.append(Scripted("url", data=name.encode()))
+        return f"{self.base_url}/files/{name}.png"
+
+    def fail(
+        self,
+        status: int,
+        *,
+        code: str | None,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        reply = Reply.json(
+            error_body(message, type=type, code=code, param=param),
+            status=status,
+            headers={"x-request-id": f"req_{uuid.uuid4().hex}", **(headers or {})},
+        )
+        for _ in range(times):
+            self.script.append(Scripted("reply", reply=reply))
+
+    def rate_limit(self, *, retry_after: str = "7") -> None:
+        self.fail(
+            429,
+            code="rate_limit_exceeded",
+            type="requests",
+            message="Rate limit reached for images per minute (IPM): Limit 5, Used 5, Requested 1. "
+            "Please try again in 7s. Visit https://platform.openai.com/account/rate-limits.",
+            headers={"retry-after": retry_after, "x-ratelimit-remaining-requests": "0"},
+        )
+
+    def server_error(self, status: int = 500) -> None:
+        self.fail(
+            status,
+            code=None,
+            type="server_error",
+            message="The server had an error while processing your request. Sorry about that!",
+        )
+
+    def reject_content(self) -> None:
+        self.fail(
+            400,
+            code="moderation_blocked",
+            type="image_generation_user_error",
+            message="Your request was rejected by the safety system. safety_violations=[violence]. "
+            "request_id=req_8f1c0e",
+        )
+
+    # --- Recorded calls ----------------------------------------------------------------------
+
+    @property
+    def generation_calls(self) -> list[Request]:
+        return self.seen("POST", "/v1/images/generations")
+
+    # --- The API -----------------------------------------------------------------------------
+
+    def handle(self, request: Request) -> Reply:
+        if request.method == "GET" and request.path.startswith("/files/"):
+            name = request.path.removeprefix("/files/").removesuffix(".png")
+            return self.files.get(name) or Reply(status=404, body=b"Not Found")
+        if request.method == "POST" and request.path == "/v1/images/generations":
+            return self.generate(request)
+        return Reply.json(
+            error_body(
+                f"Invalid URL ({request.method} {request.path})",
+                type="invalid_request_error",
+                code=None,
+            ),
+            status=404,
+        )
+
+    def generate(self, request: Request) -> Reply:
+        request_id = {"x-request-id": f"req_{uuid.uuid4().hex}"}
+        if request.header("authorization") != f"Bearer {self.api_key}":
+            given = (request.header("authorization") or "").removeprefix("Bearer ")
+            masked = f"{given[:3]}{'*' * 10}{given[-4:]}" if len(given) > 8 else "***"
+            return Reply.json(
+                error_body(
+                    f"Incorrect API key provided: {masked}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    type="invalid_request_error",
+                    code="invalid_api_key",
+                ),
+                status=401,
+                headers=request_id,
+            )
+        if request.header("content-type") != "application/json":
+            return Reply.json(
+                error_body("Expected a JSON body", type="invalid_request_error", code=None), 400
+            )
+        body = request.json()
+        model = body.get("model")
+        if not body.get("prompt"):
+            return Reply.json(
+                error_body(
+                    "Missing required parameter: 'prompt'.",
+                    type="invalid_request_error",
+                    code="missing_required_parameter",
+                    param="prompt",
+                ),
+                status=400,
+                headers=request_id,
+            )
+        if model in RETIRED_MODELS:
+            return Reply.json(
+                error_body(
+                    f"The model `{model}` does not exist or you do not have access to it.",
+                    type="invalid_request_error",
+                    code="model_not_found",
+                ),
+                status=404,
+                headers=request_id,
+            )
+        gpt_image = isinstance(model, str) and model.startswith(GPT_IMAGE_PREFIXES)
+        for legacy in ("style", "response_format"):
+            if gpt_image and legacy in body:
+                return Reply.json(
+                    error_body(
+                        f"Unknown parameter: '{legacy}'.",
+                        type="invalid_request_error",
+                        code="unknown_parameter",
+                        param=legacy,
+                    ),
+                    status=400,
+                    headers=request_id,
+                )
+
+        scripted = (
+            self.script.popleft() if self.script else Scripted("b64", data=self.default_image)
+        )
+        if scripted.kind == "reply":
+            assert scripted.reply is not None
+            return scripted.reply
+        item: dict[str, object]
+        if scripted.kind == "url":
+            item = {
+                "url": f"{self.base_url}/files/{scripted.data.decode()}.png",
+                "revised_prompt": None,
+            }
+        else:
+            item = {"b64_json": base64.b64encode(scripted.data).decode()}
+        answer: dict[str, object] = {"created": int(time.time()), "data": [item]}
+        if gpt_image:
+            answer.update(
+                background="opaque",
+                output_format=body.get("output_format", "png"),
+                quality="medium",
+                size=body.get("size", "1024x1024"),
+                usage={
+                    "input_tokens": 12,
+                    "input_tokens_details": {"image_tokens": 0, "text_tokens": 12},
+                    "output_tokens": 1056,
+                    "total_tokens": 1068,
+                },
+            )
+        reply = Reply.json(answer, headers={**request_id, "openai-processing-ms": "1234"})
+        reply.delay = scripted.delay
+        return reply
