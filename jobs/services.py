@@ -51,6 +51,7 @@ from snapasset.exceptions import (
     TooManyPendingJobsError,
     TransientError,
 )
+from snapasset.log_redaction import redact_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,9 @@ def job_create_generation(
         if existing is not None:
             return _idempotent_replay(existing, fields)
 
+    # The owner's row lock makes concurrent submissions of one user count one at a time,
+    # so together they cannot go past the cap.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
     pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
     if pending >= settings.JOB_MAX_PENDING_PER_USER:
         raise TooManyPendingJobsError(
@@ -370,7 +374,7 @@ def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
         if job is None:
             return
         job.status = JobStatus.FAILED
-        job.failed_reason = reason[:2000]
+        job.failed_reason = redact_secrets(reason)[:2000]
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
         events.publish_job_event(job)
@@ -394,14 +398,15 @@ def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_afte
             return None
         if job.attempts_made >= settings.JOB_MAX_ATTEMPTS:
             job.status = JobStatus.FAILED
-            job.failed_reason = f"Gave up after {job.attempts_made} attempts: {reason}"[:2000]
+            reason = f"Gave up after {job.attempts_made} attempts: {reason}"
+            job.failed_reason = redact_secrets(reason)[:2000]
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
             events.publish_job_event(job)
             return None
         countdown = retry_countdown(attempts_made=job.attempts_made, retry_after=retry_after)
         job.status = JobStatus.DELAYED
-        job.failed_reason = reason[:2000]
+        job.failed_reason = redact_secrets(reason)[:2000]
         job.retry_at = timezone.now() + timedelta(seconds=countdown)
         job.enqueued_at = timezone.now()
         job.claim_token = None
