@@ -91,7 +91,9 @@ class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):
     status = serializers.CharField(required=False)
     limit = serializers.IntegerField(min_value=1, required=False, default=LIST_LIMIT_DEFAULT)
     # Bounded so a huge offset is a 400, not a database integer overflow.
-    offset = serializers.IntegerField(min_value=0, max_value=LIST_OFFSET_MAX, required=False, default=0)
+    offset = serializers.IntegerField(
+        min_value=0, max_value=LIST_OFFSET_MAX, required=False, default=0
+    )
     kind = serializers.ChoiceField(choices=JobKind.values, required=False)
 
     def validate_status(self, value: str) -> list[str]:

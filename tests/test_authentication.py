@@ -115,6 +115,26 @@ def test_invalid_jwts_are_refused_with_401_json(jwt_secret: str, make_token: Any
     assert not get_user_model().objects.exists()
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "Bearer",
+        "Bearer a.b.c extra",
+        "Bearer \u00e9t\u00e9.x.y",
+        "Token",
+        "Token a b",
+        "Basic YWxpY2U6cHc=",
+        "Bearer " + "x" * 5000,
+    ],
+)
+def test_malformed_authorization_headers_are_401_json(jwt_secret: str, header: str) -> None:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/jobs")
+    assert response.status_code == 401
+    assert response.json()["error"]
+
+
 def test_the_issuer_is_checked_when_configured(jwt_secret: str, settings: Any) -> None:
     settings.SUPABASE_JWT_ISSUER = "https://project.supabase.co/auth/v1"
     good = hs256(supabase_claims(SUB, iss="https://project.supabase.co/auth/v1"))
