@@ -134,12 +134,12 @@ class JobRetryApi(APIView):
         operation_id="jobs_retry",
         summary="Queue a failed or cancelled job again",
         request=None,
-        parameters=[openapi.JOB_ID_PARAMETER],
-        responses={200: openapi.JobRetryingSerializer, **openapi.errors(400, 403, 404)},
+        parameters=[openapi.JOB_ID_PARAMETER, openapi.RETRY_AFTER_HEADER],
+        responses={200: openapi.JobRetryingSerializer, **openapi.errors(400, 403, 404, 429)},
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        job = services.job_retry(job=job)
+        job = services.job_retry(job=job, actor=request.user)
         return Response(
             {"jobId": str(job.id), "status": "retrying", "message": "Job queued for retry"}
         )

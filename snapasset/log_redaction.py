@@ -28,7 +28,8 @@ _PATTERNS = [
         re.compile(r"((?:authorization|cookie)['\"]?\s*[:=]\s*['\"]?)[^'\"\r\n,}]+", re.I),
         r"\1" + REDACTED,
     ),
-    (re.compile(r"\b(Bearer|Token|Basic)\s+[A-Za-z0-9._~+/=-]{8,}", re.I), r"\1 " + REDACTED),
+    # 20+ characters: a credential, not a word ("Token authentication failed").
+    (re.compile(r"\b(Bearer|Token|Basic)\s+[A-Za-z0-9._~+/=-]{20,}", re.I), r"\1 " + REDACTED),
     # JWTs anywhere (header.payload.signature, base64url, header starts with {" = eyJ).
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
     # OpenAI / Stripe style keys: sk-..., sk-proj-...

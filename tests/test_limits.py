@@ -215,3 +215,15 @@ def test_submissions_still_work_when_the_throttle_cache_is_down(fresh_users: lis
     client = client_for(fresh_users[0])
     # Fails open (logged): the pending cap in the database still bounds a user.
     assert [submit(client).status_code for _ in range(2)] == [202, 202]
+
+
+@pytest.mark.django_db
+def test_retrying_old_failures_cannot_go_past_the_pending_cap(alice: Any, staff_client: APIClient, settings: Any) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = 1
+    JobFactory(owner=alice, status=JobStatus.WAITING)
+    failed = JobFactory(owner=alice, status=JobStatus.FAILED)
+    assert_429_shape(client_for(alice).post(f"/api/jobs/{failed.pk}/retry"))
+    failed.refresh_from_db()
+    assert failed.status == JobStatus.FAILED
+    # Staff are not held to a user's cap.
+    assert staff_client.post(f"/api/jobs/{failed.pk}/retry").status_code == 200

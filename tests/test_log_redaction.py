@@ -76,8 +76,11 @@ def test_tracebacks_and_extra_fields_are_redacted_in_json_logs() -> None:
     assert record["prompt"].startswith("p" * 80) and len(record["prompt"]) < 120
 
 
-def test_ordinary_lines_are_untouched() -> None:
-    line = "job 5f0c completed with 6 images in 2.1 s"
+@pytest.mark.parametrize(
+    "line",
+    ["job 5f0c completed with 6 images in 2.1 s", "Token authentication failed for a request"],
+)
+def test_ordinary_lines_are_untouched(line: str) -> None:
     assert redact_secrets(line) == line
 
 
