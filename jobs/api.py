@@ -6,14 +6,16 @@ from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import selectors, serializers, services
+from jobs import openapi, selectors, serializers, services
 from jobs.platforms import PLATFORMS
 from snapasset.exceptions import ApplicationError
+from snapasset.throttling import SubmitRateThrottle
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
@@ -35,6 +37,22 @@ def _estimated_time() -> str:
 
 
 class JobGenerateApi(APIView):
+    throttle_classes = [SubmitRateThrottle]
+
+    @extend_schema(
+        operation_id="jobs_generate",
+        summary="Submit an image generation job",
+        request=serializers.JobGenerateInputSerializer,
+        parameters=[openapi.IDEMPOTENCY_KEY_HEADER, openapi.RETRY_AFTER_HEADER],
+        responses={
+            202: openapi.JobSubmittedSerializer,
+            200: OpenApiResponse(
+                openapi.JobSubmittedSerializer,
+                description="The job first submitted with this Idempotency-Key.",
+            ),
+            **openapi.errors(400, 403, 413, 415, 429),
+        },
+    )
     def post(self, request: Request) -> Response:
         body = serializers.JobGenerateInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -71,10 +89,22 @@ class JobGenerateApi(APIView):
 
 
 class JobDetailApi(APIView):
+    @extend_schema(
+        operation_id="jobs_retrieve",
+        summary="A job's status, progress and input",
+        parameters=[openapi.JOB_ID_PARAMETER],
+        responses={200: openapi.JobDetailSerializer, **openapi.errors(404)},
+    )
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
         return Response(serializers.job_detail_representation(job))
 
+    @extend_schema(
+        operation_id="jobs_cancel",
+        summary="Cancel a job (a running job stops at its next step)",
+        parameters=[openapi.JOB_ID_PARAMETER],
+        responses={200: openapi.JobCancelledSerializer, **openapi.errors(400, 403, 404)},
+    )
     def delete(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
         job = services.job_cancel(job=job)
@@ -82,6 +112,12 @@ class JobDetailApi(APIView):
 
 
 class JobResultApi(APIView):
+    @extend_schema(
+        operation_id="jobs_result",
+        summary="The images of a completed job",
+        parameters=[openapi.JOB_ID_PARAMETER],
+        responses={200: openapi.JobResultSerializer, **openapi.errors(400, 404)},
+    )
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
         if job.status != "completed":
@@ -94,15 +130,28 @@ class JobResultApi(APIView):
 
 
 class JobRetryApi(APIView):
+    @extend_schema(
+        operation_id="jobs_retry",
+        summary="Queue a failed or cancelled job again",
+        request=None,
+        parameters=[openapi.JOB_ID_PARAMETER, openapi.RETRY_AFTER_HEADER],
+        responses={200: openapi.JobRetryingSerializer, **openapi.errors(400, 403, 404, 429)},
+    )
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        job = services.job_retry(job=job)
+        job = services.job_retry(job=job, actor=request.user)
         return Response(
             {"jobId": str(job.id), "status": "retrying", "message": "Job queued for retry"}
         )
 
 
 class JobListApi(APIView):
+    @extend_schema(
+        operation_id="jobs_list",
+        summary="The caller's jobs (staff: everyone's), newest first",
+        parameters=[serializers.JobListQuerySerializer],
+        responses={200: openapi.JobListSerializer, **openapi.errors(400)},
+    )
     def get(self, request: Request) -> Response:
         query = serializers.JobListQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
@@ -127,6 +176,11 @@ class JobListApi(APIView):
 
 
 class JobStatsApi(APIView):
+    @extend_schema(
+        operation_id="jobs_stats",
+        summary="Job counts per kind and status: the caller's own (staff: everyone's)",
+        responses={200: openapi.JobStatsSerializer, **openapi.errors()},
+    )
     def get(self, request: Request) -> Response:
         return Response({**selectors.job_stats(user=request.user), "timestamp": _now_ms()})
 
@@ -134,6 +188,15 @@ class JobStatsApi(APIView):
 class CleanupCreateApi(APIView):
     permission_classes = [permissions.IsAdminUser]
 
+    @extend_schema(
+        operation_id="jobs_cleanup",
+        summary="Queue a cleanup job (staff only)",
+        request=serializers.CleanupInputSerializer,
+        responses={
+            202: openapi.CleanupQueuedSerializer,
+            **openapi.errors(400, 403, 413, 415),
+        },
+    )
     def post(self, request: Request) -> Response:
         body = serializers.CleanupInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -155,6 +218,11 @@ class CleanupCreateApi(APIView):
 
 
 class PlatformListApi(APIView):
+    @extend_schema(
+        operation_id="platforms_list",
+        summary="The platforms SnapAsset renders for, with their sizes",
+        responses={200: openapi.PlatformListSerializer, **openapi.errors()},
+    )
     def get(self, request: Request) -> Response:
         return Response(
             {

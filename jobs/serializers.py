@@ -14,15 +14,26 @@ from jobs.platforms import PLATFORM_IDS, PLATFORMS
 PROMPT_MAX_LENGTH = 4000
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 100
+LIST_OFFSET_MAX = 1_000_000_000
 CLEANUP_TYPES = ("temp-files", "failed-generations", "all")
 
 
 class StrictCharField(serializers.CharField):
     """A CharField that refuses numbers, booleans and objects instead of str()-ing them."""
 
+    default_error_messages = {
+        "invalid": "Not a valid string.",
+        "surrogates": "Not valid Unicode (lone surrogate characters).",
+    }
+
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
+        try:
+            data.encode("utf-8")
+        except UnicodeEncodeError:
+            # JSON may escape lone surrogates ("\ud800"); the database cannot store them.
+            self.fail("surrogates")
         return super().to_internal_value(data)
 
 
@@ -79,7 +90,10 @@ class CleanupInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
 class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):
     status = serializers.CharField(required=False)
     limit = serializers.IntegerField(min_value=1, required=False, default=LIST_LIMIT_DEFAULT)
-    offset = serializers.IntegerField(min_value=0, required=False, default=0)
+    # Bounded so a huge offset is a 400, not a database integer overflow.
+    offset = serializers.IntegerField(
+        min_value=0, max_value=LIST_OFFSET_MAX, required=False, default=0
+    )
     kind = serializers.ChoiceField(choices=JobKind.values, required=False)
 
     def validate_status(self, value: str) -> list[str]:

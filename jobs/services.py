@@ -52,6 +52,7 @@ from snapasset.exceptions import (
     TooManyPendingJobsError,
     TransientError,
 )
+from snapasset.log_redaction import redact_secrets
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +95,19 @@ def _resolve_owner(*, actor: Any, user_id: str | None) -> Any:
     return owner
 
 
+def _check_pending_cap(owner: Any) -> None:
+    """TooManyPendingJobsError when the owner already has the most jobs waiting or running."""
+    # The owner's row lock makes concurrent submissions of one user count one at a time,
+    # so together they cannot go past the cap.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
+    if pending >= settings.JOB_MAX_PENDING_PER_USER:
+        raise TooManyPendingJobsError(
+            f"You have {pending} jobs waiting or running (limit "
+            f"{settings.JOB_MAX_PENDING_PER_USER}); wait for some to finish"
+        )
+
+
 @dataclass(frozen=True)
 class Submission:
     job: Job
@@ -131,12 +145,7 @@ def job_create_generation(
         if existing is not None:
             return _idempotent_replay(existing, fields)
 
-    pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
-    if pending >= settings.JOB_MAX_PENDING_PER_USER:
-        raise TooManyPendingJobsError(
-            f"You have {pending} jobs waiting or running (limit "
-            f"{settings.JOB_MAX_PENDING_PER_USER}); wait for some to finish"
-        )
+    _check_pending_cap(owner)
     try:
         with transaction.atomic():
             job = Job.objects.create(
@@ -375,7 +384,7 @@ def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
         if job is None:
             return
         job.status = JobStatus.FAILED
-        job.failed_reason = reason[:2000]
+        job.failed_reason = redact_secrets(reason)[:2000]
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
         events.publish_job_event(job)
@@ -399,14 +408,15 @@ def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_afte
             return None
         if job.attempts_made >= settings.JOB_MAX_ATTEMPTS:
             job.status = JobStatus.FAILED
-            job.failed_reason = f"Gave up after {job.attempts_made} attempts: {reason}"[:2000]
+            reason = f"Gave up after {job.attempts_made} attempts: {reason}"
+            job.failed_reason = redact_secrets(reason)[:2000]
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
             events.publish_job_event(job)
             return None
         countdown = retry_countdown(attempts_made=job.attempts_made, retry_after=retry_after)
         job.status = JobStatus.DELAYED
-        job.failed_reason = reason[:2000]
+        job.failed_reason = redact_secrets(reason)[:2000]
         job.retry_at = timezone.now() + timedelta(seconds=countdown)
         job.enqueued_at = timezone.now()
         job.claim_token = None
@@ -450,14 +460,20 @@ def _revoke_quietly(job_id: str) -> None:
 
 
 @transaction.atomic
-def job_retry(*, job: Job) -> Job:
-    """Run a failed or cancelled job again, keeping the outputs and checkpoint it has."""
+def job_retry(*, job: Job, actor: Any | None = None) -> Job:
+    """Run a failed or cancelled job again, keeping the outputs and checkpoint it has.
+
+    A non-staff ``actor`` (the API caller) is held to the pending cap, so retrying old
+    failures cannot queue more than a new submission could.
+    """
     job = Job.objects.select_for_update(of=("self",)).select_related("owner").get(pk=job.pk)
     if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise InvalidStateError(
             f"Only failed or cancelled jobs can be retried; this one is {job.status}",
             extra={"status": job.status},
         )
+    if actor is not None and not actor.is_staff and job.owner is not None:
+        _check_pending_cap(job.owner)
     job.status = JobStatus.WAITING
     job.progress = 0
     job.attempts_made = 0

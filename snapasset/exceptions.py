@@ -8,6 +8,7 @@ can read. Pipeline errors (``JobError``) know whether retrying can help: ``Trans
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -42,6 +43,9 @@ class InvalidStateError(ApplicationError):
 
 class TooManyPendingJobsError(ApplicationError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    # When to try again is unknown (it depends on the user's queued jobs); a short job
+    # takes about this long, so a client polling at this pace wastes little.
+    retry_after_seconds = 10
 
 
 class ServiceUnavailableError(ApplicationError):
@@ -79,7 +83,22 @@ def _error_body(message: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, **extra}
 
 
+def _too_many_requests(message: str, retry_after: float) -> Response:
+    """429 with a Retry-After header (whole seconds, at least 1) and the same in the body."""
+    seconds = max(1, math.ceil(retry_after))
+    return Response(
+        _error_body(message, retryAfter=seconds),
+        status=status.HTTP_429_TOO_MANY_REQUESTS,
+        headers={"Retry-After": str(seconds)},
+    )
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, TooManyPendingJobsError):
+        return _too_many_requests(exc.message, exc.retry_after_seconds)
+    if isinstance(exc, drf_exceptions.Throttled):
+        message = "Too many job submissions; slow down"
+        return _too_many_requests(message, exc.wait or 1)
     if isinstance(exc, ApplicationError):
         return Response(_error_body(exc.message, **exc.extra), status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):

@@ -8,8 +8,10 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
-from django.views.decorators.http import require_GET
+from drf_spectacular.utils import extend_schema
+from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
+from jobs.openapi import HealthSerializer
 from snapasset.celery import app as celery_app
 
 STARTED_AT = time.monotonic()
@@ -62,7 +64,14 @@ def queue_counts() -> dict[str, dict[str, int]]:
     }
 
 
-@require_GET
+@extend_schema(
+    operation_id="health",
+    summary="Liveness and dependencies (public)",
+    responses={200: HealthSerializer, 503: HealthSerializer},
+)
+@api_view(["GET"])
+@authentication_classes([])
+@permission_classes([])
 def health(request: HttpRequest) -> JsonResponse:
     database = check_database()
     services: dict[str, Any] = {

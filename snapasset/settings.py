@@ -8,10 +8,12 @@ deployment stops the process at start instead of surfacing as odd behaviour late
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import dj_database_url
 from celery.schedules import crontab
+from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -166,10 +168,11 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "snapasset.authentication.TokenAuthentication",
         "snapasset.authentication.BearerTokenAuthentication",
+        "snapasset.authentication.SupabaseJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["snapasset.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "snapasset.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -180,11 +183,58 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Turn a text prompt into ready-to-post images for social platforms.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "jobs.models.JobStatus",
+        "PlatformIdEnum": "jobs.platforms.PLATFORM_IDS",
+        "HealthStatusEnum": ["ok", "degraded"],
+    },
 }
 
 # A request body over 1 MiB is refused with 413 (snapasset.middleware).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key")
+CORS_EXPOSE_HEADERS = ["Retry-After"]
+
+# --- Security: Supabase access tokens, submit rate limit, HTTPS ---------------------------
+# A Supabase access token (JWT) in `Authorization: Bearer` is accepted when either is set:
+# the project's JWT secret (HS256) or its JWKS URL (RS256/ES256), e.g.
+# https://<project>.supabase.co/auth/v1/.well-known/jwks.json. The user is the JWT's `sub`.
+SUPABASE_JWT_SECRET = env_str("SUPABASE_JWT_SECRET")
+SUPABASE_JWKS_URL = env_str("SUPABASE_JWKS_URL")
+SUPABASE_JWT_AUDIENCE = env_str("SUPABASE_JWT_AUDIENCE", "authenticated")
+SUPABASE_JWT_ISSUER = env_str("SUPABASE_JWT_ISSUER")  # e.g. https://<project>.supabase.co/auth/v1
+SUPABASE_JWT_LEEWAY_SECONDS = env_int("SUPABASE_JWT_LEEWAY_SECONDS", 10, minimum=0)
+
+
+def env_rate(name: str, default: str) -> str | None:
+    """A DRF throttle rate ("60/min", "1000/hour"); "off" disables the limit."""
+    raw = env_str(name, default)
+    if raw.lower() == "off":
+        return None
+    if not re.fullmatch(r"[1-9][0-9]*/(s|sec|second|m|min|minute|h|hour|d|day)", raw):
+        raise ImproperlyConfigured(f"{name} must look like 60/min or 1000/hour, not {raw!r}")
+    return raw
+
+
+# Job submissions per user (POST /api/jobs/generate); more answer 429 with Retry-After.
+SUBMIT_RATE = env_rate("SUBMIT_RATE", "60/min")
+# The throttle's request history lives here, so every web process shares one limit.
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "snapasset",
+        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+    }
+}
+# HTTPS in production (behind a proxy that sets X-Forwarded-Proto). Off by default so a
+# plain-HTTP run with DEBUG=false still works; a deployment on the internet turns them on.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # load balancer probes over plain HTTP
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 
 # --- Files ------------------------------------------------------------------------------
 STATIC_URL = "/static/"
@@ -343,8 +393,16 @@ LOGGING = {
             "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
         },
     },
+    "filters": {
+        # Credentials and configured secrets never reach a log line; prompts are truncated.
+        "redact": {"()": "snapasset.log_redaction.RedactSecretsFilter"},
+    },
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT},
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["redact"],
+        },
     },
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {

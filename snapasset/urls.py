@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from django.views.static import serve
+from drf_spectacular.views import SpectacularAPIView
 
 from snapasset.health import health
 
@@ -13,6 +14,9 @@ urlpatterns = [
     path("api/", include("jobs.urls")),
     path("admin/", admin.site.urls),
 ]
+
+if not any(getattr(p, "name", None) == "schema" for p in urlpatterns):
+    urlpatterns.append(path("api/schema/", SpectacularAPIView.as_view(), name="schema"))
 
 if settings.SERVE_MEDIA:
     # Local-disk storage: the web process serves generated files (Supabase serves its own).
@@ -29,9 +33,22 @@ def json_not_found(request: HttpRequest, exception: Exception | None = None) -> 
     return JsonResponse({"error": "Not found"}, status=404)
 
 
+def json_bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    # Suspicious or unreadable requests (bad Host, too many fields...) answer JSON too.
+    return JsonResponse({"error": "Bad request"}, status=400)
+
+
+def json_permission_denied(
+    request: HttpRequest, exception: Exception | None = None
+) -> JsonResponse:
+    return JsonResponse({"error": "Permission denied"}, status=403)
+
+
 def json_server_error(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"error": "Internal server error"}, status=500)
 
 
+handler400 = json_bad_request
+handler403 = json_permission_denied
 handler404 = json_not_found
 handler500 = json_server_error

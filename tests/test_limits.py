@@ -1,0 +1,229 @@
+"""Limits and hostile input: the submit rate limit and the pending-jobs cap (429 with
+Retry-After), and JSON 4xx for every malformed, oversized, wrong-typed or unknown input."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from jobs.models import Job, JobStatus
+from tests.conftest import client_for, make_user
+from tests.factories import JobFactory
+
+GENERATE = "/api/jobs/generate"
+
+
+def submit(client: APIClient) -> Any:
+    return client.post(GENERATE, {"prompt": "A fox"}, format="json")
+
+
+def assert_429_shape(response: Any) -> int:
+    assert response.status_code == 429
+    retry_after = int(response.headers["Retry-After"])
+    assert retry_after >= 1
+    body = response.json()
+    assert body["error"]
+    assert body["retryAfter"] == retry_after
+    return retry_after
+
+
+@pytest.fixture
+def fresh_users(db: None) -> list[Any]:
+    """Users with never-seen ids: the throttle history in Redis is keyed by user id."""
+    return [make_user(f"u-{uuid.uuid4().hex[:12]}") for _ in range(2)]
+
+
+# --- Submit rate limit ----------------------------------------------------------------------
+
+
+def test_submissions_over_the_rate_answer_429_with_retry_after(fresh_users: list[Any], settings: Any) -> None:
+    settings.SUBMIT_RATE = "2/min"
+    client = client_for(fresh_users[0])
+    assert [submit(client).status_code for _ in range(2)] == [202, 202]
+    retry_after = assert_429_shape(submit(client))
+    assert retry_after <= 60
+    assert Job.objects.count() == 2
+
+
+def test_the_rate_limit_is_per_user(fresh_users: list[Any], settings: Any) -> None:
+    settings.SUBMIT_RATE = "1/min"
+    first, second = (client_for(user) for user in fresh_users)
+    assert submit(first).status_code == 202
+    assert submit(first).status_code == 429
+    assert submit(second).status_code == 202
+
+
+def test_the_rate_limit_only_counts_submissions(fresh_users: list[Any], settings: Any) -> None:
+    settings.SUBMIT_RATE = "1/min"
+    client = client_for(fresh_users[0])
+    for _ in range(3):
+        assert client.get("/api/jobs").status_code == 200
+    assert submit(client).status_code == 202
+
+
+def test_the_rate_limit_history_is_kept_in_redis(fresh_users: list[Any], settings: Any) -> None:
+    settings.SUBMIT_RATE = "5/min"
+    user = fresh_users[0]
+    submit(client_for(user))
+    assert len(cache.get(f"throttle_submit_{user.pk}")) == 1
+
+
+def test_submit_rate_off_disables_the_limit(fresh_users: list[Any], settings: Any) -> None:
+    settings.SUBMIT_RATE = None
+    client = client_for(fresh_users[0])
+    assert {submit(client).status_code for _ in range(5)} == {202}
+
+
+@pytest.mark.e2e
+def test_the_rate_limit_holds_across_web_processes(start_web: Any) -> None:
+    user = make_user(f"u-{uuid.uuid4().hex[:12]}")
+    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    env = {"SUBMIT_RATE": "2/min"}
+    first, second = start_web(env=env), start_web(env=env)
+
+    def post(base: str) -> httpx.Response:
+        return httpx.post(f"{base}{GENERATE}", json={"prompt": "A fox"}, headers=headers, timeout=30)
+
+    assert post(first).status_code == 202
+    assert post(second).status_code == 202
+    assert_429_shape(post(first))
+    assert_429_shape(post(second))
+
+
+# --- Pending cap --------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("status", [JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.DELAYED])
+def test_a_user_at_the_pending_cap_gets_429_with_retry_after(alice: Any, settings: Any, status: str) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = 2
+    JobFactory.create_batch(2, owner=alice, status=status)
+    response = submit(client_for(alice))
+    assert_429_shape(response)
+    assert "limit 2" in response.json()["error"]
+    assert Job.objects.count() == 2
+
+
+@pytest.mark.django_db
+def test_finished_jobs_do_not_count_towards_the_cap(alice: Any, bob: Any, settings: Any) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = 1
+    JobFactory(owner=alice, status=JobStatus.COMPLETED)
+    JobFactory(owner=alice, status=JobStatus.FAILED)
+    JobFactory(owner=bob, status=JobStatus.WAITING)
+    assert submit(client_for(alice)).status_code == 202
+    assert submit(client_for(alice)).status_code == 429
+
+
+# --- Hostile input ----------------------------------------------------------------------------
+
+JOB = "00000000-0000-0000-0000-000000000000"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "method, path, body, content_type, expected",
+    [
+        ("post", GENERATE, b"[" * 50_000 + b"]" * 50_000, "application/json", 400),
+        ("post", GENERATE, b'{"prompt": "\\ud800"}', "application/json", 400),
+        ("post", GENERATE, b'{"prompt": "a\\u0000b"}', "application/json", 400),
+        ("post", GENERATE, b'{"prompt": NaN}', "application/json", 400),
+        ("post", GENERATE, b'{"prompt": "ok", "priority": 1e999}', "application/json", 400),
+        ("post", GENERATE, b'{"prompt": "ok", "priority": ' + b"9" * 5000 + b"}", "application/json", 400),
+        ("post", GENERATE, b'{"prompt": {"$gt": ""}}', "application/json", 400),
+        ("post", GENERATE, b'{"prompt": "ok", "userId": ["alice"]}', "application/json", 400),
+        ("post", GENERATE, b"\xff\xfe\x00garbage", "application/json", 400),
+        ("post", GENERATE, b"prompt=A+fox", "application/x-www-form-urlencoded", 415),
+        ("post", GENERATE, b"<prompt>A fox</prompt>", "application/xml", 415),
+        ("post", "/api/jobs/cleanup", b'{"type": "all", "olderThanDays": 1e3}', "application/json", 400),
+        ("post", "/api/jobs/cleanup", b"{", "application/json", 400),
+        ("post", f"/api/jobs/{JOB}/retry", b"{", "application/json", 404),
+        ("get", "/api/jobs?offset=99999999999999999999999", None, None, 400),
+        ("get", "/api/jobs?limit=-5", None, None, 400),
+        ("get", "/api/jobs?kind=everything", None, None, 400),
+        ("get", "/api/jobs?status=", None, None, 400),
+        ("get", "/api/jobs?" + "&".join(f"f{i}=1" for i in range(1500)), None, None, 400),
+        ("get", "/api/jobs/..%2F..%2Fetc%2Fpasswd", None, None, 404),
+        ("get", "/api/jobs/%00", None, None, 404),
+        ("get", "/api/jobs/" + "a" * 5000, None, None, 404),
+        ("put", GENERATE, b"{}", "application/json", 405),
+        ("patch", f"/api/jobs/{JOB}", b"{}", "application/json", 405),
+    ],
+)
+def test_hostile_input_answers_json_4xx(
+    method: str, path: str, body: bytes | None, content_type: str | None, expected: int, settings: Any
+) -> None:
+    settings.SUBMIT_RATE = None
+    client = client_for(make_user("mallory", staff=True))
+    kwargs: dict[str, Any] = {}
+    if body is not None:
+        kwargs = {"data": body, "content_type": content_type}
+    response = getattr(client, method)(path, **kwargs)
+    assert response.status_code == expected, response.content[:300]
+    assert response["Content-Type"].startswith("application/json")
+    payload = response.json()
+    assert payload["error"]
+    assert "Traceback" not in response.content.decode(errors="replace")
+    assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_bad_host_header_answers_json_400(alice: Any, settings: Any) -> None:
+    settings.ALLOWED_HOSTS = ["snapasset.example"]
+    response = client_for(alice).get("/api/jobs", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response.json() == {"error": "Bad request"}
+
+
+@pytest.mark.django_db
+def test_an_invalid_content_length_answers_json_400(alice: Any) -> None:
+    response = client_for(alice).post(GENERATE, b"{}", content_type="application/json", CONTENT_LENGTH="abc")
+    assert response.status_code == 400
+    assert response.json()["error"]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/api/jobs/cleanup", f"/api/jobs/{JOB}/retry", f"/api/jobs/{JOB}"])
+def test_bodies_over_one_mebibyte_are_refused_413_on_every_endpoint(staff_client: APIClient, path: str) -> None:
+    response = staff_client.post(path, b"[" + b"0," * 600_000 + b"0]", content_type="application/json")
+    assert response.status_code == 413
+    assert response.json()["error"]
+
+
+@pytest.mark.django_db
+def test_an_idempotency_key_over_255_characters_is_400(alice: Any) -> None:
+    response = client_for(alice).post(GENERATE, {"prompt": "A fox"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 256)
+    assert response.status_code == 400
+    assert "Idempotency-Key" in response.json()["details"]
+
+
+def test_submissions_still_work_when_the_throttle_cache_is_down(fresh_users: list[Any], settings: Any) -> None:
+    from tests.conftest import free_port
+
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",
+        }
+    }
+    settings.SUBMIT_RATE = "1/min"
+    client = client_for(fresh_users[0])
+    # Fails open (logged): the pending cap in the database still bounds a user.
+    assert [submit(client).status_code for _ in range(2)] == [202, 202]
+
+
+@pytest.mark.django_db
+def test_retrying_old_failures_cannot_go_past_the_pending_cap(alice: Any, staff_client: APIClient, settings: Any) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = 1
+    JobFactory(owner=alice, status=JobStatus.WAITING)
+    failed = JobFactory(owner=alice, status=JobStatus.FAILED)
+    assert_429_shape(client_for(alice).post(f"/api/jobs/{failed.pk}/retry"))
+    failed.refresh_from_db()
+    assert failed.status == JobStatus.FAILED
+    # Staff are not held to a user's cap.
+    assert staff_client.post(f"/api/jobs/{failed.pk}/retry").status_code == 200
