@@ -14,7 +14,7 @@ from jobs.platforms import PLATFORM_IDS, PLATFORMS
 PROMPT_MAX_LENGTH = 4000
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 100
-CLEANUP_TYPES = ("temp-files", "failed-generations", "all")
+CLEANUP_TYPES = ("temp-files", "failed-generations", "completed-jobs", "task-results", "all")
 
 
 class StrictCharField(serializers.CharField):

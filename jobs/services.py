@@ -40,6 +40,7 @@ from jobs.models import (
 from jobs.pipeline import EXTENSIONS, decode_image, render_platform
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
+from snapasset import metrics
 from snapasset.celery import app as celery_app
 from snapasset.exceptions import (
     ApplicationError,
@@ -51,6 +52,7 @@ from snapasset.exceptions import (
     TooManyPendingJobsError,
     TransientError,
 )
+from snapasset.logs import truncate_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +151,7 @@ def job_create_generation(
         return _idempotent_replay(existing, fields)
     _enqueue_on_commit(job)
     events.publish_job_event(job)
+    metrics.record_job_submitted(kind=job.kind)
     return Submission(job=job, created=True)
 
 
@@ -195,6 +198,7 @@ def job_create_cleanup(
     )
     _enqueue_on_commit(job)
     events.publish_job_event(job)
+    metrics.record_job_submitted(kind=job.kind)
     return job
 
 
@@ -350,6 +354,13 @@ def job_complete(claim: Claim, *, result: dict[str, Any] | None = None) -> None:
     if result is not None:
         fields["result"] = result
     _fenced_update(claim, **fields)
+    _record_finished(claim.job)
+
+
+def _record_finished(job: Job) -> None:
+    metrics.record_job_finished(
+        kind=job.kind, status=job.status, created_at=job.created_at, finished_at=job.finished_at
+    )
 
 
 def job_requeue(claim: Claim, *, result: dict[str, Any]) -> None:
@@ -374,6 +385,7 @@ def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
         events.publish_job_event(job)
+        _record_finished(job)
 
 
 def retry_countdown(*, attempts_made: int, retry_after: float | None) -> float:
@@ -398,6 +410,7 @@ def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_afte
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
             events.publish_job_event(job)
+            _record_finished(job)
             return None
         countdown = retry_countdown(attempts_made=job.attempts_made, retry_after=retry_after)
         job.status = JobStatus.DELAYED
@@ -431,6 +444,7 @@ def job_cancel(*, job: Job) -> Job:
     job.finished_at = timezone.now()
     job.save(update_fields=["cancel_requested", "status", "finished_at", "updated_at"])
     events.publish_job_event(job)
+    _record_finished(job)
     job_id = str(job.id)
     # Revoking is only an optimisation (the claim refuses a cancelled job anyway).
     transaction.on_commit(lambda: _revoke_quietly(job_id))
@@ -498,6 +512,10 @@ def job_run_generation(*, job_id: str) -> float | None:
         logger.info("job %s: nothing to do (finished, held elsewhere or not due)", job_id)
         return None
     job = claim.job
+    logger.info(
+        "job %s started, attempt %d, %d platforms: %s",
+        job_id, job.attempts_made, len(job.platforms), truncate_prompt(job.prompt),
+    )  # fmt: skip
     try:
         with job_heartbeat(claim):
             count = _run_generation_steps(claim)
@@ -548,8 +566,15 @@ def _source_image_bytes(claim: Claim) -> bytes:
         logger.info("job %s: reusing the generated original from %s", job.id, job.source_path)
         return data
     _check_not_cancelled(claim)
-    data = get_provider().generate(prompt=job.prompt, image_type=job.image_type)
-    path = default_storage.save(source_path(job), ContentFile(data))
+    provider = get_provider()
+    try:
+        with metrics.observe_step("generate"):
+            data = provider.generate(prompt=job.prompt, image_type=job.image_type)
+    except Exception as exc:
+        metrics.record_provider_error(provider=getattr(provider, "name", "?"), error=exc)
+        raise
+    with metrics.observe_step("store"):
+        path = default_storage.save(source_path(job), ContentFile(data))
     _fenced_update(claim, source_path=path, progress=max(job.progress, PROGRESS_SOURCE_READY))
     return data
 
@@ -557,14 +582,16 @@ def _source_image_bytes(claim: Claim) -> bytes:
 def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
     job = claim.job
     platform = PLATFORMS[platform_id]
-    rendered = render_platform(
-        image,
-        platform.width,
-        platform.height,
-        job.output_format,
-        png_compress_level=settings.PNG_COMPRESS_LEVEL,
-    )
-    path = default_storage.save(output_path(job, platform_id), ContentFile(rendered.data))
+    with metrics.observe_step("render"):
+        rendered = render_platform(
+            image,
+            platform.width,
+            platform.height,
+            job.output_format,
+            png_compress_level=settings.PNG_COMPRESS_LEVEL,
+        )
+    with metrics.observe_step("store"):
+        path = default_storage.save(output_path(job, platform_id), ContentFile(rendered.data))
     url = default_storage.url(path)
     with transaction.atomic():
         # Fenced: only the attempt holding the claim records the output.
@@ -633,6 +660,7 @@ def jobs_sweep() -> dict[str, int]:
                 job.claim_token = None
                 job.save()
                 events.publish_job_event(job)
+                _record_finished(job)
                 failed += 1
                 continue
             job.stalled_count += 1
