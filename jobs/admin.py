@@ -89,7 +89,9 @@ class GeneratedImageInline(admin.TabularInline):
     def link(self, image: GeneratedImage) -> str:
         if not image.url:
             return image.storage_path
-        return format_html('<a href="{}" target="_blank" rel="noopener">{}</a>', image.url, image.storage_path)
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{}</a>', image.url, image.storage_path
+        )
 
 
 @admin.register(Job)
@@ -169,7 +171,9 @@ class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
     def age(self, job: Job) -> str:
         return timesince(job.created_at, timezone.now(), depth=1)
 
-    def _run_action(self, request: HttpRequest, queryset: QuerySet[Job], *, verb: str, service: Any) -> None:
+    def _run_action(
+        self, request: HttpRequest, queryset: QuerySet[Job], *, verb: str, service: Any
+    ) -> None:
         done = 0
         for job in queryset:
             try:
@@ -179,7 +183,9 @@ class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
             else:
                 done += 1
         if done:
-            self.message_user(request, f"{verb} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS)
+            self.message_user(
+                request, f"{verb} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS
+            )
 
     @admin.action(description="Retry selected failed or cancelled jobs")
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:

@@ -30,7 +30,9 @@ def _use_django_logging(**_: Any) -> None:
 
 
 @signals.task_prerun.connect
-def _enter_job_log_context(task_id: str = "", task: Any = None, args: Any = None, kwargs: Any = None, **_: Any) -> None:  # fmt: skip
+def _enter_job_log_context(
+    task_id: str = "", task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
+) -> None:
     if task is None or task.name not in JOB_TASKS:
         return
     from snapasset.logs import current_job_id

@@ -179,6 +179,9 @@ def build_logging(*, level: str, fmt: str, log_dir: str | None) -> dict[str, Any
         "handlers": handlers,
         "root": {"handlers": list(handlers), "level": level},
         "loggers": {
+            # Django's default config gives "django" a console handler of its own (DEBUG
+            # only): reset it so each line is written once, by the handlers above.
+            "django": {"handlers": [], "level": "INFO", "propagate": True},
             "django.db.backends": {"level": "INFO"},
             # uvicorn configures its own loggers; send them through ours.
             "uvicorn": {"handlers": [], "propagate": True},

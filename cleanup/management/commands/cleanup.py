@@ -44,7 +44,9 @@ class Command(BaseCommand):
         dry_run: bool = options["dry_run"]
         verb = "would delete" if dry_run else "deleted"
         totals = {"files": 0, "jobs": 0, "checkpoints": 0, "task results": 0}
-        for number in range(1, MAX_BATCHES + 1):
+        batches = 0
+        while batches < MAX_BATCHES:
+            batches += 1
             batch = cleanup_batch(cleanup_type=cleanup_type, older_than_days=days, dry_run=dry_run)
             for path in batch.paths:
                 self.stdout.write(f"{verb} file {path}")
@@ -61,5 +63,5 @@ class Command(BaseCommand):
         summary = ", ".join(f"{count} {name}" for name, count in totals.items())
         self.stdout.write(
             f"cleanup {cleanup_type} older than {days} days: {verb} {summary} "
-            f"in {number} batch{'es' if number > 1 else ''}"
+            f"in {batches} batch{'es' if batches > 1 else ''}"
         )
