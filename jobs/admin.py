@@ -4,11 +4,13 @@ Celery task results and API tokens. Staff users may use it without per-model per
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import CharField, QuerySet
+from django.db.models.functions import Cast
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
@@ -23,6 +25,7 @@ from jobs.models import GeneratedImage, Job
 from snapasset.exceptions import ApplicationError
 
 THUMBNAIL_HEIGHT = 72
+SHORT_ID = re.compile(r"[0-9a-f]{8}")
 
 
 def _is_staff(request: HttpRequest) -> bool:
@@ -143,13 +146,22 @@ class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
     ) -> tuple[QuerySet[Job], bool]:
-        term = search_term.strip()
+        term = search_term.strip().lower()
         try:
             as_uuid = uuid.UUID(term)
         except ValueError:
-            return super().get_search_results(request, queryset, search_term)
-        # An id: the job itself or its generation, by index, not a text scan.
-        return queryset.filter(pk=as_uuid) | queryset.filter(generation_id=as_uuid), False
+            pass
+        else:
+            # An id: the job itself or its generation, by index, not a text scan.
+            return queryset.filter(pk=as_uuid) | queryset.filter(generation_id=as_uuid), False
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if SHORT_ID.fullmatch(term):
+            # The 8-character id the list shows: a prefix of the job id.
+            by_prefix = queryset.annotate(id_text=Cast("id", CharField())).filter(
+                id_text__startswith=term
+            )
+            results = results | queryset.filter(pk__in=by_prefix.values("pk"))
+        return results, may_have_duplicates
 
     @admin.display(description="id", ordering="id")
     def short_id(self, job: Job) -> str:

@@ -97,11 +97,12 @@ def test_it_filters_jobs_by_status_kind_and_date(
     "term, expected",
     [
         (lambda j: str(j["failed"].id), "failed"),
+        (lambda j: str(j["failed"].id)[:8], "failed"),
         (lambda j: str(j["failed"].generation_id), "failed"),
         (lambda j: "lighthouse", "done"),
         (lambda j: "alice", "done"),
     ],
-    ids=["job id", "generation id", "prompt", "owner username"],
+    ids=["job id", "short job id", "generation id", "prompt", "owner username"],
 )
 def test_it_finds_jobs_by_id_generation_id_prompt_and_owner(
     staff_browser: Client, jobs: dict[str, Job], term: Any, expected: str

@@ -12,7 +12,7 @@ from rest_framework.authtoken.models import Token
 from jobs import services
 from snapasset.exceptions import TransientError
 from snapasset.metrics import render_metrics
-from tests.conftest import make_user, wait_until
+from tests.conftest import free_port, make_user, wait_until
 from tests.factories import JobFactory
 
 METRICS_TOKEN = "metrics-token-for-tests-1234"
@@ -145,3 +145,23 @@ def test_job_counters_and_durations_move_after_a_job_runs_on_a_worker(
             value(scrape(), "snapasset_jobs_cancelled_total", kind=kind)
             == value(before, "snapasset_jobs_cancelled_total", kind=kind) + 1
         )
+
+
+@pytest.mark.e2e
+def test_a_worker_serves_its_machines_metrics_on_an_internal_port(start_worker: Any) -> None:
+    port = free_port()
+    start_worker(concurrency=1, env={"WORKER_METRICS_PORT": str(port)})
+    response = wait_until(
+        lambda: _get_or_none(f"http://127.0.0.1:{port}/metrics"), timeout=30, what="worker metrics"
+    )
+    assert response.status_code == 200
+    found = samples(response.text)
+    assert value(found, "snapasset_workers_alive", queue="images") >= 1
+    assert value(found, "snapasset_dependency_up", part="database") == 1
+
+
+def _get_or_none(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.HTTPError:
+        return None
