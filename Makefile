@@ -27,6 +27,7 @@ migrate: setup
 	$(BIN)/python manage.py collectstatic --noinput -v0
 
 run: migrate
+	rm -rf var/metrics  # prometheus_client multiprocess files of the previous run
 	WEB_PORT=$(PORT) HOST=$(HOST) exec $(BIN)/honcho -f Procfile.dev start $(PROCESSES)
 
 # Tests use the machine's real Postgres and Redis: a database of their own per run

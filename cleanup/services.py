@@ -27,12 +27,18 @@ logger = logging.getLogger(__name__)
 # Supabase's batch delete, well under the task's soft time limit, and small enough that
 # the row deletes stay one short transaction.
 CLEANUP_BATCH_SIZE = 200
-CLEANUP_TYPES = ("temp-files", "failed-generations", "all")
+# Celery task results (django-celery-results rows, no files) are small: a larger batch.
+TASK_RESULT_BATCH_SIZE = 2000
+CLEANUP_TYPES = ("temp-files", "failed-generations", "completed-jobs", "task-results", "all")
 
 
 def default_older_than_days(cleanup_type: str) -> int:
     if cleanup_type == "temp-files":
         return settings.CLEANUP_TEMP_AFTER_DAYS
+    if cleanup_type == "completed-jobs":
+        return settings.CLEANUP_COMPLETED_AFTER_DAYS
+    if cleanup_type == "task-results":
+        return int(settings.CELERY_RESULT_EXPIRES // 86400)
     return settings.CLEANUP_FAILED_AFTER_DAYS
 
 
@@ -40,6 +46,7 @@ def default_older_than_days(cleanup_type: str) -> int:
 class CleanupBatch:
     deleted_files: int = 0
     deleted_jobs: int = 0
+    deleted_task_results: int = 0
     cleared_checkpoints: int = 0
     paths: list[str] = field(default_factory=list)
     more: bool = False
@@ -87,14 +94,53 @@ def cleanup_failed_generations_batch(
 ) -> CleanupBatch:
     """Delete failed and cancelled image jobs finished over N days ago, files and rows."""
     cutoff = timezone.now() - timedelta(days=older_than_days)
-    job_ids = list(
+    return _delete_jobs_batch(
         Job.objects.filter(
             kind=JobKind.IMAGE_GENERATION,
             status__in=(JobStatus.FAILED, JobStatus.CANCELLED),
             finished_at__lt=cutoff,
-        )
-        .order_by("finished_at")
-        .values_list("id", flat=True)[: CLEANUP_BATCH_SIZE + 1]
+        ),
+        dry_run=dry_run,
+    )
+
+
+def cleanup_completed_jobs_batch(*, older_than_days: int, dry_run: bool = False) -> CleanupBatch:
+    """Delete completed jobs (image and cleanup) finished over N days ago, files and rows:
+    the retention period of results (CLEANUP_COMPLETED_AFTER_DAYS); after it the API
+    answers 404 for them."""
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    return _delete_jobs_batch(
+        Job.objects.filter(status=JobStatus.COMPLETED, finished_at__lt=cutoff), dry_run=dry_run
+    )
+
+
+def cleanup_task_results_batch(*, older_than_days: int, dry_run: bool = False) -> CleanupBatch:
+    """Delete Celery task results (django-celery-results) done over N days ago, in batches;
+    when none are left, the result backend's own cleanup runs too (result_expires)."""
+    from django_celery_results.models import TaskResult
+
+    from snapasset.celery import app as celery_app
+
+    cutoff = timezone.now() - timedelta(days=older_than_days)
+    ids = list(
+        TaskResult.objects.filter(date_done__lt=cutoff)
+        .order_by("date_done")
+        .values_list("id", flat=True)[: TASK_RESULT_BATCH_SIZE + 1]
+    )
+    batch = CleanupBatch(more=len(ids) > TASK_RESULT_BATCH_SIZE)
+    ids = ids[:TASK_RESULT_BATCH_SIZE]
+    if dry_run:
+        batch.deleted_task_results = len(ids)
+        return batch
+    batch.deleted_task_results = TaskResult.objects.filter(pk__in=ids).delete()[0]
+    if not batch.more:
+        celery_app.backend.cleanup()
+    return batch
+
+
+def _delete_jobs_batch(queryset: Any, *, dry_run: bool) -> CleanupBatch:
+    job_ids = list(
+        queryset.order_by("finished_at").values_list("id", flat=True)[: CLEANUP_BATCH_SIZE + 1]
     )
     batch = CleanupBatch(more=len(job_ids) > CLEANUP_BATCH_SIZE)
     job_ids = job_ids[:CLEANUP_BATCH_SIZE]
@@ -123,12 +169,19 @@ def cleanup_batch(*, cleanup_type: str, older_than_days: int, dry_run: bool = Fa
     if cleanup_type in ("failed-generations", "all"):
         part = cleanup_failed_generations_batch(older_than_days=older_than_days, dry_run=dry_run)
         _add(total, part)
+    if cleanup_type in ("completed-jobs", "all"):
+        days = older_than_days if cleanup_type != "all" else settings.CLEANUP_COMPLETED_AFTER_DAYS
+        _add(total, cleanup_completed_jobs_batch(older_than_days=days, dry_run=dry_run))
+    if cleanup_type in ("task-results", "all"):
+        days = older_than_days if cleanup_type != "all" else default_older_than_days("task-results")
+        _add(total, cleanup_task_results_batch(older_than_days=days, dry_run=dry_run))
     return total
 
 
 def _add(total: CleanupBatch, part: CleanupBatch) -> None:
     total.deleted_files += part.deleted_files
     total.deleted_jobs += part.deleted_jobs
+    total.deleted_task_results += part.deleted_task_results
     total.cleared_checkpoints += part.cleared_checkpoints
     total.paths += part.paths
     total.more = total.more or part.more
@@ -153,6 +206,8 @@ def cleanup_run(*, job_id: str) -> None:
             "deletedJobs": job.result.get("deletedJobs", 0) + batch.deleted_jobs,
             "clearedCheckpoints": job.result.get("clearedCheckpoints", 0)
             + batch.cleared_checkpoints,
+            "deletedTaskResults": job.result.get("deletedTaskResults", 0)
+            + batch.deleted_task_results,
             "batches": job.result.get("batches", 0) + 1,
         }
         if batch.more:

@@ -15,7 +15,7 @@ PROMPT_MAX_LENGTH = 4000
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 100
 LIST_OFFSET_MAX = 1_000_000_000
-CLEANUP_TYPES = ("temp-files", "failed-generations", "all")
+CLEANUP_TYPES = ("temp-files", "failed-generations", "completed-jobs", "task-results", "all")
 
 
 class StrictCharField(serializers.CharField):

@@ -41,6 +41,7 @@ from jobs.pipeline import CONTENT_TYPES, EXTENSIONS, decode_image, inspect_image
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
 from jobs.storage import file_with_content_type, recordable_url
+from snapasset import metrics
 from snapasset.celery import app as celery_app
 from snapasset.exceptions import (
     ApplicationError,
@@ -52,7 +53,7 @@ from snapasset.exceptions import (
     TooManyPendingJobsError,
     TransientError,
 )
-from snapasset.log_redaction import redact_secrets
+from snapasset.log_redaction import redact_secrets, truncate_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +164,7 @@ def job_create_generation(
         return _idempotent_replay(existing, fields)
     _enqueue_on_commit(job)
     events.publish_job_event(job)
+    metrics.record_job_submitted(kind=job.kind)
     return Submission(job=job, created=True)
 
 
@@ -209,6 +211,7 @@ def job_create_cleanup(
     )
     _enqueue_on_commit(job)
     events.publish_job_event(job)
+    metrics.record_job_submitted(kind=job.kind)
     return job
 
 
@@ -364,6 +367,13 @@ def job_complete(claim: Claim, *, result: dict[str, Any] | None = None) -> None:
     if result is not None:
         fields["result"] = result
     _fenced_update(claim, **fields)
+    _record_finished(claim.job)
+
+
+def _record_finished(job: Job) -> None:
+    metrics.record_job_finished(
+        kind=job.kind, status=job.status, created_at=job.created_at, finished_at=job.finished_at
+    )
 
 
 def job_requeue(claim: Claim, *, result: dict[str, Any]) -> None:
@@ -388,6 +398,7 @@ def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
         events.publish_job_event(job)
+        _record_finished(job)
 
 
 def retry_countdown(*, attempts_made: int, retry_after: float | None) -> float:
@@ -413,6 +424,7 @@ def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_afte
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
             events.publish_job_event(job)
+            _record_finished(job)
             return None
         countdown = retry_countdown(attempts_made=job.attempts_made, retry_after=retry_after)
         job.status = JobStatus.DELAYED
@@ -446,6 +458,7 @@ def job_cancel(*, job: Job) -> Job:
     job.finished_at = timezone.now()
     job.save(update_fields=["cancel_requested", "status", "finished_at", "updated_at"])
     events.publish_job_event(job)
+    _record_finished(job)
     job_id = str(job.id)
     # Revoking is only an optimisation (the claim refuses a cancelled job anyway).
     transaction.on_commit(lambda: _revoke_quietly(job_id))
@@ -520,6 +533,10 @@ def job_run_generation(*, job_id: str) -> float | None:
         logger.info("job %s: nothing to do (finished, held elsewhere or not due)", job_id)
         return None
     job = claim.job
+    logger.info(
+        "job %s started, attempt %d, %d platforms: %s",
+        job_id, job.attempts_made, len(job.platforms), truncate_prompt(job.prompt),
+    )  # fmt: skip
     try:
         with job_heartbeat(claim):
             count = _run_generation_steps(claim)
@@ -579,10 +596,17 @@ def _source_image_bytes(claim: Claim) -> bytes:
                 )
             return data
     _check_not_cancelled(claim)
-    data = get_provider().generate(prompt=job.prompt, image_type=job.image_type)
+    provider = get_provider()
+    try:
+        with metrics.observe_step("generate"):
+            data = provider.generate(prompt=job.prompt, image_type=job.image_type)
+    except Exception as exc:
+        metrics.record_provider_error(provider=getattr(provider, "name", "?"), error=exc)
+        raise
     # Checked before it is kept, so a checkpoint is always a usable image.
     source_format = inspect_image(data)
-    path = _save_checkpoint(job, data, source_format)
+    with metrics.observe_step("store"):
+        path = _save_checkpoint(job, data, source_format)
     _fenced_update(claim, source_path=path, progress=max(job.progress, PROGRESS_SOURCE_READY))
     return data
 
@@ -622,16 +646,19 @@ def _save_checkpoint(job: Job, data: bytes, source_format: str) -> str:
 def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
     job = claim.job
     platform = PLATFORMS[platform_id]
-    rendered = render_platform(
-        image,
-        platform.width,
-        platform.height,
-        job.output_format,
-        png_compress_level=settings.PNG_COMPRESS_LEVEL,
-    )
-    path = default_storage.save(
-        output_path(job, platform_id), file_with_content_type(rendered.data, rendered.content_type)
-    )
+    with metrics.observe_step("render"):
+        rendered = render_platform(
+            image,
+            platform.width,
+            platform.height,
+            job.output_format,
+            png_compress_level=settings.PNG_COMPRESS_LEVEL,
+        )
+    with metrics.observe_step("store"):
+        path = default_storage.save(
+            output_path(job, platform_id),
+            file_with_content_type(rendered.data, rendered.content_type),
+        )
     url = recordable_url(default_storage, path)
     with transaction.atomic():
         # Fenced: only the attempt holding the claim records the output.
@@ -700,6 +727,7 @@ def jobs_sweep() -> dict[str, int]:
                 job.claim_token = None
                 job.save()
                 events.publish_job_event(job)
+                _record_finished(job)
                 failed += 1
                 continue
             job.stalled_count += 1

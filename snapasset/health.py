@@ -1,4 +1,10 @@
-"""GET /health: real checks of the parts SnapAsset needs; 503 when the database or broker is down."""
+"""GET /health: real checks of the parts SnapAsset needs; 503 when the database or broker is down.
+
+Workers are reported (from the heartbeats they write, see snapasset/heartbeat.py) but their
+absence does not make the answer 503: /health is what a load balancer asks about the web
+process, and taking the API down because no worker runs would only hide the jobs' state.
+``down`` lists every part that is not up, workers included, for monitors.
+"""
 
 from __future__ import annotations
 
@@ -54,14 +60,74 @@ def check_provider() -> dict[str, Any]:
     return {"status": "up", "name": settings.IMAGE_PROVIDER}
 
 
-def queue_counts() -> dict[str, dict[str, int]]:
+# API names of the queues -> job kinds and Celery queue names.
+QUEUE_KIND = {"imageGeneration": "image-generation", "fileCleanup": "file-cleanup"}
+QUEUE_BROKER_NAME = {"imageGeneration": "images", "fileCleanup": "cleanup"}
+
+
+def _priority_queue_keys(queue: str) -> list[str]:
+    """The Redis lists kombu keeps for one queue: `images`, then `images:1`..`images:9`."""
+    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
+    sep = options.get("sep", "\x06\x16")
+    steps = options.get("priority_steps", [0, 3, 6, 9])
+    return [queue if step == 0 else f"{queue}{sep}{step}" for step in steps]
+
+
+def broker_queue_depths() -> dict[str, int]:
+    """Messages waiting in each Celery queue (all priority lists), LLEN in one round trip."""
+    with celery_app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+        client = conn.default_channel.client
+        queues = settings.WORKER_QUEUES
+        pipe = client.pipeline(transaction=False)
+        for queue in queues:
+            for key in _priority_queue_keys(queue):
+                pipe.llen(key)
+        lengths = iter(pipe.execute())
+        return {
+            queue: sum(next(lengths) for _ in _priority_queue_keys(queue)) for queue in queues
+        }
+
+
+def live_workers() -> list[dict[str, Any]]:
+    from snapasset.heartbeat import read_live_workers
+
+    with celery_app.connection_for_read() as conn:
+        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+        return read_live_workers(conn.default_channel.client)
+
+
+def check_workers() -> dict[str, Any]:
+    try:
+        workers = live_workers()
+    except Exception as exc:
+        return {"status": "unknown", "error": exc.__class__.__name__}
+    per_queue = {
+        queue: sum(1 for worker in workers if queue in worker["queues"])
+        for queue in settings.WORKER_QUEUES
+    }
+    missing = [queue for queue, count in per_queue.items() if count == 0]
+    body: dict[str, Any] = {
+        "status": "down" if not workers else ("partial" if missing else "up"),
+        "count": len(workers),
+        "queues": per_queue,
+        "alive": workers,
+    }
+    if missing:
+        body["error"] = f"no live worker consumes: {', '.join(missing)}"
+    return body
+
+
+def queue_counts(depths: dict[str, int] | None) -> dict[str, dict[str, int]]:
     from jobs.selectors import job_stats
 
     stats = job_stats(user=None)
-    return {
-        name: {"waiting": counts["waiting"] + counts["delayed"], "active": counts["active"]}
-        for name, counts in stats.items()
-    }
+    counts: dict[str, dict[str, int]] = {}
+    for name, row in stats.items():
+        counts[name] = {"waiting": row["waiting"] + row["delayed"], "active": row["active"]}
+        if depths is not None:
+            counts[name]["brokerDepth"] = depths.get(QUEUE_BROKER_NAME[name], 0)
+    return counts
 
 
 @extend_schema(
@@ -74,19 +140,32 @@ def queue_counts() -> dict[str, dict[str, int]]:
 @permission_classes([])
 def health(request: HttpRequest) -> JsonResponse:
     database = check_database()
+    broker = check_broker()
     services: dict[str, Any] = {
         "database": database,
-        "broker": check_broker(),
+        "broker": broker,
         "storage": check_storage(),
         "provider": check_provider(),
+        "workers": check_workers() if broker["status"] == "up" else {"status": "unknown"},
     }
+    depths = None
+    if broker["status"] == "up":
+        try:
+            depths = broker_queue_depths()
+        except Exception as exc:
+            broker["status"], broker["error"] = "down", exc.__class__.__name__
     if database["status"] == "up":
-        services["queues"] = queue_counts()
+        services["queues"] = queue_counts(depths)
     healthy = services["database"]["status"] == "up" and services["broker"]["status"] == "up"
     body = {
         "status": "ok" if healthy else "degraded",
         "uptime": round(time.monotonic() - STARTED_AT, 1),
         "timestamp": int(time.time() * 1000),
         "services": services,
+        "down": [
+            name
+            for name, part in services.items()
+            if name != "queues" and part.get("status") != "up"
+        ],
     }
     return JsonResponse(body, status=200 if healthy else 503)

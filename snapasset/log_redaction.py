@@ -20,6 +20,7 @@ SECRET_SETTINGS = (
     "OPENAI_API_KEY",
     "SUPABASE_SERVICE_KEY",
     "SUPABASE_JWT_SECRET",
+    "METRICS_TOKEN",
 )
 SENSITIVE_FIELD = re.compile(r"authorization|token|secret|password|api_?key|cookie", re.I)
 _PATTERNS = [
@@ -32,6 +33,8 @@ _PATTERNS = [
     (re.compile(r"\b(Bearer|Token|Basic)\s+[A-Za-z0-9._~+/=-]{20,}", re.I), r"\1 " + REDACTED),
     # JWTs anywhere (header.payload.signature, base64url, header starts with {" = eyJ).
     (re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"), REDACTED),
+    # Passwords in URLs: redis://:secret@host, postgres://user:secret@host.
+    (re.compile(r"(\w+://[^:/@\s]*:)[^@/\s]+@"), r"\1" + REDACTED + "@"),
     # OpenAI / Stripe style keys: sk-..., sk-proj-...
     (re.compile(r"\bsk-[A-Za-z0-9_-]{8,}"), REDACTED),
     # key=value pairs in query strings, form bodies, reprs and JSON.

@@ -16,6 +16,8 @@ from celery.schedules import crontab
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
+from snapasset.logs import build_logging
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -93,6 +95,7 @@ INSTALLED_APPS = [
     "django_celery_results",
     "django_eventstream",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "jobs",
     "cleanup",
 ]
@@ -188,6 +191,12 @@ SPECTACULAR_SETTINGS = {
         "PlatformIdEnum": "jobs.platforms.PLATFORM_IDS",
         "HealthStatusEnum": ["ok", "degraded"],
     },
+    # Swagger UI's assets come from the drf-spectacular-sidecar package: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Like every /api/ endpoint: credentials required (a staff session opens the page).
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
 # A request body over 1 MiB is refused with 413 (snapasset.middleware).
@@ -314,6 +323,8 @@ IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
 CLEANUP_CRON = env_str("CLEANUP_CRON", "0 2 * * *")
 CLEANUP_FAILED_AFTER_DAYS = env_int("CLEANUP_FAILED_AFTER_DAYS", 7, minimum=0)
 CLEANUP_TEMP_AFTER_DAYS = env_int("CLEANUP_TEMP_AFTER_DAYS", 1, minimum=0)
+# Completed jobs (rows and image files) are kept this long, then the daily run deletes them.
+CLEANUP_COMPLETED_AFTER_DAYS = env_int("CLEANUP_COMPLETED_AFTER_DAYS", 90, minimum=1)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
@@ -349,6 +360,8 @@ CELERY_TASK_DEFAULT_QUEUE = "images"
 CELERY_TASK_ROUTES = {
     "jobs.*": {"queue": "images"},
     "cleanup.*": {"queue": "cleanup"},
+    # Beat adds Celery's own daily result cleanup (django-db cannot expire rows by itself).
+    "celery.backend_cleanup": {"queue": "cleanup"},
 }
 CELERY_BEAT_SCHEDULE = {
     "cleanup-daily": {
@@ -361,6 +374,25 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
+
+# --- Operations: worker heartbeats, metrics, Flower ----------------------------------------
+# The Celery queues workers consume (health and metrics report on each).
+WORKER_QUEUES = ["images", "cleanup"]
+# A worker refreshes its key every 2 s (Celery's event heartbeat); a key this old is a dead
+# or hung worker.
+WORKER_HEARTBEAT_TTL_SECONDS = env_int("WORKER_HEARTBEAT_TTL_SECONDS", 15, minimum=3)
+# prometheus_client multiprocess mode: the web and worker processes of one machine write
+# their counters here and /metrics sums them. prometheus_client reads the variable when it
+# is imported, so it is put in the environment here, before any metric exists.
+PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
+PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+# /metrics answers staff (session or API token) and `Authorization: Bearer $METRICS_TOKEN`.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# When set, each worker also serves its machine's metrics (no auth) on this port: bind it to
+# an internal network only.
+WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
+METRICS_BIND_ADDRESS = env_str("METRICS_BIND_ADDRESS", "127.0.0.1")
 
 # --- Live events (django-eventstream) ---------------------------------------------------
 EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
@@ -383,32 +415,17 @@ USE_TZ = True
 
 LOG_LEVEL = env_str("LOG_LEVEL", "info").upper()
 LOG_FORMAT = env_str("LOG_FORMAT", "text" if DEBUG else "json")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "text": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
-        "json": {
-            "()": "pythonjsonlogger.json.JsonFormatter",
-            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
-        },
-    },
-    "filters": {
-        # Credentials and configured secrets never reach a log line; prompts are truncated.
-        "redact": {"()": "snapasset.log_redaction.RedactSecretsFilter"},
-    },
-    "handlers": {
-        "console": {
-            "class": "logging.StreamHandler",
-            "formatter": LOG_FORMAT,
-            "filters": ["redact"],
-        },
-    },
-    "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {
-        "django.db.backends": {"level": "INFO"},
-    },
-}
+if LOG_FORMAT not in {"text", "json"}:
+    raise ImproperlyConfigured(f"LOG_FORMAT must be text or json, not {LOG_FORMAT!r}")
+# Rotating files logs/combined.log and logs/error.log beside stdout, as the old server did
+# (LOG_TO_FILES=false: stdout only, e.g. on platforms that collect stdout).
+LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
+LOG_TO_FILES = env_bool("LOG_TO_FILES", True)
+if LOG_TO_FILES:
+    LOG_DIR.mkdir(parents=True, exist_ok=True)
+LOGGING = build_logging(
+    level=LOG_LEVEL, fmt=LOG_FORMAT, log_dir=str(LOG_DIR) if LOG_TO_FILES else None
+)
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG

@@ -1,0 +1,234 @@
+"""The operators' admin: jobs with their images, retry/cancel through the API's services,
+Celery task results and API tokens. Staff users may use it without per-model permissions
+(the admin itself refuses non-staff); superusers keep every right as usual."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import CharField, QuerySet
+from django.db.models.functions import Cast
+from django.http import HttpRequest
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.timesince import timesince
+from django_celery_results.admin import GroupResultAdmin, TaskResultAdmin
+from django_celery_results.models import GroupResult, TaskResult
+from rest_framework.authtoken.admin import TokenAdmin
+from rest_framework.authtoken.models import TokenProxy
+
+from jobs import services
+from jobs.models import GeneratedImage, Job
+from snapasset.exceptions import ApplicationError
+
+THUMBNAIL_HEIGHT = 72
+SHORT_ID = re.compile(r"[0-9a-f]{8}")
+
+
+def _is_staff(request: HttpRequest) -> bool:
+    user = request.user
+    return bool(user.is_active and user.is_staff)
+
+
+class StaffAccessMixin:
+    """View (and the listed rights) for every active staff user."""
+
+    staff_can_change = False
+    staff_can_delete = False
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return _is_staff(request) or super().has_module_permission(request)  # type: ignore[misc]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_staff(request) or super().has_view_permission(request, obj)  # type: ignore[misc]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if self.staff_can_change and _is_staff(request):
+            return True
+        return super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        if self.staff_can_delete and _is_staff(request):
+            return True
+        return super().has_delete_permission(request, obj)  # type: ignore[misc]
+
+
+class GeneratedImageInline(admin.TabularInline):
+    model = GeneratedImage
+    extra = 0
+    can_delete = False
+    fields = ("thumbnail", "platform_id", "size", "file_size", "format", "link")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return _is_staff(request) or super().has_view_permission(request, obj)
+
+    @admin.display(description="image")
+    def thumbnail(self, image: GeneratedImage) -> str:
+        if not image.url:
+            return "-"
+        return format_html(
+            '<a href="{0}" target="_blank" rel="noopener"><img src="{0}" alt="{1}" '
+            'style="height:{2}px;max-width:180px;object-fit:contain;background:#eee"></a>',
+            image.url,
+            image.platform_id,
+            THUMBNAIL_HEIGHT,
+        )
+
+    @admin.display(description="size")
+    def size(self, image: GeneratedImage) -> str:
+        return f"{image.width} x {image.height}"
+
+    @admin.display(description="file")
+    def link(self, image: GeneratedImage) -> str:
+        if not image.url:
+            return image.storage_path
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{}</a>', image.url, image.storage_path
+        )
+
+
+@admin.register(Job)
+class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
+    list_display = (
+        "short_id", "status", "owner", "kind", "platform_list", "progress_bar",
+        "attempts_made", "age", "created_at",
+    )  # fmt: skip
+    list_filter = ("status", "kind", ("created_at", admin.DateFieldListFilter))
+    search_fields = ("prompt", "owner__username")
+    search_help_text = "Job id, generation id (exact), words of the prompt or an owner's username"
+    date_hierarchy = "created_at"
+    list_select_related = ("owner",)
+    list_per_page = 50
+    ordering = ("-created_at",)
+    actions = ("retry_jobs", "cancel_jobs")
+    inlines = (GeneratedImageInline,)
+    readonly_fields = (
+        "id", "kind", "owner", "status", "progress", "attempts_made", "failed_reason",
+        "generation_id", "prompt", "platforms", "image_type", "output_format", "priority",
+        "source_path", "params", "result", "cancel_requested", "idempotency_key",
+        "enqueued_at", "claim_token", "heartbeat_at", "stalled_count", "retry_at",
+        "created_at", "updated_at", "processed_at", "finished_at",
+    )  # fmt: skip
+    fieldsets = (
+        (None, {"fields": ("id", "kind", "owner", "status", "progress", "attempts_made", "failed_reason")}),
+        ("Request", {"fields": ("generation_id", "prompt", "platforms", "image_type", "output_format", "priority")}),
+        ("Outcome", {"fields": ("result", "params", "source_path")}),
+        ("Delivery", {
+            "classes": ("collapse",),
+            "fields": (
+                "cancel_requested", "idempotency_key", "enqueued_at", "claim_token",
+                "heartbeat_at", "stalled_count", "retry_at",
+            ),
+        }),
+        ("Times", {"fields": ("created_at", "updated_at", "processed_at", "finished_at")}),
+    )  # fmt: skip
+
+    # Jobs are created through the API and deleted by the cleanup; the admin reads them
+    # and runs the two actions, nothing else.
+    staff_can_change = True
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Job], search_term: str
+    ) -> tuple[QuerySet[Job], bool]:
+        term = search_term.strip().lower()
+        try:
+            as_uuid = uuid.UUID(term)
+        except ValueError:
+            pass
+        else:
+            # An id: the job itself or its generation, by index, not a text scan.
+            return queryset.filter(pk=as_uuid) | queryset.filter(generation_id=as_uuid), False
+        results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if SHORT_ID.fullmatch(term):
+            # The 8-character id the list shows: a prefix of the job id.
+            by_prefix = queryset.annotate(id_text=Cast("id", CharField())).filter(
+                id_text__startswith=term
+            )
+            results = results | queryset.filter(pk__in=by_prefix.values("pk"))
+        return results, may_have_duplicates
+
+    @admin.display(description="id", ordering="id")
+    def short_id(self, job: Job) -> str:
+        return str(job.id)[:8]
+
+    @admin.display(description="platforms")
+    def platform_list(self, job: Job) -> str:
+        return ", ".join(job.platforms) if job.platforms else "-"
+
+    @admin.display(description="progress", ordering="progress")
+    def progress_bar(self, job: Job) -> str:
+        return format_html(
+            '<progress value="{}" max="100" style="width:80px"></progress> {}%',
+            job.progress,
+            job.progress,
+        )
+
+    @admin.display(description="age", ordering="created_at")
+    def age(self, job: Job) -> str:
+        return timesince(job.created_at, timezone.now(), depth=1)
+
+    def _run_action(
+        self, request: HttpRequest, queryset: QuerySet[Job], *, verb: str, service: Any
+    ) -> None:
+        done = 0
+        for job in queryset:
+            try:
+                service(job=job)
+            except ApplicationError as exc:
+                self.message_user(request, f"Job {job.id}: {exc.message}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(
+                request, f"{verb} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS
+            )
+
+    @admin.action(description="Retry selected failed or cancelled jobs")
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._run_action(request, queryset, verb="Retried", service=services.job_retry)
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
+        self._run_action(request, queryset, verb="Cancelled", service=services.job_cancel)
+
+
+# django-celery-results registers its admin; staff see the task results beside the jobs
+# (and may delete them), without a per-model permission.
+class StaffTaskResultAdmin(StaffAccessMixin, TaskResultAdmin):
+    staff_can_delete = True
+
+
+class StaffGroupResultAdmin(StaffAccessMixin, GroupResultAdmin):
+    staff_can_delete = True
+
+
+# DRF registers its token admin: staff may list tokens and revoke (delete) them; creating one
+# stays with superusers (or `manage.py create_api_token`).
+class StaffTokenAdmin(StaffAccessMixin, TokenAdmin):
+    staff_can_delete = True
+
+
+for model, model_admin in (
+    (TaskResult, StaffTaskResultAdmin),
+    (GroupResult, StaffGroupResultAdmin),
+    (TokenProxy, StaffTokenAdmin),
+):
+    if admin.site.is_registered(model):
+        admin.site.unregister(model)
+    admin.site.register(model, model_admin)

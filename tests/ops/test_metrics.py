@@ -1,0 +1,167 @@
+"""/metrics: Prometheus text from prometheus_client, protected, counters moving after real jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from rest_framework.authtoken.models import Token
+
+from jobs import services
+from snapasset.exceptions import TransientError
+from snapasset.metrics import render_metrics
+from tests.conftest import free_port, make_user, wait_until
+from tests.factories import JobFactory
+
+METRICS_TOKEN = "metrics-token-for-tests-1234"
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    values = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            values[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return values
+
+
+def value(all_samples: dict[Any, float], name: str, **labels: str) -> float:
+    return all_samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_metrics_need_staff_or_the_metrics_token(
+    client: Any, alice_client: Any, staff_client: Any, settings: Any
+) -> None:
+    settings.METRICS_TOKEN = METRICS_TOKEN
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", HTTP_AUTHORIZATION="Bearer wrong").status_code == 401
+    assert alice_client.get("/metrics").status_code == 401
+    response = client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {METRICS_TOKEN}")
+    assert response.status_code == 200
+    assert response["Content-Type"].startswith("text/plain")
+    assert staff_client.get("/metrics").status_code == 200
+
+
+def test_metrics_show_jobs_by_kind_and_status_and_queue_depths(
+    staff_client: Any, alice: Any
+) -> None:
+    JobFactory(owner=alice, status="failed")
+    text = staff_client.get("/metrics").content.decode()
+    found = samples(text)
+    assert value(found, "snapasset_jobs", kind="image-generation", status="failed") == 1
+    assert ("snapasset_queue_depth", (("queue", "images"),)) in found
+    assert value(found, "snapasset_dependency_up", part="database") == 1
+    assert value(found, "snapasset_dependency_up", part="broker") == 1
+
+
+class FailingProvider:
+    name = "flaky"
+
+    def generate(self, *, prompt: str, image_type: str) -> bytes:
+        raise TransientError("upstream 503")
+
+
+def test_provider_errors_are_counted_by_class(alice: Any, monkeypatch: Any) -> None:
+    before = value(
+        samples(render_metrics(cluster_state=False).decode()),
+        "snapasset_provider_errors_total",
+        provider="flaky",
+        error_class="TransientError",
+    )
+    job = JobFactory(owner=alice)
+    monkeypatch.setattr(services, "get_provider", lambda: FailingProvider())
+    assert services.job_run_generation(job_id=str(job.id)) is not None  # a retry is scheduled
+    after = value(
+        samples(render_metrics(cluster_state=False).decode()),
+        "snapasset_provider_errors_total",
+        provider="flaky",
+        error_class="TransientError",
+    )
+    assert after == before + 1
+
+
+@pytest.mark.e2e
+def test_job_counters_and_durations_move_after_a_job_runs_on_a_worker(
+    start_worker: Any, start_web: Any
+) -> None:
+    token = Token.objects.create(user=make_user("alice")).key
+    start_worker(concurrency=1)
+    base = start_web(env={"METRICS_TOKEN": METRICS_TOKEN})
+    auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    kind = "image-generation"
+
+    def scrape() -> dict[Any, float]:
+        response = httpx.get(f"{base}/metrics", headers=auth, timeout=20)
+        assert response.status_code == 200
+        return samples(response.text)
+
+    before = scrape()
+    response = httpx.post(
+        f"{base}/api/jobs/generate",
+        json={"prompt": "Counting foxes", "platforms": ["twitter-post", "instagram-post"]},
+        headers={"Authorization": f"Token {token}"}, timeout=10,
+    )  # fmt: skip
+    assert response.status_code == 202
+    after = wait_until(
+        lambda: (s := scrape()) and value(s, "snapasset_jobs_completed_total", kind=kind) > value(before, "snapasset_jobs_completed_total", kind=kind) and s,
+        timeout=90, interval=0.5, what="the completed counter",
+    )  # fmt: skip
+    assert (
+        value(after, "snapasset_jobs_submitted_total", kind=kind)
+        == value(before, "snapasset_jobs_submitted_total", kind=kind) + 1
+    )
+    assert (
+        value(after, "snapasset_jobs_completed_total", kind=kind)
+        == value(before, "snapasset_jobs_completed_total", kind=kind) + 1
+    )
+    assert (
+        value(after, "snapasset_job_duration_seconds_count", kind=kind, status="completed")
+        == value(before, "snapasset_job_duration_seconds_count", kind=kind, status="completed") + 1
+    )
+    assert (
+        value(after, "snapasset_job_step_duration_seconds_count", step="generate")
+        == value(before, "snapasset_job_step_duration_seconds_count", step="generate") + 1
+    )
+    assert (
+        value(after, "snapasset_job_step_duration_seconds_count", step="render")
+        == value(before, "snapasset_job_step_duration_seconds_count", step="render") + 2
+    )
+    assert value(after, "snapasset_jobs", kind=kind, status="completed") == 1
+    assert value(after, "snapasset_workers_alive", queue="images") == 1
+
+    # A cancel in the web process reaches the same counters.
+    other = httpx.post(
+        f"{base}/api/jobs/generate",
+        json={"prompt": "never mind"},
+        headers={"Authorization": f"Token {token}"},
+        timeout=10,
+    ).json()["jobId"]
+    cancelled = httpx.delete(
+        f"{base}/api/jobs/{other}", headers={"Authorization": f"Token {token}"}, timeout=10
+    )
+    if cancelled.status_code == 200:  # the worker may have finished it first
+        assert (
+            value(scrape(), "snapasset_jobs_cancelled_total", kind=kind)
+            == value(before, "snapasset_jobs_cancelled_total", kind=kind) + 1
+        )
+
+
+@pytest.mark.e2e
+def test_a_worker_serves_its_machines_metrics_on_an_internal_port(start_worker: Any) -> None:
+    port = free_port()
+    start_worker(concurrency=1, env={"WORKER_METRICS_PORT": str(port)})
+    response = wait_until(
+        lambda: _get_or_none(f"http://127.0.0.1:{port}/metrics"), timeout=30, what="worker metrics"
+    )
+    assert response.status_code == 200
+    found = samples(response.text)
+    assert value(found, "snapasset_workers_alive", queue="images") >= 1
+    assert value(found, "snapasset_dependency_up", part="database") == 1
+
+
+def _get_or_none(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=5)
+    except httpx.HTTPError:
+        return None
