@@ -5,7 +5,6 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from django.views.static import serve
-from drf_spectacular.views import SpectacularAPIView
 
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
@@ -20,9 +19,6 @@ urlpatterns = [
     path("api/", include("jobs.urls")),
     path("admin/", admin.site.urls),
 ]
-
-if not any(getattr(p, "name", None) == "schema" for p in urlpatterns):
-    urlpatterns.append(path("api/schema/", SpectacularAPIView.as_view(), name="schema"))
 
 if settings.SERVE_MEDIA:
     # Local-disk storage: the web process serves generated files (Supabase serves its own).

@@ -87,9 +87,10 @@ def use_known_job(case: Any, known_job_ids: list[str]) -> None:
 def test_the_api_answers_as_its_schema_says(
     web_base: str, staff_token: str, known_job_ids: list[str], subtests: Any, tmp_path: Path
 ) -> None:
-    schema = schemathesis.openapi.from_url(f"{web_base}/api/schema/", timeout=30)
-    schema.config.generation.update(with_security_parameters=False)
     headers = {"Authorization": f"Token {staff_token}"}
+    # Like every /api/ endpoint, the schema needs credentials.
+    schema = schemathesis.openapi.from_url(f"{web_base}/api/schema/", headers=headers, timeout=30)
+    schema.config.generation.update(with_security_parameters=False)
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 10
 
@@ -121,9 +122,10 @@ def test_the_api_answers_as_its_schema_says(
     assert staff_token not in server_log
 
 
-def test_the_schema_documents_every_operation_auth_and_errors(start_web: Any) -> None:
+def test_the_schema_documents_every_operation_auth_and_errors(start_web: Any, staff_token: str) -> None:
     base = start_web()
-    spec = httpx.get(f"{base}/api/schema/?format=json", timeout=30).json()
+    headers = {"Authorization": f"Token {staff_token}"}
+    spec = httpx.get(f"{base}/api/schema/?format=json", headers=headers, timeout=30).json()
     schemes = spec["components"]["securitySchemes"]
     assert set(schemes) == {"tokenAuth", "bearerAuth", "supabaseJWT", "cookieAuth"}
     assert schemes["supabaseJWT"]["bearerFormat"] == "JWT"
