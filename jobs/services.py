@@ -671,8 +671,13 @@ def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
 
 
 def _remove_outputs(job: Job) -> None:
+    # Also the deterministic paths of platforms with no row yet: a cancel seen while a step
+    # was storing its file leaves the file but not the row.
+    paths = {output_path(job, platform_id) for platform_id in job.platforms}
     for image in job.images.all():
-        default_storage.delete(image.storage_path)
+        paths.add(image.storage_path)
+    for path in paths:
+        default_storage.delete(path)
     job.images.all().delete()
     if job.source_path:
         default_storage.delete(job.source_path)

@@ -106,7 +106,9 @@ class Stack:
         self._start_worker = start_worker
         self._start_web = start_web
         self.extra: list[ManagedProcess] = []
+        self.maintenance_workers: list[ManagedProcess] = []
         self.base = ""
+        self.token = ""
         self.headers: dict[str, str] = {}
 
     def env(self, **overrides: str) -> dict[str, str]:
@@ -114,24 +116,24 @@ class Stack:
         env.update(overrides)
         return env
 
-    def web(self, token: str, **env: str) -> str:
+    def web(self, **env: str) -> str:
         self.base = self._start_web(env=self.env(**env))
-        self.headers = {"Authorization": f"Token {token}"}
+        self.headers = {"Authorization": f"Token {self.token}"}
         return self.base
 
     def worker(self, *, queues: str = "images", concurrency: int = 1, **env: str) -> ManagedProcess:
         return self._start_worker(queues=queues, concurrency=concurrency, env=self.env(**env))
 
-    def maintenance(self) -> None:
+    def maintenance(self, **env: str) -> None:
         """What keeps jobs alive through faults: beat (the sweeper's clock) and the worker of
         the maintenance queue that runs the sweeper."""
-        self.worker(queues="cleanup")
+        self.maintenance_workers.append(self.worker(queues="cleanup", **env))
         (self.tmp_path / "var").mkdir(exist_ok=True)
         argv = [
             sys.executable, "-m", "celery", "-A", "snapasset", "beat", "-l", "info",
             "-s", str(self.tmp_path / "var" / "beat-schedule"),
         ]  # fmt: skip
-        beat = ManagedProcess(f"beat-{len(self.extra)}", argv, child_env(**self.env()), self.tmp_path)
+        beat = ManagedProcess(f"beat-{len(self.extra)}", argv, child_env(**self.env(**env)), self.tmp_path)
         self.extra.append(beat)
 
     def submit(self, **body: Any) -> str:
