@@ -71,6 +71,7 @@ SWEEP_BATCH = 500
 # longer than this is not read (resending nothing that run) because reading it would cost
 # more than the rare duplicate it avoids... and a queue that long is clearly not lost.
 SWEEP_SCAN_LIMIT = 50_000
+SWEEP_RECHECK_SECONDS = 0.5
 
 
 class WorkerShuttingDown(Exception):
@@ -295,6 +296,16 @@ def job_claim(*, job_id: str) -> Claim | None:
         )  # fmt: skip
         events.publish_job_event(job)
     return Claim(job=job, token=token)
+
+
+def job_lease_remaining(*, job_id: str) -> float | None:
+    """Seconds until the lease of the attempt holding an active job runs out (plus a
+    margin), or None when the job is not held."""
+    row = Job.objects.filter(pk=job_id, status=JobStatus.ACTIVE).values("heartbeat_at").first()
+    if row is None or row["heartbeat_at"] is None:
+        return None
+    expires = row["heartbeat_at"] + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    return max(0.0, (expires - timezone.now()).total_seconds()) + 1.0
 
 
 def _fenced_update(claim: Claim, **fields: Any) -> None:
@@ -561,12 +572,20 @@ def job_run_generation(*, job_id: str) -> float | None:
     """Run (or resume) an image job: generate once, then render each missing platform.
 
     Returns the countdown in seconds when a transient error left the job ``delayed`` for a
-    retry (the task sends that retry), else None. Permanent errors, cancellation and a lost
+    retry, or when another attempt holds the job and this message should look again after
+    its lease (the task sends that message), else None. Permanent errors, cancellation and a lost
     claim end here; an unexpected error fails the job and propagates to be logged.
     """
     claim = job_claim(job_id=job_id)
     if claim is None:
-        logger.info("job %s: nothing to do (finished, held elsewhere or not due)", job_id)
+        check_back = job_lease_remaining(job_id=job_id)
+        if check_back is not None:
+            # Another attempt holds the job. It may be a live duplicate, or the message
+            # Celery gave back after the pool process running it died (reject_on_worker_lost):
+            # look again once its lease has run out instead of waiting for the sweeper.
+            logger.info("job %s: held by another attempt; checking back in %.0fs", job_id, check_back)
+            return check_back
+        logger.info("job %s: nothing to do (finished or not due)", job_id)
         return None
     job = claim.job
     try:
@@ -695,15 +714,20 @@ def jobs_sweep() -> dict[str, int]:
     overdue = now - timedelta(seconds=settings.JOB_ENQUEUE_OVERDUE_SECONDS)
     resent = stalled = failed = 0
 
-    due = list(
-        Job.objects.filter(
-            Q(status=JobStatus.WAITING, enqueued_at__lt=overdue)
-            | Q(status=JobStatus.DELAYED, retry_at__lt=overdue)
-        ).values_list("id", "kind", "priority")[:SWEEP_BATCH]
+    overdue_jobs = Job.objects.filter(
+        Q(status=JobStatus.WAITING, enqueued_at__lt=overdue)
+        | Q(status=JobStatus.DELAYED, retry_at__lt=overdue)
     )
+    due = list(overdue_jobs.values_list("id", "kind", "priority")[:SWEEP_BATCH])
     # An overdue job is usually just queued behind a backlog: resend only the ones whose
     # message is not in the broker, so a long backlog is not doubled every sweep.
     missing = _missing_from_broker({str(row[0]) for row in due}, since=overdue.timestamp())
+    if missing:
+        # Look twice: a message a worker has just popped is in neither the queue nor the
+        # unacked set for a moment, and a job may have run to its end since the first read.
+        time.sleep(SWEEP_RECHECK_SECONDS)
+        missing &= _missing_from_broker(missing, since=overdue.timestamp())
+        missing &= {str(pk) for pk in overdue_jobs.filter(pk__in=missing).values_list("id", flat=True)}
     for job_id, kind, priority in due:
         if str(job_id) not in missing:
             continue

@@ -153,6 +153,19 @@ def sigkill(proc: ManagedProcess) -> None:
     proc.proc.wait(timeout=10)
 
 
+def pool_processes(proc: ManagedProcess) -> list[int]:
+    """The pids of a prefork worker's pool processes (children of its main process)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == proc.proc.pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
 def sigterm_main(proc: ManagedProcess) -> None:
     """SIGTERM to the worker's main process only, as `docker stop` does to PID 1."""
     os.kill(proc.proc.pid, signal.SIGTERM)
