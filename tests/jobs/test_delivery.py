@@ -285,8 +285,36 @@ def test_sigterm_lets_the_running_step_finish_then_requeues_the_job(stack: Stack
     assert job.attempts_made == 1  # the interrupted run is not counted as an attempt
 
 
-def test_a_step_outliving_the_shutdown_grace_period_has_its_job_released_at_once(stack: Stack) -> None:
+def test_a_step_outliving_the_shutdown_grace_period_has_its_job_released_and_fenced_off(
+    transactional_db: None, broker: RedisServer, settings: Any
+) -> None:
+    """The step itself is simulated by a sleep in this process: the heartbeat thread sees the
+    grace period end, gives the job back to the queue, and the late step can write nothing."""
+    from jobs import shutdown
+    from jobs.services import job_claim, job_heartbeat, job_set_progress
+    from snapasset.exceptions import LeaseLost
+
+    settings.JOB_SHUTDOWN_GRACE_SECONDS = 1
+    job = Job.objects.create(owner=make_user("dave"), kind="image-generation", prompt="Slow", platforms=["twitter-post"])  # fmt: skip
+    claim = job_claim(job_id=str(job.id))
+    assert claim is not None
+    try:
+        with job_heartbeat(claim):
+            shutdown._shutdown_started_at.value = time.time()  # what SIGTERM does
+            wait_for_job(str(job.id), lambda job: job.status == JobStatus.WAITING, timeout=5, what="the release")
+        with pytest.raises(LeaseLost):
+            job_set_progress(claim, 50)
+    finally:
+        shutdown._shutdown_started_at.value = 0.0
+    job.refresh_from_db()
+    assert job.status == JobStatus.WAITING and job.claim_token is None and job.attempts_made == 0
+    assert broker.queued() == 1  # its message was sent again
+
+
+def test_a_worker_killed_after_its_stop_timeout_leaves_no_job_active(stack: Stack) -> None:
     stack.web()
+    # The kill may fall between the release's commit and its message: the sweeper covers it.
+    stack.maintenance()
     worker = stack.worker(JOB_SHUTDOWN_GRACE_SECONDS="0", **SLOW_STEPS)
     job_id = stack.submit()
     wait_for_job(job_id, lambda job: job.images.exists(), timeout=60, what="a first platform image")
