@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import random
-import time
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,10 +67,12 @@ PROGRESS_CLAIMED = 5
 PROGRESS_SOURCE_READY = 30
 # Jobs looked at per sweep; the sweeper runs every minute, so a backlog drains over runs.
 SWEEP_BATCH = 500
-# The sweeper reads the queued messages to resend only the ones really missing; a backlog
-# longer than this is not read (resending nothing that run) because reading it would cost
-# more than the rare duplicate it avoids... and a queue that long is clearly not lost.
+# The sweeper reads the queued messages to resend only the missing ones. A backlog longer
+# than this (about 75 MB of messages) is not read and nothing is resent that run: a queue
+# that long was clearly not lost, and reading it every minute would cost more than the
+# duplicates it avoids.
 SWEEP_SCAN_LIMIT = 50_000
+# The pause before the sweeper's second look (see jobs_sweep).
 SWEEP_RECHECK_SECONDS = 0.5
 
 
@@ -583,7 +585,9 @@ def job_run_generation(*, job_id: str) -> float | None:
             # Another attempt holds the job. It may be a live duplicate, or the message
             # Celery gave back after the pool process running it died (reject_on_worker_lost):
             # look again once its lease has run out instead of waiting for the sweeper.
-            logger.info("job %s: held by another attempt; checking back in %.0fs", job_id, check_back)
+            logger.info(
+                "job %s: held by another attempt; checking back in %.0fs", job_id, check_back
+            )
             return check_back
         logger.info("job %s: nothing to do (finished or not due)", job_id)
         return None
@@ -727,7 +731,8 @@ def jobs_sweep() -> dict[str, int]:
         # unacked set for a moment, and a job may have run to its end since the first read.
         time.sleep(SWEEP_RECHECK_SECONDS)
         missing &= _missing_from_broker(missing, since=overdue.timestamp())
-        missing &= {str(pk) for pk in overdue_jobs.filter(pk__in=missing).values_list("id", flat=True)}
+        still_due = overdue_jobs.filter(pk__in=missing).values_list("id", flat=True)
+        missing &= {str(pk) for pk in still_due}
     for job_id, kind, priority in due:
         if str(job_id) not in missing:
             continue
@@ -787,7 +792,7 @@ def _missing_from_broker(job_ids: set[str], *, since: float) -> set[str]:
     sep = options.get("sep", ":")
     steps = options.get("priority_steps") or [0]
     queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
-    keys = [queue if not step else f"{queue}{sep}{step}" for queue in sorted(queues) for step in steps]
+    keys = [f"{queue}{sep}{step}" if step else queue for queue in sorted(queues) for step in steps]
     try:
         with celery_app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1)
@@ -801,9 +806,12 @@ def _missing_from_broker(job_ids: set[str], *, since: float) -> set[str]:
             for key in keys:
                 pipe.lrange(key, 0, -1)
             raw_messages = [raw for items in pipe.execute() for raw in items]
-            tags = client.zrangebyscore("unacked_index", since, "+inf")
+            index_key = options.get("unacked_index_key", "unacked_index")
+            tags = client.zrangebyscore(index_key, since, "+inf")
             if tags:
-                raw_messages += [raw[0] for raw in map(json.loads, filter(None, client.hmget("unacked", tags)))]
+                unacked = client.hmget(options.get("unacked_key", "unacked"), tags)
+                # Each entry is [message, exchange, routing_key].
+                raw_messages += [json.loads(entry)[0] for entry in unacked if entry]
             return job_ids - {_message_task_id(raw) for raw in raw_messages}
     except Exception:
         logger.warning("sweeper: could not read the broker's queues", exc_info=True)

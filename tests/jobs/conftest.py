@@ -24,7 +24,9 @@ def broker(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def stack(broker: RedisServer, tmp_path: Path, start_worker: Any, start_web: Any) -> Iterator[Stack]:
+def stack(
+    broker: RedisServer, tmp_path: Path, start_worker: Any, start_web: Any
+) -> Iterator[Stack]:
     from rest_framework.authtoken.models import Token
 
     stack = Stack(broker, tmp_path, start_worker, start_web)
@@ -33,4 +35,3 @@ def stack(broker: RedisServer, tmp_path: Path, start_worker: Any, start_web: Any
         yield stack
     finally:
         stack.close()
-

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import redis
 
-from tests.conftest import ROOT, ManagedProcess, child_env, free_port, wait_until
+from tests.conftest import ManagedProcess, child_env, free_port, wait_until
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -100,7 +99,13 @@ def celery_app_on(url: str) -> Iterator[None]:
 class Stack:
     """Web, workers and beat processes of one test, all on the test's own broker."""
 
-    def __init__(self, broker: RedisServer, tmp_path: Path, start_worker: Callable[..., ManagedProcess], start_web: Callable[..., str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        broker: RedisServer,
+        tmp_path: Path,
+        start_worker: Callable[..., ManagedProcess],
+        start_web: Callable[..., str],
+    ) -> None:
         self.broker = broker
         self.tmp_path = tmp_path
         self._start_worker = start_worker
@@ -112,7 +117,11 @@ class Stack:
         self.headers: dict[str, str] = {}
 
     def env(self, **overrides: str) -> dict[str, str]:
-        env = {"REDIS_URL": self.broker.url, "SNAPASSET_VAR_DIR": str(self.tmp_path / "var"), **FAST_CLOCKS}
+        env = {
+            "REDIS_URL": self.broker.url,
+            "SNAPASSET_VAR_DIR": str(self.tmp_path / "var"),
+            **FAST_CLOCKS,
+        }
         env.update(overrides)
         return env
 
@@ -133,12 +142,16 @@ class Stack:
             sys.executable, "-m", "celery", "-A", "snapasset", "beat", "-l", "info",
             "-s", str(self.tmp_path / "var" / "beat-schedule"),
         ]  # fmt: skip
-        beat = ManagedProcess(f"beat-{len(self.extra)}", argv, child_env(**self.env(**env)), self.tmp_path)
+        beat = ManagedProcess(
+            f"beat-{len(self.extra)}", argv, child_env(**self.env(**env)), self.tmp_path
+        )
         self.extra.append(beat)
 
     def submit(self, **body: Any) -> str:
         body.setdefault("prompt", "A lighthouse in a storm")
-        response = httpx.post(f"{self.base}/api/jobs/generate", json=body, headers=self.headers, timeout=10)
+        response = httpx.post(
+            f"{self.base}/api/jobs/generate", json=body, headers=self.headers, timeout=10
+        )
         assert response.status_code == 202, response.text
         return str(response.json()["jobId"])
 
@@ -171,7 +184,9 @@ def sigterm_main(proc: ManagedProcess) -> None:
     os.kill(proc.proc.pid, signal.SIGTERM)
 
 
-def wait_for_job(job_id: str, predicate: Callable[[Any], bool], *, timeout: float, what: str) -> Any:
+def wait_for_job(
+    job_id: str, predicate: Callable[[Any], bool], *, timeout: float, what: str
+) -> Any:
     from jobs.models import Job
 
     def check() -> Any:
@@ -185,12 +200,12 @@ def wait_all_finished(job_ids: list[str], *, timeout: float) -> None:
     from jobs.models import FINISHED_STATUSES, Job
 
     def done() -> bool:
-        return Job.objects.filter(pk__in=job_ids, status__in=FINISHED_STATUSES).count() == len(job_ids)
+        return Job.objects.filter(pk__in=job_ids, status__in=FINISHED_STATUSES).count() == len(
+            job_ids
+        )
 
     wait_until(done, timeout=timeout, interval=0.25, what=f"{len(job_ids)} jobs to finish")
 
 
 def media_files(media_root: Path) -> list[Path]:
     return sorted(path for path in media_root.rglob("*") if path.is_file())
-
-

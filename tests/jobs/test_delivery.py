@@ -64,7 +64,9 @@ def test_a_worker_killed_after_the_generation_step_is_replaced_and_the_job_compl
     assert_one_set_of_images(job, PLATFORM_IDS)
     assert job.stalled_count == 1
     assert job.attempts_made == 2
-    outputs = [path for path in media_files(media_root) if path.relative_to(media_root).parts[0] != "tmp"]
+    outputs = [
+        path for path in media_files(media_root) if path.relative_to(media_root).parts[0] != "tmp"
+    ]
     assert len(outputs) == len(PLATFORM_IDS)
 
 
@@ -93,7 +95,13 @@ def test_two_deliveries_of_the_same_message_at_once_make_one_set_of_images(stack
 
     stack.web()
     first, second = stack.worker(), stack.worker()
-    job = Job.objects.create(owner=make_user("carol"), kind="image-generation", prompt="Twins", platforms=["twitter-post", "instagram-post"], enqueued_at=timezone.now())  # fmt: skip
+    job = Job.objects.create(
+        owner=make_user("carol"),
+        kind="image-generation",
+        prompt="Twins",
+        platforms=["twitter-post", "instagram-post"],
+        enqueued_at=timezone.now(),
+    )
     for _ in range(2):
         assert job_send_message(job_id=str(job.id), kind=job.kind, priority=0)
 
@@ -110,7 +118,7 @@ def test_two_deliveries_of_the_same_message_at_once_make_one_set_of_images(stack
     assert job.attempts_made == 1 and job.generation_calls == 1
 
 
-def test_a_pool_process_killed_mid_job_has_its_message_given_back_and_the_job_completes_without_the_sweeper(
+def test_a_pool_process_killed_mid_job_is_redelivered_and_completes_without_the_sweeper(
     stack: Stack,
 ) -> None:
     """The OOM killer takes the pool process, not the worker: Celery gives the message back
@@ -133,7 +141,9 @@ def test_a_pool_process_killed_mid_job_has_its_message_given_back_and_the_job_co
 # --- The broker loses its data or goes away ---------------------------------------------------
 
 
-def test_jobs_waiting_when_the_broker_is_flushed_all_complete(stack: Stack, broker: RedisServer) -> None:
+def test_jobs_waiting_when_the_broker_is_flushed_all_complete(
+    stack: Stack, broker: RedisServer
+) -> None:
     stack.web()
     job_ids = [stack.submit(prompt=f"Flushed {n}", platforms=["twitter-post"]) for n in range(5)]
     assert broker.queued() == 5
@@ -162,7 +172,9 @@ def test_a_job_submitted_while_the_broker_is_down_answers_202_quickly_and_runs_w
 
     time.sleep(3)  # the job is overdue before the broker returns, empty
     broker.start()
-    job = wait_for_job(job_id, lambda job: job.is_finished, timeout=120, what="the job after the broker returned")
+    job = wait_for_job(
+        job_id, lambda job: job.is_finished, timeout=120, what="the job after the broker returned"
+    )
     assert_one_set_of_images(job, ["twitter-post"])
 
 
@@ -174,7 +186,11 @@ def test_the_sweeper_resends_only_the_messages_missing_from_the_broker(
     settings.JOB_ENQUEUE_OVERDUE_SECONDS = 60
     alice = make_user("alice")
     job_ids = [
-        str(job_create_generation(actor=alice, prompt=f"Backlog {n}", platforms=["twitter-post"]).job.id)
+        str(
+            job_create_generation(
+                actor=alice, prompt=f"Backlog {n}", platforms=["twitter-post"]
+            ).job.id
+        )
         for n in range(20)
     ]
     assert broker.queued() == 20
@@ -214,7 +230,9 @@ def test_submitting_while_the_database_is_down_answers_503_with_a_clear_message(
     assert time.monotonic() - started < 5
     assert response.status_code == 503
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {"error": "The database is unavailable; nothing was saved, try again shortly"}
+    assert response.json() == {
+        "error": "The database is unavailable; nothing was saved, try again shortly"
+    }
 
 
 # --- Cancellation ---------------------------------------------------------------------------
@@ -251,7 +269,11 @@ def test_cancelling_an_active_job_stops_it_before_the_next_step_and_removes_its_
     response = httpx.delete(f"{stack.base}/api/jobs/{job_id}", headers=stack.headers, timeout=10)
     assert response.status_code == 200
     assert Job.objects.get(pk=job_id).status == JobStatus.CANCELLED
-    wait_until(lambda: "cancelled; partial outputs removed" in worker.output(), timeout=60, what="the pipeline to stop")
+    wait_until(
+        lambda: "cancelled; partial outputs removed" in worker.output(),
+        timeout=60,
+        what="the pipeline to stop",
+    )
     job = Job.objects.get(pk=job_id)
     assert job.status == JobStatus.CANCELLED
     assert job.images.count() == 0
@@ -295,13 +317,20 @@ def test_a_step_outliving_the_shutdown_grace_period_has_its_job_released_and_fen
     from snapasset.exceptions import LeaseLost
 
     settings.JOB_SHUTDOWN_GRACE_SECONDS = 1
-    job = Job.objects.create(owner=make_user("dave"), kind="image-generation", prompt="Slow", platforms=["twitter-post"])  # fmt: skip
+    job = Job.objects.create(
+        owner=make_user("dave"), kind="image-generation", prompt="Slow", platforms=["twitter-post"]
+    )
     claim = job_claim(job_id=str(job.id))
     assert claim is not None
     try:
         with job_heartbeat(claim):
             shutdown._shutdown_started_at.value = time.time()  # what SIGTERM does
-            wait_for_job(str(job.id), lambda job: job.status == JobStatus.WAITING, timeout=5, what="the release")
+            wait_for_job(
+                str(job.id),
+                lambda job: job.status == JobStatus.WAITING,
+                timeout=5,
+                what="the release",
+            )
         with pytest.raises(LeaseLost):
             job_set_progress(claim, 50)
     finally:
@@ -320,7 +349,12 @@ def test_a_worker_killed_after_its_stop_timeout_leaves_no_job_active(stack: Stac
     wait_for_job(job_id, lambda job: job.images.exists(), timeout=60, what="a first platform image")
 
     sigterm_main(worker)
-    wait_for_job(job_id, lambda job: job.status == JobStatus.WAITING, timeout=5, what="the job to be released")
+    wait_for_job(
+        job_id,
+        lambda job: job.status == JobStatus.WAITING,
+        timeout=5,
+        what="the job to be released",
+    )
     # The orchestrator's stop timeout ends: the worker is killed; nothing is left active.
     worker.signal(signal.SIGKILL)
     worker.proc.wait(timeout=10)
@@ -333,11 +367,15 @@ def test_a_worker_killed_after_its_stop_timeout_leaves_no_job_active(stack: Stac
 # --- Priority -------------------------------------------------------------------------------
 
 
-def test_a_high_priority_job_submitted_after_ten_normal_ones_starts_before_them(stack: Stack) -> None:
+def test_a_high_priority_job_submitted_after_ten_normal_ones_starts_before_them(
+    stack: Stack,
+) -> None:
     stack.web()
     stack.worker(**SLOW_STEPS)
     blocker = stack.submit(prompt="Keeps the worker busy")
-    wait_for_job(blocker, lambda job: job.status == JobStatus.ACTIVE, timeout=60, what="the blocker to start")
+    wait_for_job(
+        blocker, lambda job: job.status == JobStatus.ACTIVE, timeout=60, what="the blocker to start"
+    )
 
     normal = [stack.submit(prompt=f"Normal {n}", platforms=["twitter-post"]) for n in range(10)]
     urgent = stack.submit(prompt="Urgent", platforms=["twitter-post"], priority=9)

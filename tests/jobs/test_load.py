@@ -56,7 +56,12 @@ def test_a_thousand_jobs_all_complete_once_and_the_stats_equal_the_rows(
 
     assert Job.objects.filter(status=JobStatus.COMPLETED).count() == JOBS
     assert GeneratedImage.objects.count() == JOBS
-    assert not GeneratedImage.objects.values("job", "platform_id").annotate(n=Count("id")).filter(n__gt=1).exists()
+    assert (
+        not GeneratedImage.objects.values("job", "platform_id")
+        .annotate(n=Count("id"))
+        .filter(n__gt=1)
+        .exists()
+    )
     assert Job.objects.aggregate(calls=Sum("generation_calls"))["calls"] == JOBS
     rows = {status: Job.objects.filter(status=status).count() for status in JobStatus.values}
     assert {status: stats[status] for status in JobStatus.values} == rows
@@ -69,11 +74,13 @@ def test_a_thousand_jobs_all_complete_once_and_the_stats_equal_the_rows(
         p.output() for p in stack.maintenance_workers
     )
     resent = sum(
-        int(line.split("resent ")[1].split(",")[0]) for line in sweeps.splitlines() if "sweeper: resent" in line
+        int(line.split("resent ")[1].split(",")[0])
+        for line in sweeps.splitlines()
+        if "sweeper: resent" in line
     )
     print(
-        f"\nload: {JOBS} jobs, submitted in {submitted:.1f}s ({JOBS / submitted:.0f}/s), all completed "
-        f"in {elapsed:.1f}s ({JOBS / elapsed:.1f} jobs/s); duplicate deliveries {duplicates}, "
-        f"messages resent by the sweeper {resent}"
+        f"\nload: {JOBS} jobs, submitted in {submitted:.1f}s ({JOBS / submitted:.0f}/s), "
+        f"all completed in {elapsed:.1f}s ({JOBS / elapsed:.1f} jobs/s); "
+        f"duplicate deliveries {duplicates}, messages resent by the sweeper {resent}"
     )
     assert resent == 0
