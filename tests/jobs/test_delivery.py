@@ -353,7 +353,7 @@ def test_a_worker_killed_after_its_stop_timeout_leaves_no_job_active(stack: Stac
     wait_for_job(
         job_id,
         lambda job: job.status == JobStatus.WAITING,
-        timeout=5,
+        timeout=15,
         what="the job to be released",
     )
     # The orchestrator's stop timeout ends: the worker is killed; nothing is left active.
