@@ -60,6 +60,19 @@ def publish_job_event(job: Job) -> None:
     transaction.on_commit(lambda: _send(STATS_CHANNEL, "stats-changed", {"jobId": str(job.id)}))
 
 
+def publisher_fail_fast() -> None:
+    """Publishing runs inside requests (after the submit's commit): with Redis down it must
+    fail at once, not after redis-py's default three retries with backoff (3-4 s per event,
+    two events per submit). One immediate retry still covers a stale pooled connection."""
+    from django_eventstream import eventstream
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    client = getattr(eventstream, "redis_client", None)
+    if client is not None:
+        client.set_retry(Retry(NoBackoff(), 1))
+
+
 def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     from django_eventstream import send_event
 

@@ -70,6 +70,10 @@ class Job(models.Model):
     # The generated original, kept in storage as a checkpoint so that a retry or a
     # redelivery after generation never pays the image model twice.
     source_path = models.CharField(max_length=512, blank=True, default="")
+    # Calls made to the image model for this job (each one may be paid): 1 for a job that
+    # completed, whatever its redeliveries, retries and stalls. Operators compare it with
+    # the provider's bill; the fault tests assert it.
+    generation_calls = models.PositiveSmallIntegerField(default=0)
 
     # Cleanup input ({type, olderThanDays}) and outcome ({deletedFiles, deletedJobs...}).
     params = models.JSONField(default=dict, blank=True)

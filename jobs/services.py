@@ -9,6 +9,7 @@ generated original is kept as a checkpoint so that no retry pays the image model
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import threading
@@ -25,7 +26,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, connections, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from jobs import events
@@ -42,6 +43,7 @@ from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
 from jobs.storage import file_with_content_type, recordable_url
 from snapasset import metrics
+from jobs.shutdown import worker_is_shutting_down, worker_shutdown_started_at
 from snapasset.celery import app as celery_app
 from snapasset.exceptions import (
     ApplicationError,
@@ -71,6 +73,17 @@ SWEEP_BATCH = 500
 # is given up to a later attempt: until it is stored, a retry would pay the model again.
 CHECKPOINT_SAVE_ATTEMPTS = 3
 CHECKPOINT_RETRY_MAX_SLEEP_SECONDS = 5.0
+# The sweeper reads the queued messages to resend only the missing ones. A backlog longer
+# than this (about 75 MB of messages) is not read and nothing is resent that run: a queue
+# that long was clearly not lost, and reading it every minute would cost more than the
+# duplicates it avoids.
+SWEEP_SCAN_LIMIT = 50_000
+# The pause before the sweeper's second look (see jobs_sweep).
+SWEEP_RECHECK_SECONDS = 0.5
+
+
+class WorkerShuttingDown(Exception):
+    """Raised between steps when the worker got SIGTERM: the job goes back to the queue."""
 
 
 # --- Submission ---------------------------------------------------------------------------
@@ -278,6 +291,13 @@ def job_claim(*, job_id: str) -> Claim | None:
             seconds=1
         ):
             return None
+        if job.status == JobStatus.ACTIVE:
+            # Held by an attempt whose heartbeat stopped (its worker died and the message
+            # came back): taking it over is a stall recovery and counts like the sweeper's.
+            if job.stalled_count >= settings.JOB_MAX_STALLED_COUNT:
+                _fail_stalled(job, now)
+                return None
+            job.stalled_count += 1
         token = uuid.uuid4()
         job.status = JobStatus.ACTIVE
         job.claim_token = token
@@ -289,11 +309,21 @@ def job_claim(*, job_id: str) -> Claim | None:
         job.save(
             update_fields=[
                 "status", "claim_token", "heartbeat_at", "attempts_made", "processed_at",
-                "retry_at", "progress", "updated_at",
+                "retry_at", "progress", "stalled_count", "updated_at",
             ]
         )  # fmt: skip
         events.publish_job_event(job)
     return Claim(job=job, token=token)
+
+
+def job_lease_remaining(*, job_id: str) -> float | None:
+    """Seconds until the lease of the attempt holding an active job runs out (plus a
+    margin), or None when the job is not held."""
+    row = Job.objects.filter(pk=job_id, status=JobStatus.ACTIVE).values("heartbeat_at").first()
+    if row is None or row["heartbeat_at"] is None:
+        return None
+    expires = row["heartbeat_at"] + timedelta(seconds=settings.JOB_LEASE_SECONDS)
+    return max(0.0, (expires - timezone.now()).total_seconds()) + 1.0
 
 
 def _fenced_update(claim: Claim, **fields: Any) -> None:
@@ -324,13 +354,24 @@ def job_heartbeat(claim: Claim) -> Iterator[None]:
     """Refresh the claim's heartbeat on a thread while a long step (a provider call) runs,
     so the sweeper does not take a slow job for a dead one."""
     stop = threading.Event()
+    # Ticks of at most 1 s so that the end of a shutdown grace period is seen in time.
+    tick = min(1.0, float(settings.JOB_HEARTBEAT_SECONDS))
 
     def beat() -> None:
+        last_beat = time.monotonic()
         try:
-            while not stop.wait(settings.JOB_HEARTBEAT_SECONDS):
-                Job.objects.filter(pk=claim.job.pk, claim_token=claim.token).update(
-                    heartbeat_at=timezone.now()
-                )
+            while not stop.wait(tick):
+                if _shutdown_grace_over():
+                    # SIGTERM came and the current step is still running: give the job back
+                    # now, so that it is not left `active` when the worker is killed; this
+                    # attempt's later writes are fenced off.
+                    if job_release(claim, reason="its step outlived the shutdown grace period"):
+                        return
+                if time.monotonic() - last_beat >= settings.JOB_HEARTBEAT_SECONDS:
+                    Job.objects.filter(pk=claim.job.pk, claim_token=claim.token).update(
+                        heartbeat_at=timezone.now()
+                    )
+                    last_beat = time.monotonic()
         finally:
             connections.close_all()
 
@@ -341,6 +382,41 @@ def job_heartbeat(claim: Claim) -> Iterator[None]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def _shutdown_grace_over() -> bool:
+    started = worker_shutdown_started_at()
+    return started is not None and time.time() - started >= settings.JOB_SHUTDOWN_GRACE_SECONDS
+
+
+def job_release(claim: Claim, *, reason: str) -> bool:
+    """Give a claimed job back to the queue untouched by this attempt (worker shutdown):
+    waiting again, its message sent again, the attempt not counted. False if this attempt
+    no longer holds it."""
+    with transaction.atomic():
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("owner")
+            .filter(pk=claim.job.pk, claim_token=claim.token, status=JobStatus.ACTIVE)
+            .first()
+        )
+        if job is None:
+            return False
+        job.status = JobStatus.WAITING
+        job.claim_token = None
+        job.heartbeat_at = None
+        job.attempts_made = max(0, job.attempts_made - 1)
+        job.enqueued_at = timezone.now()
+        job.save(
+            update_fields=[
+                "status", "claim_token", "heartbeat_at", "attempts_made", "enqueued_at",
+                "updated_at",
+            ]
+        )  # fmt: skip
+        events.publish_job_event(job)
+        _enqueue_on_commit(job)
+    logger.info("job %s released to the queue: %s", job.pk, reason)
+    return True
 
 
 def job_set_progress(claim: Claim, progress: int) -> None:
@@ -354,6 +430,13 @@ def _check_not_cancelled(claim: Claim) -> None:
         raise JobCancelled(str(claim.job.pk))
     if row["claim_token"] != claim.token:
         raise LeaseLost(str(claim.job.pk))
+
+
+def _between_steps(claim: Claim) -> None:
+    """Before each step: stop for a cancel, a lost claim or a worker shutdown."""
+    _check_not_cancelled(claim)
+    if worker_is_shutting_down():
+        raise WorkerShuttingDown(str(claim.job.pk))
 
 
 def job_complete(claim: Claim, *, result: dict[str, Any] | None = None) -> None:
@@ -525,12 +608,22 @@ def job_run_generation(*, job_id: str) -> float | None:
     """Run (or resume) an image job: generate once, then render each missing platform.
 
     Returns the countdown in seconds when a transient error left the job ``delayed`` for a
-    retry (the task sends that retry), else None. Permanent errors, cancellation and a lost
+    retry, or when another attempt holds the job and this message should look again after
+    its lease (the task sends that message), else None. Permanent errors, cancellation and a lost
     claim end here; an unexpected error fails the job and propagates to be logged.
     """
     claim = job_claim(job_id=job_id)
     if claim is None:
-        logger.info("job %s: nothing to do (finished, held elsewhere or not due)", job_id)
+        check_back = job_lease_remaining(job_id=job_id)
+        if check_back is not None:
+            # Another attempt holds the job. It may be a live duplicate, or the message
+            # Celery gave back after the pool process running it died (reject_on_worker_lost):
+            # look again once its lease has run out instead of waiting for the sweeper.
+            logger.info(
+                "job %s: held by another attempt; checking back in %.0fs", job_id, check_back
+            )
+            return check_back
+        logger.info("job %s: nothing to do (finished or not due)", job_id)
         return None
     job = claim.job
     logger.info(
@@ -546,6 +639,8 @@ def job_run_generation(*, job_id: str) -> float | None:
         logger.info("job %s cancelled; partial outputs removed", job_id)
     except LeaseLost:
         logger.warning("job %s: claim lost to another attempt; stopping", job_id)
+    except WorkerShuttingDown:
+        job_release(claim, reason="the worker is shutting down")
     except PermanentError as exc:
         logger.warning("job %s failed permanently: %s", job_id, exc.message)
         job_fail(job_id=job_id, token=claim.token, reason=exc.message)
@@ -569,7 +664,7 @@ def _run_generation_steps(claim: Claim) -> int:
     done = set(job.images.values_list("platform_id", flat=True))
     span = 100 - PROGRESS_SOURCE_READY
     for platform_id in [p for p in job.platforms if p not in done]:
-        _check_not_cancelled(claim)
+        _between_steps(claim)
         _render_and_store(claim, image, platform_id)
         done.add(platform_id)
         job_set_progress(claim, PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms))
@@ -595,7 +690,15 @@ def _source_image_bytes(claim: Claim) -> bytes:
                     claim, source_path=checkpoint, progress=max(job.progress, PROGRESS_SOURCE_READY)
                 )
             return data
-    _check_not_cancelled(claim)
+    _between_steps(claim)
+    # Counted before the call (a call that dies half-way may still be billed), and fenced:
+    # the last check before paying.
+    counted = Job.objects.filter(
+        pk=job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
+    ).update(generation_calls=F("generation_calls") + 1)
+    if not counted:
+        _raise_for_lost_claim(claim)
+    logger.info("job %s: calling the image provider %s", job.id, settings.IMAGE_PROVIDER)
     provider = get_provider()
     try:
         with metrics.observe_step("generate"):
@@ -662,7 +765,11 @@ def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
     url = recordable_url(default_storage, path)
     with transaction.atomic():
         # Fenced: only the attempt holding the claim records the output.
-        holder = Job.objects.select_for_update().filter(pk=job.pk, claim_token=claim.token).exists()
+        holder = (
+            Job.objects.select_for_update()
+            .filter(pk=job.pk, claim_token=claim.token, status=JobStatus.ACTIVE)
+            .exists()
+        )
         if not holder:
             _raise_for_lost_claim(claim)
         GeneratedImage.objects.update_or_create(
@@ -680,8 +787,13 @@ def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
 
 
 def _remove_outputs(job: Job) -> None:
+    # Also the deterministic paths of platforms with no row yet: a cancel seen while a step
+    # was storing its file leaves the file but not the row.
+    paths = {output_path(job, platform_id) for platform_id in job.platforms}
     for image in job.images.all():
-        default_storage.delete(image.storage_path)
+        paths.add(image.storage_path)
+    for path in paths:
+        default_storage.delete(path)
     job.images.all().delete()
     if job.source_path:
         default_storage.delete(job.source_path)
@@ -692,18 +804,31 @@ def _remove_outputs(job: Job) -> None:
 
 
 def jobs_sweep() -> dict[str, int]:
-    """Send again the messages of waiting/delayed jobs that are overdue (a broker that lost
-    its data loses no job); re-run active jobs whose heartbeat stopped, at most
-    JOB_MAX_STALLED_COUNT times, then fail them."""
+    """Send again the messages of waiting/delayed jobs that are overdue and missing from the
+    broker (a broker that lost its data loses no job); re-run active jobs whose heartbeat
+    stopped, at most JOB_MAX_STALLED_COUNT times, then fail them."""
     now = timezone.now()
     overdue = now - timedelta(seconds=settings.JOB_ENQUEUE_OVERDUE_SECONDS)
     resent = stalled = failed = 0
 
-    due = Job.objects.filter(
+    overdue_jobs = Job.objects.filter(
         Q(status=JobStatus.WAITING, enqueued_at__lt=overdue)
         | Q(status=JobStatus.DELAYED, retry_at__lt=overdue)
     )
-    for job_id, kind, priority in list(due.values_list("id", "kind", "priority")[:SWEEP_BATCH]):
+    due = list(overdue_jobs.values_list("id", "kind", "priority")[:SWEEP_BATCH])
+    # An overdue job is usually just queued behind a backlog: resend only the ones whose
+    # message is not in the broker, so a long backlog is not doubled every sweep.
+    missing = _missing_from_broker({str(row[0]) for row in due}, since=overdue.timestamp())
+    if missing:
+        # Look twice: a message a worker has just popped is in neither the queue nor the
+        # unacked set for a moment, and a job may have run to its end since the first read.
+        time.sleep(SWEEP_RECHECK_SECONDS)
+        missing &= _missing_from_broker(missing, since=overdue.timestamp())
+        still_due = overdue_jobs.filter(pk__in=missing).values_list("id", flat=True)
+        missing &= {str(pk) for pk in still_due}
+    for job_id, kind, priority in due:
+        if str(job_id) not in missing:
+            continue
         Job.objects.filter(pk=job_id).update(enqueued_at=now)
         if job_send_message(job_id=str(job_id), kind=kind, priority=priority):
             resent += 1
@@ -719,15 +844,7 @@ def jobs_sweep() -> dict[str, int]:
             if job is None:
                 continue
             if job.stalled_count >= settings.JOB_MAX_STALLED_COUNT:
-                job.status = JobStatus.FAILED
-                job.failed_reason = (
-                    f"Job stalled {job.stalled_count + 1} times (its worker stopped responding)"
-                )
-                job.finished_at = now
-                job.claim_token = None
-                job.save()
-                events.publish_job_event(job)
-                _record_finished(job)
+                _fail_stalled(job, now)
                 failed += 1
                 continue
             job.stalled_count += 1
@@ -741,6 +858,65 @@ def jobs_sweep() -> dict[str, int]:
     if resent or stalled or failed:
         logger.info("sweeper: resent %d, re-queued %d stalled, failed %d", resent, stalled, failed)
     return {"resent": resent, "stalled": stalled, "failedStalled": failed}
+
+
+def _fail_stalled(job: Job, now: Any) -> None:
+    job.status = JobStatus.FAILED
+    job.failed_reason = (
+        f"Job stalled {job.stalled_count + 1} times (its worker stopped responding); "
+        f"gave up after {job.stalled_count} re-runs"
+    )
+    job.finished_at = now
+    job.claim_token = None
+    job.save()
+    events.publish_job_event(job)
+    _record_finished(job)
+    logger.warning("job %s failed: %s", job.pk, job.failed_reason)
+
+
+def _missing_from_broker(job_ids: set[str], *, since: float) -> set[str]:
+    """The jobs among ``job_ids`` whose message the broker does not hold. Held means in a
+    ready queue (any priority), or taken by a worker since ``since`` (unix time) and not yet
+    acknowledged; a message a worker took before that and never acknowledged belongs to a
+    dead or stuck worker and counts as missing. When the broker cannot be read all are
+    "missing": a needless resend costs one no-op delivery, a lost message a lost job."""
+    if not job_ids:
+        return set()
+    options = celery_app.conf.broker_transport_options or {}
+    sep = options.get("sep", ":")
+    steps = options.get("priority_steps") or [0]
+    queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    keys = [f"{queue}{sep}{step}" if step else queue for queue in sorted(queues) for step in steps]
+    try:
+        with celery_app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1)
+            client = conn.default_channel.client
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.llen(key)
+            if sum(pipe.execute()) > SWEEP_SCAN_LIMIT:
+                logger.info("sweeper: backlog over %d messages; not resending", SWEEP_SCAN_LIMIT)
+                return set()
+            for key in keys:
+                pipe.lrange(key, 0, -1)
+            raw_messages = [raw for items in pipe.execute() for raw in items]
+            index_key = options.get("unacked_index_key", "unacked_index")
+            tags = client.zrangebyscore(index_key, since, "+inf")
+            if tags:
+                unacked = client.hmget(options.get("unacked_key", "unacked"), tags)
+                # Each entry is [message, exchange, routing_key].
+                raw_messages += [json.loads(entry)[0] for entry in unacked if entry]
+            return job_ids - {_message_task_id(raw) for raw in raw_messages}
+    except Exception:
+        logger.warning("sweeper: could not read the broker's queues", exc_info=True)
+        return job_ids
+
+
+def _message_task_id(raw: Any) -> str:
+    message = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
+    headers = message.get("headers") or {}
+    properties = message.get("properties") or {}
+    return str(headers.get("id") or properties.get("correlation_id") or "")
 
 
 def job_get_or_404(job_id: str) -> Job:

@@ -13,8 +13,9 @@ from jobs import services
 def generate_images_task(self: Task, job_id: str) -> None:
     countdown = services.job_run_generation(job_id=job_id)
     if countdown is not None:
-        # The Job row already says `delayed` with its retry time; this message is the
-        # wake-up call (and the sweeper resends it if the broker loses it).
+        # The Job row already says `delayed` with its retry time (or another attempt holds
+        # it until its lease ends); this message is the wake-up call (and the sweeper
+        # resends it if the broker loses it).
         raise self.retry(countdown=countdown)
 
 

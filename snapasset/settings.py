@@ -315,6 +315,14 @@ JOB_ENQUEUE_OVERDUE_SECONDS = env_int("JOB_ENQUEUE_OVERDUE_SECONDS", 120, minimu
 JOB_HEARTBEAT_SECONDS = env_int("JOB_HEARTBEAT_SECONDS", 10, minimum=1)
 JOB_LEASE_SECONDS = env_int("JOB_LEASE_SECONDS", 30, minimum=2)
 JOB_MAX_STALLED_COUNT = env_int("JOB_MAX_STALLED_COUNT", 2, minimum=0)
+# How often beat runs the sweeper (overdue messages, stalled jobs).
+JOB_SWEEP_INTERVAL_SECONDS = env_int("JOB_SWEEP_INTERVAL_SECONDS", 60, minimum=1)
+# Warm shutdown (SIGTERM): a running job finishes its current step and goes back to the
+# queue. A step still running this long after SIGTERM has its job released at once (so it
+# is not left `active` when the orchestrator kills the worker); keep it below the
+# container's stop timeout (docker compose stop_grace_period, k8s
+# terminationGracePeriodSeconds).
+JOB_SHUTDOWN_GRACE_SECONDS = env_int("JOB_SHUTDOWN_GRACE_SECONDS", 20, minimum=0)
 # A user's jobs that are waiting or active at once; more answer 429.
 JOB_MAX_PENDING_PER_USER = env_int("JOB_MAX_PENDING_PER_USER", 50, minimum=1)
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
@@ -345,9 +353,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per process, so a long job never strands others behind it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Redis only: a worker fetches a message only when one of its processes is free, so a
+# message never waits in a busy worker's buffer while another worker is idle.
+CELERY_WORKER_DISABLE_PREFETCH = env_bool("CELERY_WORKER_DISABLE_PREFETCH", True)
 CELERY_TASK_SOFT_TIME_LIMIT = JOB_SOFT_TIME_LIMIT
 CELERY_TASK_TIME_LIMIT = JOB_TIME_LIMIT
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A submit with the broker down must still answer 202 quickly (the sweeper sends the
+# message later): fail a connection attempt after 1 s instead of kombu's 4 s.
+CELERY_BROKER_CONNECTION_TIMEOUT = env_int("BROKER_CONNECT_TIMEOUT_SECONDS", 1, minimum=1)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the hard time limit and the longest retry countdown, so an unacked
     # message is redelivered only when its worker is really gone.
@@ -355,9 +369,12 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "queue_order_strategy": "priority",
     "priority_steps": list(range(10)),
     "sep": ":",
+    "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
 }
 CELERY_TASK_DEFAULT_QUEUE = "images"
 CELERY_TASK_ROUTES = {
+    # Maintenance, not image work: a backlog of image jobs must not delay the sweeper.
+    "jobs.sweep": {"queue": "cleanup"},
     "jobs.*": {"queue": "images"},
     "cleanup.*": {"queue": "cleanup"},
     # Beat adds Celery's own daily result cleanup (django-db cannot expire rows by itself).
@@ -370,7 +387,9 @@ CELERY_BEAT_SCHEDULE = {
     },
     "jobs-sweep": {
         "task": "jobs.sweep",
-        "schedule": 60.0,
+        "schedule": float(JOB_SWEEP_INTERVAL_SECONDS),
+        # A sweep nobody ran before the next one is due is useless: drop it.
+        "options": {"expires": float(JOB_SWEEP_INTERVAL_SECONDS)},
     },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
