@@ -37,7 +37,7 @@ from jobs.models import (
     JobKind,
     JobStatus,
 )
-from jobs.pipeline import EXTENSIONS, decode_image, render_platform
+from jobs.pipeline import EXTENSIONS, RenderedImage, decode_image, render_platforms
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
 from snapasset.celery import app as celery_app
@@ -525,18 +525,38 @@ def job_run_generation(*, job_id: str) -> float | None:
 
 
 def _run_generation_steps(claim: Claim) -> int:
+    """Render the missing platforms on IMAGE_RENDER_THREADS threads (the encoders release
+    the GIL); storage, the database and events stay on this thread, which records each
+    platform as soon as it is ready, so every finished platform is a checkpoint."""
     job = claim.job
     image = decode_image(_source_image_bytes(claim))
     done = set(job.images.values_list("platform_id", flat=True))
     span = 100 - PROGRESS_SOURCE_READY
-    for platform_id in [p for p in job.platforms if p not in done]:
-        _check_not_cancelled(claim)
-        _render_and_store(claim, image, platform_id)
-        done.add(platform_id)
-        job_set_progress(claim, PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms))
     _check_not_cancelled(claim)
+    renders = _render_missing(job, image, [p for p in job.platforms if p not in done])
+    try:
+        for platform_id, rendered in renders:
+            _render_and_store(claim, rendered, platform_id)
+            done.add(platform_id)
+            # The fenced progress write is also the cancel check between steps: it raises
+            # JobCancelled (or LeaseLost) once the job is no longer this attempt's.
+            job_set_progress(claim, PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms))
+    finally:
+        renders.close()  # a cancelled job stops rendering: at most the running renders finish
     job_complete(claim)
     return len(done)
+
+
+def _render_missing(job: Job, image: Any, platform_ids: list[str]) -> Iterator[tuple[str, RenderedImage]]:
+    targets = [(p, PLATFORMS[p].width, PLATFORMS[p].height) for p in platform_ids]
+    return render_platforms(
+        image,
+        targets,
+        job.output_format,
+        threads=settings.IMAGE_RENDER_THREADS,
+        png_compress_level=settings.PNG_COMPRESS_LEVEL,
+        png_strategy=settings.PNG_COMPRESS_STRATEGY,
+    )
 
 
 def _source_image_bytes(claim: Claim) -> bytes:
@@ -554,16 +574,8 @@ def _source_image_bytes(claim: Claim) -> bytes:
     return data
 
 
-def _render_and_store(claim: Claim, image: Any, platform_id: str) -> None:
+def _render_and_store(claim: Claim, rendered: RenderedImage, platform_id: str) -> None:
     job = claim.job
-    platform = PLATFORMS[platform_id]
-    rendered = render_platform(
-        image,
-        platform.width,
-        platform.height,
-        job.output_format,
-        png_compress_level=settings.PNG_COMPRESS_LEVEL,
-    )
     path = default_storage.save(output_path(job, platform_id), ContentFile(rendered.data))
     url = default_storage.url(path)
     with transaction.atomic():

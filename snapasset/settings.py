@@ -219,6 +219,13 @@ OPENAI_BASE_URL = env_str("OPENAI_BASE_URL")
 OPENAI_IMAGE_MODEL = env_str("OPENAI_IMAGE_MODEL", "gpt-image-1")
 # PNG zlib level: 1 is ~2x faster to encode than 6 for ~13% more bytes (docs/PERFORMANCE.md).
 PNG_COMPRESS_LEVEL = env_int("PNG_COMPRESS_LEVEL", 1, minimum=0)
+# zlib strategy of PNG outputs: default, filtered, huffman, rle or fixed (docs/PERFORMANCE.md).
+PNG_COMPRESS_STRATEGY = env_str("PNG_COMPRESS_STRATEGY", "default")
+if PNG_COMPRESS_STRATEGY not in {"default", "filtered", "huffman", "rle", "fixed"}:
+    raise ImproperlyConfigured(f"PNG_COMPRESS_STRATEGY is not a zlib strategy: {PNG_COMPRESS_STRATEGY!r}")
+# Threads rendering one job's platforms at once (Pillow releases the GIL while it resamples
+# and encodes); 2 uses both cores of a 2-core machine for a single job.
+IMAGE_RENDER_THREADS = env_int("IMAGE_RENDER_THREADS", 2, minimum=1)
 
 # Jobs: attempts (the first run included), backoff, time limits.
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
