@@ -145,6 +145,15 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
         "DATABASE_CONNECT_TIMEOUT", 5
     )
+    # Connection reuse. Under ASGI each request's sync code runs on a thread of its own, so
+    # CONN_MAX_AGE cannot keep a connection (Django ticket #33497) and every request paid a
+    # new Postgres connection; a psycopg pool per process reuses them (docs/PERFORMANCE.md).
+    if env_bool("DATABASE_POOL", True):
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=0),
+            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
+            "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and live-event fan-out ---------------------------------------
