@@ -308,7 +308,8 @@ def _fenced_update(claim: Claim, **fields: Any) -> None:
     the job was cancelled meanwhile (a stale worker never overwrites a newer attempt)."""
     fields.setdefault("heartbeat_at", timezone.now())
     fields["updated_at"] = timezone.now()
-    with transaction.atomic():
+    # No savepoint inside a caller's transaction: a lost claim aborts the whole of it.
+    with transaction.atomic(savepoint=False):
         updated = Job.objects.filter(
             pk=claim.job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
         ).update(**fields)
@@ -560,11 +561,17 @@ def _run_generation_steps(claim: Claim) -> int:
     renders = _render_missing(job, image, [p for p in job.platforms if p not in done])
     try:
         for platform_id, rendered in renders:
-            _render_and_store(claim, rendered, platform_id)
             done.add(platform_id)
-            # The fenced progress write is also the cancel check between steps: it raises
-            # JobCancelled (or LeaseLost) once the job is no longer this attempt's.
-            job_set_progress(claim, PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms))
+            # Recording a platform is fenced together with the progress write, which is
+            # also the cancel check between steps (JobCancelled or LeaseLost once the job
+            # is no longer this attempt's).
+            progress = PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms)
+            try:
+                _render_and_store(claim, rendered, platform_id, progress=progress)
+            except JobCancelled:
+                # Saved before the fence refused it: not recorded, so remove it here.
+                default_storage.delete(output_path(job, platform_id))
+                raise
     finally:
         renders.close()  # a cancelled job stops rendering: at most the running renders finish
     job_complete(claim)
@@ -598,26 +605,33 @@ def _source_image_bytes(claim: Claim) -> bytes:
     return data
 
 
-def _render_and_store(claim: Claim, rendered: RenderedImage, platform_id: str) -> None:
+def _render_and_store(
+    claim: Claim, rendered: RenderedImage, platform_id: str, *, progress: int
+) -> None:
     job = claim.job
     path = default_storage.save(output_path(job, platform_id), ContentFile(rendered.data))
     url = default_storage.url(path)
     with transaction.atomic():
-        # Fenced: only the attempt holding the claim records the output.
-        holder = Job.objects.select_for_update().filter(pk=job.pk, claim_token=claim.token).exists()
-        if not holder:
-            _raise_for_lost_claim(claim)
-        GeneratedImage.objects.update_or_create(
-            job=job,
-            platform_id=platform_id,
-            defaults={
-                "width": rendered.width,
-                "height": rendered.height,
-                "file_size": len(rendered.data),
-                "storage_path": path,
-                "url": url,
-                "format": rendered.format,
-            },
+        # Fenced: only the attempt holding the claim records the output; the fenced update
+        # takes the row lock and moves the progress in the same transaction, and the row is
+        # one upsert (four round trips per platform instead of thirteen).
+        job_set_progress(claim, progress)
+        GeneratedImage.objects.bulk_create(
+            [
+                GeneratedImage(
+                    job=job,
+                    platform_id=platform_id,
+                    width=rendered.width,
+                    height=rendered.height,
+                    file_size=len(rendered.data),
+                    storage_path=path,
+                    url=url,
+                    format=rendered.format,
+                )
+            ],
+            update_conflicts=True,
+            unique_fields=["job", "platform_id"],
+            update_fields=["width", "height", "file_size", "storage_path", "url", "format"],
         )
 
 

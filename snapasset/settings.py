@@ -307,7 +307,16 @@ CELERY_BEAT_SCHEDULE = {
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Live events (django-eventstream) ---------------------------------------------------
-EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
+# Stored events (for Last-Event-ID replay) live in Redis by default: in the database each
+# event cost two transactions and ~7 statements, most of a job's work outside the images
+# (docs/PERFORMANCE.md). The Job row stays the truth; a stream starts from it.
+EVENTSTREAM_STORAGE = env_str("EVENTSTREAM_STORAGE", "redis")
+if EVENTSTREAM_STORAGE not in {"redis", "database"}:
+    raise ImproperlyConfigured(f"EVENTSTREAM_STORAGE must be redis or database, not {EVENTSTREAM_STORAGE!r}")
+EVENTSTREAM_STORAGE_CLASS = {
+    "redis": "django_eventstream.storage.RedisStorage",
+    "database": "django_eventstream.storage.DjangoModelStorage",
+}[EVENTSTREAM_STORAGE]
 EVENTSTREAM_CHANNELMANAGER_CLASS = "jobs.events.JobChannelManager"
 
 
@@ -318,6 +327,7 @@ def _redis_kwargs(url: str) -> dict[str, object]:
 
 
 EVENTSTREAM_REDIS = _redis_kwargs(REDIS_URL)
+EVENTSTREAM_STORAGE_CONNECTION = EVENTSTREAM_REDIS
 
 # --- Misc -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

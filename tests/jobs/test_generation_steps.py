@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db.models.signals import post_save
+from django.db import connection
 from PIL import Image
 
 from jobs import services
-from jobs.models import GeneratedImage, Job, JobStatus
+from jobs.models import Job, JobStatus
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from tests.factories import JobFactory
 
@@ -36,25 +36,29 @@ def test_a_job_renders_every_platform_to_its_size(alice: Any, media_root: Path, 
             assert out.format == "WEBP"
 
 
-def test_a_resumed_job_renders_only_the_platforms_it_lacks(alice: Any, settings: Any) -> None:
+def test_a_resumed_job_renders_only_the_platforms_it_lacks(alice: Any) -> None:
     job = JobFactory(owner=alice, platforms=list(PLATFORM_IDS), output_format="jpeg")
     services.job_run_generation(job_id=str(job.id))
     first = job.images.get(platform_id="instagram-post")
     job.images.exclude(platform_id="instagram-post").delete()
     Job.objects.filter(pk=job.pk).update(status=JobStatus.WAITING, progress=0)
 
-    recorded: list[str] = []
+    sizes: list[tuple[int, int]] = []
+    original = Image.Image.resize
 
-    def on_save(sender: Any, instance: GeneratedImage, **kwargs: Any) -> None:
-        recorded.append(instance.platform_id)
+    def spy(self: Image.Image, size: Any, *args: Any, **kwargs: Any) -> Image.Image:
+        sizes.append(tuple(size))
+        return original(self, size, *args, **kwargs)
 
-    post_save.connect(on_save, sender=GeneratedImage)
+    Image.Image.resize = spy  # type: ignore[method-assign]
     try:
         services.job_run_generation(job_id=str(job.id))
     finally:
-        post_save.disconnect(on_save, sender=GeneratedImage)
+        Image.Image.resize = original  # type: ignore[method-assign]
 
-    assert sorted(recorded) == sorted(p for p in PLATFORM_IDS if p != "instagram-post")
+    lacking = [p for p in PLATFORM_IDS if p != "instagram-post"]
+    assert sorted(sizes) == sorted((PLATFORMS[p].width, PLATFORMS[p].height) for p in lacking)
+    assert job.images.count() == len(PLATFORM_IDS)
     assert job.images.get(platform_id="instagram-post").pk == first.pk
     assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
 
@@ -65,16 +69,16 @@ def test_a_job_cancelled_between_platforms_stops_and_removes_its_outputs(
     job = JobFactory(owner=alice, platforms=list(PLATFORM_IDS), output_format="jpeg")
     recorded: list[str] = []
 
-    def cancel_after_two(sender: Any, instance: GeneratedImage, **kwargs: Any) -> None:
-        recorded.append(instance.platform_id)
-        if len(recorded) == 2:
-            services.job_cancel(job=Job.objects.get(pk=job.pk))
+    def cancel_after_two(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        result = execute(sql, params, many, context)
+        if sql.startswith('INSERT INTO "jobs_generatedimage"'):
+            recorded.append(sql)
+            if len(recorded) == 2:  # the user cancels while the second platform is recorded
+                services.job_cancel(job=Job.objects.get(pk=job.pk))
+        return result
 
-    post_save.connect(cancel_after_two, sender=GeneratedImage)
-    try:
+    with connection.execute_wrapper(cancel_after_two):
         services.job_run_generation(job_id=str(job.id))
-    finally:
-        post_save.disconnect(cancel_after_two, sender=GeneratedImage)
 
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
