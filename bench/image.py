@@ -93,7 +93,7 @@ def _vips_encode(image: Any, fmt: str, **options: Any) -> bytes:
         # libvips' fastest setting at about Pillow's level-1 size (see the encode-only table).
         return image.write_to_buffer(".png", **(options or {"compression": 1, "filter": "all"}))
     if fmt == "webp":
-        return image.write_to_buffer(".webp", Q=85, effort=2)
+        return image.write_to_buffer(".webp", Q=85, effort=1)
     return image.write_to_buffer(".jpg", Q=88, optimize_coding=True, interlace=True)
 
 

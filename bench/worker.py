@@ -79,7 +79,7 @@ def measure_start_latency(env: BenchEnv, owner: Any, count: int) -> dict[str, li
         sent = time.time()
         app.send_task("bench.noop", task_id=task_id, queue="bench")
         noop.append(_started_at(env, task_id) - sent)
-        time.sleep(0.01)
+        time.sleep(0.05)  # past the no-op's tail (its result row, ack): the worker is idle
         sent = time.time()
         services.job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
         ours.append(_started_at(env, str(job.id)) - sent)
