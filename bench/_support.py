@@ -9,6 +9,7 @@ number BENCH_REDIS_DB (default 9), which it flushes at start and end (only that 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -188,6 +189,10 @@ class BenchEnv:
 
         with psycopg.connect(f"{POSTGRES_URL}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        if exc[0] is None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            print(f"bench: child logs and files kept in {self.tmp}", file=sys.stderr)
 
     def flush_redis(self) -> None:
         import redis
