@@ -150,6 +150,15 @@ else:
     DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
         "DATABASE_CONNECT_TIMEOUT", 5
     )
+    # Connection reuse. Under ASGI each request's sync code runs on a thread of its own, so
+    # CONN_MAX_AGE cannot keep a connection (Django ticket #33497) and every request paid a
+    # new Postgres connection; a psycopg pool per process reuses them (docs/PERFORMANCE.md).
+    if env_bool("DATABASE_POOL", True):
+        DATABASES["default"]["OPTIONS"]["pool"] = {
+            "min_size": env_int("DATABASE_POOL_MIN_SIZE", 2, minimum=0),
+            "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
+            "timeout": env_int("DATABASE_POOL_TIMEOUT", 10, minimum=1),
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and live-event fan-out ---------------------------------------
@@ -300,6 +309,13 @@ OPENAI_TIMEOUT_SECONDS = env_int("OPENAI_TIMEOUT_SECONDS", 120, minimum=1)
 OPENAI_DOWNLOAD_MAX_BYTES = env_int("OPENAI_DOWNLOAD_MAX_BYTES", 20 * 1024 * 1024, minimum=1024)
 # PNG zlib level: 1 is ~2x faster to encode than 6 for ~13% more bytes (docs/PERFORMANCE.md).
 PNG_COMPRESS_LEVEL = env_int("PNG_COMPRESS_LEVEL", 1, minimum=0)
+# zlib strategy of PNG outputs: default, filtered, huffman, rle or fixed (docs/PERFORMANCE.md).
+PNG_COMPRESS_STRATEGY = env_str("PNG_COMPRESS_STRATEGY", "default")
+if PNG_COMPRESS_STRATEGY not in {"default", "filtered", "huffman", "rle", "fixed"}:
+    raise ImproperlyConfigured(f"PNG_COMPRESS_STRATEGY is not a zlib strategy: {PNG_COMPRESS_STRATEGY!r}")
+# Threads rendering one job's platforms at once (Pillow releases the GIL while it resamples
+# and encodes); 2 uses both cores of a 2-core machine for a single job.
+IMAGE_RENDER_THREADS = env_int("IMAGE_RENDER_THREADS", 2, minimum=1)
 
 # Jobs: attempts (the first run included), backoff, time limits.
 JOB_MAX_ATTEMPTS = env_int("JOB_MAX_ATTEMPTS", 3, minimum=1)
@@ -414,7 +430,16 @@ WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
 METRICS_BIND_ADDRESS = env_str("METRICS_BIND_ADDRESS", "127.0.0.1")
 
 # --- Live events (django-eventstream) ---------------------------------------------------
-EVENTSTREAM_STORAGE_CLASS = "django_eventstream.storage.DjangoModelStorage"
+# Stored events (for Last-Event-ID replay) live in Redis by default: in the database each
+# event cost two transactions and ~7 statements, most of a job's work outside the images
+# (docs/PERFORMANCE.md). The Job row stays the truth; a stream starts from it.
+EVENTSTREAM_STORAGE = env_str("EVENTSTREAM_STORAGE", "redis")
+if EVENTSTREAM_STORAGE not in {"redis", "database"}:
+    raise ImproperlyConfigured(f"EVENTSTREAM_STORAGE must be redis or database, not {EVENTSTREAM_STORAGE!r}")
+EVENTSTREAM_STORAGE_CLASS = {
+    "redis": "django_eventstream.storage.RedisStorage",
+    "database": "django_eventstream.storage.DjangoModelStorage",
+}[EVENTSTREAM_STORAGE]
 EVENTSTREAM_CHANNELMANAGER_CLASS = "jobs.events.JobChannelManager"
 
 
@@ -425,6 +450,7 @@ def _redis_kwargs(url: str) -> dict[str, object]:
 
 
 EVENTSTREAM_REDIS = _redis_kwargs(REDIS_URL)
+EVENTSTREAM_STORAGE_CONNECTION = EVENTSTREAM_REDIS
 
 # --- Misc -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

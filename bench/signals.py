@@ -1,0 +1,57 @@
+"""In bench worker processes only (bench.settings): record when each task starts, and with
+BENCH_STUB_IMAGE=1 replace the image work (provider, rendering) by tiny stand-ins, so the
+CPU a job costs outside the image work can be measured on its own."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from celery.signals import task_prerun, worker_process_init
+from django.conf import settings
+
+_client: Any = None
+
+
+@task_prerun.connect
+def record_start(task_id: str | None = None, **kwargs: Any) -> None:
+    global _client
+    started = time.time()
+    if _client is None:
+        import redis
+
+        _client = redis.Redis.from_url(settings.REDIS_URL)
+    key = f"bench:start:{task_id}"
+    _client.rpush(key, repr(started))
+    _client.expire(key, 600)
+
+
+class TinyProvider:
+    name = "bench-tiny"
+
+    def generate(self, *, prompt: str, image_type: str) -> bytes:
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (16, 16), (200, 100, 50)).save(buffer, "PNG")
+        return buffer.getvalue()
+
+
+def tiny_renders(image: Any, targets: Iterable[tuple[str, int, int]], fmt: str, **options: Any) -> Iterator[Any]:
+    from jobs.pipeline import RenderedImage
+
+    for key, width, height in targets:
+        yield key, RenderedImage(width=width, height=height, format=fmt, data=b"x" * 64)
+
+
+@worker_process_init.connect
+def stub_image_work(**kwargs: Any) -> None:
+    if os.environ.get("BENCH_STUB_IMAGE") != "1":
+        return
+    from jobs import services
+
+    services.get_provider = lambda: TinyProvider()  # type: ignore[assignment]
+    services.render_platforms = tiny_renders  # type: ignore[assignment]

@@ -1,0 +1,52 @@
+"""The benchmarks still run (figures are not asserted: no timed assertions in the suite)."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+MODULES = ["bench", "bench.__main__", "bench.image", "bench.submit", "bench.worker", "bench.load", "bench.urls", "bench.tasks", "bench.signals"]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_benchmark_module_imports(name: str) -> None:
+    importlib.import_module(name)
+
+
+def test_the_image_benchmark_renders_the_six_outputs_with_pillow_and_libvips() -> None:
+    from bench import image
+
+    data = image.sources(noise=10)["local provider"]
+    assert image.pillow_job(data, "jpeg", 2) > 0
+    if image.vips_available():
+        assert image.vips_job(data, "jpeg") > 0
+
+
+def _run_bench(*argv: str) -> str:
+    env = dict(os.environ)
+    env["BENCH_REDIS_DB"] = settings.REDIS_URL.rsplit("/", 1)[1]  # this run's own Redis db
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+@pytest.mark.e2e
+def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None:
+    out = _run_bench("bench.submit", "--rounds", "1", "--requests", "5", "--seconds", "0.2", "--servers", "uvicorn:1")
+    assert "ratio ours / bare" in out
+
+
+@pytest.mark.e2e
+def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None:
+    out = _run_bench("bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1")
+    assert "enqueue -> task start" in out and "jobs/s" in out
