@@ -64,7 +64,7 @@ def test_a_page_in_chromium_follows_a_job_to_final_over_event_source(
             page.route(f"{base}/sse-test-page", lambda route: route.fulfill(
                 status=200, content_type="text/html", body=PAGE.replace("JOB_ID", job_id)))  # fmt: skip
             page.goto(f"{base}/sse-test-page")
-            outcome = page.evaluate("window.sseDone", )
+            outcome = page.evaluate("window.sseDone")
             page.wait_for_selector("li:has-text('final')", timeout=5000)
         finally:
             browser.close()
