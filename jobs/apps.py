@@ -8,7 +8,3 @@ class JobsConfig(AppConfig):
     verbose_name = "Jobs"
     default_auto_field = "django.db.models.BigAutoField"
 
-    def ready(self) -> None:
-        from jobs.events import publisher_fail_fast
-
-        publisher_fail_fast()
