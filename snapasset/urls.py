@@ -12,6 +12,7 @@ urlpatterns = [
     path("health", health, name="health"),
     path("api/", include("jobs.urls")),
     path("admin/", admin.site.urls),
+    path("", include("jobs.web")),
 ]
 
 if settings.SERVE_MEDIA:
