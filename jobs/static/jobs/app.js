@@ -165,6 +165,7 @@
       current.platformCount
     );
     jobPanel.dataset.status = status;
+    jobTransport.hidden = FINISHED.indexOf(status) >= 0;
     jobPanel.dataset.progress = String(progress);
     cancelButton.hidden = FINISHED.indexOf(status) >= 0;
     cancelButton.disabled = false;
@@ -280,8 +281,6 @@
         alt: image.platformName + " image, " + image.width + " by " + image.height + " pixels",
         width: String(image.width),
         height: String(image.height),
-        loading: "lazy",
-        decoding: "async",
       });
       var size = el("p", { className: "tile-size" }, [
         el("span", { text: image.width + " × " + image.height + " px" }),
@@ -378,6 +377,7 @@
         el("span", { className: "badge status-" + job.status, text: job.status }),
         el("time", { datetime: new Date(job.timestamp).toISOString(), text: formatTime(job.timestamp) }),
         el("span", { className: "muted", text: platforms.length + (platforms.length === 1 ? " platform" : " platforms") }),
+        isStaff && data.userId ? el("span", { className: "muted", text: "by " + data.userId }) : null,
       ]);
       var item = el("li", { className: "history-item", "data-job-id": job.jobId, "data-status": job.status }, [
         meta,
