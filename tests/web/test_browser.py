@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from django.db import connections
 from PIL import Image
 
 from jobs.models import Job, JobKind, JobStatus
@@ -51,6 +52,9 @@ def browser(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance
         instance.close()
+        # Connections the test opened here live in Playwright's context; close them before
+        # the test database is dropped.
+        connections.close_all()
 
 
 class Session:
