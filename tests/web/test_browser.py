@@ -341,3 +341,29 @@ def test_the_staff_queue_panel_follows_jobs_as_they_run(
     assert panel.locator("[data-stat='active']").inner_text() == "0"
     session.shot("03-queue-completed")
     session.assert_no_console_errors()
+
+
+def test_the_page_falls_back_to_polling_when_the_live_stream_fails(
+    start_web: Any, start_worker: Any, open_session: Callable[..., Session]
+) -> None:
+    user_with_password("alice")
+    start_worker()
+    base = start_web()
+    session = open_session(base, "fallback", DESKTOP)
+    page = session.page
+    # A proxy that refuses the event stream: the page must still follow the job.
+    page.route("**/api/sse/**", lambda route: route.fulfill(status=503, body="no streams here"))
+    session.sign_in("alice")
+
+    page.get_by_label("Prompt").fill("Followed without a stream")
+    for platform in PLATFORMS.values():
+        if platform.id != "facebook-post":
+            page.get_by_role("checkbox", name=platform.name).uncheck()
+    page.get_by_role("button", name="Generate images").click()
+    wait_for_job_status(page, "completed")
+    assert page.locator("#job-panel").get_attribute("data-transport") == "polling"
+    wait_for_gallery_images(page, 1)
+    session.shot("01-completed-by-polling")
+    # The refused stream is the only thing the console may complain about.
+    others = [m for m in session.console if m.type == "error" and "/api/sse/" not in (m.location or {}).get("url", "") and "503" not in m.text]
+    assert not others and not session.errors, ([m.text for m in others], session.errors)
