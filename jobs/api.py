@@ -97,10 +97,15 @@ class JobResultApi(APIView):
         return Response({"jobId": str(job.id), "status": "completed", "result": result})
 
 
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
+
+
 async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
     # Storage reads are blocking: each chunk is produced in a worker thread, so the event
     # loop keeps serving (SSE streams included) while a zip is being sent.
-    while (chunk := await sync_to_async(next, thread_sensitive=False)(chunks, None)) is not None:
+    next_chunk = sync_to_async(_next_chunk, thread_sensitive=False)
+    while (chunk := await next_chunk(chunks)) is not None:
         yield chunk
 
 

@@ -41,7 +41,9 @@ class JobArchive:
 def job_archive(*, job: Job) -> JobArchive:
     """What "download all" of a job holds; the job must be a completed image job."""
     if job.kind != JobKind.IMAGE_GENERATION:
-        raise InvalidStateError("Only image jobs have images to download", extra={"status": job.status})
+        raise InvalidStateError(
+            "Only image jobs have images to download", extra={"status": job.status}
+        )
     if job.status != JobStatus.COMPLETED:
         raise InvalidStateError(
             f"Job is not completed (status: {job.status})", extra={"status": job.status}
@@ -50,7 +52,7 @@ def job_archive(*, job: Job) -> JobArchive:
     images = sorted(job.images.all(), key=lambda image: order.get(image.platform_id, 99))
     members = tuple(
         ArchiveMember(
-            name=f"{image.platform_id}-{image.width}x{image.height}.{EXTENSIONS.get(image.format, image.format)}",
+            name=f"{image.platform_id}-{image.width}x{image.height}.{EXTENSIONS[image.format]}",
             storage_path=image.storage_path,
         )
         for image in images
@@ -76,6 +78,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def take(self) -> bytes:
         data = b"".join(self._parts)
         self._parts.clear()
@@ -85,7 +90,7 @@ class _Sink:
 def zip_chunks(members: tuple[ArchiveMember, ...]) -> Iterator[bytes]:
     """The zip of the members' storage files, as a stream of non-empty byte chunks."""
     sink = _Sink()
-    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:  # type: ignore[arg-type]
+    with zipfile.ZipFile(sink, mode="w", compression=zipfile.ZIP_STORED) as archive:
         for member in members:
             with default_storage.open(member.storage_path, "rb") as source:
                 with archive.open(member.name, mode="w") as target:

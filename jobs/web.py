@@ -17,7 +17,6 @@ from django.views.decorators.csrf import ensure_csrf_cookie
 from jobs.models import ImageFormat, ImageType
 from jobs.platforms import PLATFORMS
 
-
 HISTORY_LIMIT = 20
 
 
@@ -48,7 +47,9 @@ urlpatterns = [
     path("", index, name="web-index"),
     path(
         "accounts/login/",
-        auth_views.LoginView.as_view(template_name="registration/login.html", redirect_authenticated_user=True),
+        auth_views.LoginView.as_view(
+            template_name="registration/login.html", redirect_authenticated_user=True
+        ),
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),

@@ -30,7 +30,9 @@ def completed_job(owner: Any, platforms: list[str]) -> Job:
     for platform_id in platforms:
         platform = PLATFORMS[platform_id]
         data = png_bytes(platform.width // 10, platform.height // 10)
-        path = default_storage.save(f"{owner.username}/{job.generation_id}/{platform_id}.png", ContentFile(data))
+        path = default_storage.save(
+            f"{owner.username}/{job.generation_id}/{platform_id}.png", ContentFile(data)
+        )
         GeneratedImage.objects.create(
             job=job, platform_id=platform_id, width=platform.width, height=platform.height,
             file_size=len(data), storage_path=path, format="png",
@@ -42,14 +44,19 @@ def download(client: APIClient, job_id: object) -> Any:
     return client.get(f"/api/jobs/{job_id}/download.zip")
 
 
-def test_the_owner_downloads_every_image_of_a_completed_job_as_one_zip(alice: Any, alice_client: APIClient) -> None:
+def test_the_owner_downloads_every_image_of_a_completed_job_as_one_zip(
+    alice: Any, alice_client: APIClient
+) -> None:
     job = completed_job(alice, ["twitter-post", "instagram-story"])
 
     response = download(alice_client, job.id)
 
     assert response.status_code == 200
     assert response["Content-Type"] == "application/zip"
-    assert response["Content-Disposition"] == f'attachment; filename="snapasset-{job.generation_id}.zip"'
+    assert (
+        response["Content-Disposition"]
+        == f'attachment; filename="snapasset-{job.generation_id}.zip"'
+    )
     archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
     assert archive.testzip() is None
     assert archive.namelist() == ["twitter-post-1200x675.png", "instagram-story-1080x1920.png"]
@@ -80,8 +87,12 @@ def test_a_missing_job_zip_is_a_404(alice_client: APIClient, job_id: str) -> Non
     assert download(alice_client, job_id).status_code == 404
 
 
-@pytest.mark.parametrize("status", [JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.FAILED, JobStatus.CANCELLED])
-def test_a_zip_of_an_unfinished_job_is_a_400_saying_its_status(alice: Any, alice_client: APIClient, status: str) -> None:
+@pytest.mark.parametrize(
+    "status", [JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.FAILED, JobStatus.CANCELLED]
+)
+def test_a_zip_of_an_unfinished_job_is_a_400_saying_its_status(
+    alice: Any, alice_client: APIClient, status: str
+) -> None:
     job = JobFactory(owner=alice, status=status)
     response = download(alice_client, job.id)
     assert response.status_code == 400
@@ -90,7 +101,9 @@ def test_a_zip_of_an_unfinished_job_is_a_400_saying_its_status(alice: Any, alice
 
 
 def test_a_cleanup_job_has_no_zip(staff: Any, staff_client: APIClient) -> None:
-    job = JobFactory(owner=staff, kind=JobKind.FILE_CLEANUP, status=JobStatus.COMPLETED, platforms=[])
+    job = JobFactory(
+        owner=staff, kind=JobKind.FILE_CLEANUP, status=JobStatus.COMPLETED, platforms=[]
+    )
     response = download(staff_client, job.id)
     assert response.status_code == 400
 

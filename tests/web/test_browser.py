@@ -125,7 +125,8 @@ def record_progress(page: Any) -> None:
             new MutationObserver(() => {
                 const panel = document.getElementById('job-panel');
                 window.__progress.push([panel.dataset.status, Number(panel.dataset.progress)]);
-            }).observe(document.getElementById('job-panel'), {attributes: true, attributeFilter: ['data-progress', 'data-status']});
+            }).observe(document.getElementById('job-panel'),
+                       {attributes: true, attributeFilter: ['data-progress', 'data-status']});
         }"""
     )
 
@@ -143,7 +144,10 @@ def wait_for_gallery_images(page: Any, count: int) -> None:
         arg=count,
         timeout=30_000,
     )
-    page.evaluate("() => Promise.all([...document.querySelectorAll('#gallery-grid img')].map(i => i.decode()))")
+    page.evaluate(
+        "() => Promise.all([...document.querySelectorAll('#gallery-grid img')]"
+        ".map(i => i.decode()))"
+    )
 
 
 def test_a_user_signs_in_submits_watches_progress_and_downloads_images_on_a_phone(
@@ -185,7 +189,10 @@ def test_a_user_signs_in_submits_watches_progress_and_downloads_images_on_a_phon
 
     page.wait_for_selector("#job-panel:not([hidden])")
     assert page.locator("#job-status").get_attribute("aria-live") == "polite"
-    page.wait_for_function("() => Number(document.getElementById('job-panel').dataset.progress) > 0", timeout=JOB_TIMEOUT_MS)
+    page.wait_for_function(
+        "() => Number(document.getElementById('job-panel').dataset.progress) > 0",
+        timeout=JOB_TIMEOUT_MS,
+    )
     page.locator("#job-panel").scroll_into_view_if_needed()
     session.shot("03-progress", full_page=False)
     wait_for_job_status(page, "completed")
@@ -206,7 +213,9 @@ def test_a_user_signs_in_submits_watches_progress_and_downloads_images_on_a_phon
         tile = page.locator(f"#gallery-grid li[data-platform='{platform.id}']")
         assert f"{platform.width} × {platform.height} px" in tile.inner_text()
         assert int(tile.locator("[data-bytes]").get_attribute("data-bytes")) > 0
-        shown = tile.locator("img").evaluate("i => i.getBoundingClientRect().width / i.getBoundingClientRect().height")
+        shown = tile.locator("img").evaluate(
+            "i => i.getBoundingClientRect().width / i.getBoundingClientRect().height"
+        )
         assert shown == pytest.approx(platform.width / platform.height, rel=0.03)
     assert page.evaluate("() => document.documentElement.scrollWidth") <= PHONE["width"]
     page.locator("#gallery").scroll_into_view_if_needed()
@@ -252,7 +261,8 @@ def test_a_failed_job_shows_its_reason_and_a_retry_runs_it_to_completion(
 ) -> None:
     alice = user_with_password("alice")
     failed = Job.objects.create(
-        owner=alice, kind=JobKind.IMAGE_GENERATION, status=JobStatus.FAILED, progress=30, attempts_made=3,
+        owner=alice, kind=JobKind.IMAGE_GENERATION, status=JobStatus.FAILED, progress=30,
+        attempts_made=3,
         prompt="A storm over the harbour", platforms=["instagram-post", "youtube-thumbnail"],
         failed_reason="The image model timed out 3 times (HTTP 504 from the provider)",
     )  # fmt: skip
@@ -288,14 +298,19 @@ def test_a_failed_job_shows_its_reason_and_a_retry_runs_it_to_completion(
     # Retry the failed one: now with a worker, it runs to completion.
     start_worker()
     retry.click()
-    page.wait_for_selector(f"#job-panel[data-status]:not([data-status='failed']):not([data-status='cancelled'])")
+    page.wait_for_selector(
+        "#job-panel[data-status]:not([data-status='failed']):not([data-status='cancelled'])"
+    )
     wait_for_job_status(page, "completed")
     wait_for_gallery_images(page, 2)
-    assert [tile.get_attribute("data-platform") for tile in page.locator("#gallery-grid li").all()] == [
+    tiles = page.locator("#gallery-grid li").all()
+    assert [tile.get_attribute("data-platform") for tile in tiles] == [
         "instagram-post", "youtube-thumbnail",
     ]  # fmt: skip
     page.wait_for_selector(f"#history-list li[data-job-id='{failed.id}'][data-status='completed']")
-    assert "HTTP 504" not in page.locator(f"#history-list li[data-job-id='{failed.id}']").inner_text()
+    assert (
+        "HTTP 504" not in page.locator(f"#history-list li[data-job-id='{failed.id}']").inner_text()
+    )
     session.shot("04-retried")
     failed.refresh_from_db()
     assert failed.status == JobStatus.COMPLETED and failed.images.count() == 2
@@ -318,24 +333,30 @@ def test_the_staff_queue_panel_follows_jobs_as_they_run(
     panel = page.locator("#queue-panel")
     waiting = panel.locator("[data-stat='waiting']")
     completed = panel.locator("[data-stat='completed']")
-    page.wait_for_function("() => document.querySelector('[data-stat=waiting]').textContent === '0'")
+    page.wait_for_function(
+        "() => document.querySelector('[data-stat=waiting]').textContent === '0'"
+    )
     assert completed.inner_text() == "0"
     session.shot("01-queue-empty")
 
     # Another user's jobs, through the API: the panel counts them as they wait...
     for n in range(2):
         response = httpx.post(
-            f"{base}/api/jobs/generate", json={"prompt": f"Queue item {n}", "platforms": ["twitter-post"]},
+            f"{base}/api/jobs/generate",
+            json={"prompt": f"Queue item {n}", "platforms": ["twitter-post"]},
             headers={"Authorization": f"Token {token}"}, timeout=10,
         )  # fmt: skip
         assert response.status_code == 202
-    page.wait_for_function("() => document.querySelector('[data-stat=waiting]').textContent === '2'", timeout=30_000)
+    page.wait_for_function(
+        "() => document.querySelector('[data-stat=waiting]').textContent === '2'", timeout=30_000
+    )
     session.shot("02-queue-waiting")
 
     # ...and as a worker completes them.
     start_worker()
     page.wait_for_function(
-        "() => document.querySelector('[data-stat=completed]').textContent === '2'", timeout=JOB_TIMEOUT_MS
+        "() => document.querySelector('[data-stat=completed]').textContent === '2'",
+        timeout=JOB_TIMEOUT_MS,
     )
     assert waiting.inner_text() == "0"
     assert panel.locator("[data-stat='active']").inner_text() == "0"
@@ -365,5 +386,11 @@ def test_the_page_falls_back_to_polling_when_the_live_stream_fails(
     wait_for_gallery_images(page, 1)
     session.shot("01-completed-by-polling")
     # The refused stream is the only thing the console may complain about.
-    others = [m for m in session.console if m.type == "error" and "/api/sse/" not in (m.location or {}).get("url", "") and "503" not in m.text]
+    others = [
+        m
+        for m in session.console
+        if m.type == "error"
+        and "/api/sse/" not in (m.location or {}).get("url", "")
+        and "503" not in m.text
+    ]
     assert not others and not session.errors, ([m.text for m in others], session.errors)

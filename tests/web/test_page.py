@@ -25,7 +25,9 @@ def test_signing_in_with_a_password_opens_the_page(alice: Any) -> None:
     alice.save()
     client = Client()
     assert client.get("/accounts/login/").status_code == 200
-    response = client.post("/accounts/login/", {"username": "alice", "password": PASSWORD, "next": "/"})
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": PASSWORD, "next": "/"}
+    )
     assert response.status_code == 302 and response["Location"] == "/"
 
     page = client.get("/")
@@ -68,12 +70,17 @@ def test_the_api_under_a_session_requires_the_csrf_header(alice: Any) -> None:
     page = client.get("/")
     token = page.cookies["csrftoken"].value
 
-    refused = client.post("/api/jobs/generate", {"prompt": "A fox"}, content_type="application/json")
+    refused = client.post(
+        "/api/jobs/generate", {"prompt": "A fox"}, content_type="application/json"
+    )
     assert refused.status_code == 403
     assert "CSRF" in refused.json()["error"]
 
     accepted = client.post(
-        "/api/jobs/generate", {"prompt": "A fox"}, content_type="application/json", headers={"X-CSRFToken": token}
+        "/api/jobs/generate",
+        {"prompt": "A fox"},
+        content_type="application/json",
+        headers={"X-CSRFToken": token},
     )
     assert accepted.status_code == 202
 
