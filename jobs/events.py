@@ -1,18 +1,22 @@
-"""Live job events: each state change is published to the job's channel and the stats channel.
+"""Live job events: each state change is published to the job's channel.
 
-Events are sent with django-eventstream's ``send_event`` after the transaction that wrote the
-state commits, so a client never hears of a state the database does not hold. Across
-processes they travel through Redis pub/sub (EVENTSTREAM_REDIS); with DjangoModelStorage
-each event is also stored with an id, so a client reconnecting with Last-Event-ID gets what
-it missed. Publishing never breaks a job: a failure is logged and the row stays the truth.
+Events are sent after the transaction that wrote the state commits, so a client never hears
+of a state the database does not hold. Each is stored first with django-eventstream's
+storage (DjangoModelStorage: an id per channel, kept 24 h, for Last-Event-ID replay), then
+published on Redis pub/sub, where every web process (jobs.live) hears it and pushes it to
+its connected streams. Publishing never breaks a job: a failure is logged and the row stays
+the truth.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 from django_eventstream.channelmanager import DefaultChannelManager
 
@@ -56,17 +60,65 @@ def publish_job_event(job: Job) -> None:
     if event_type == "final":
         payload.update(job_final_payload(job))
     channel = job_channel(job.id)
+    # One message per state change: every web process also takes it as a nudge to refresh
+    # the stats stream, so there is no separate stats message.
     transaction.on_commit(lambda: _send(channel, event_type, payload))
-    transaction.on_commit(lambda: _send(STATS_CHANNEL, "stats-changed", {"jobId": str(job.id)}))
+
+
+def publish_stats_changed() -> None:
+    """Nudge the stats streams after a change that is not a job event (rows deleted)."""
+    transaction.on_commit(lambda: _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"}))
+
+
+def pubsub_channel() -> str:
+    """The Redis pub/sub channel of this deployment's live events.
+
+    Pub/sub ignores Redis db numbers, so the name carries the db of REDIS_URL (and may be
+    set outright with LIVE_EVENTS_CHANNEL): two deployments or test runs sharing one Redis
+    server on different dbs never hear each other's events.
+    """
+    return str(settings.LIVE_EVENTS_CHANNEL)
 
 
 def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
-    from django_eventstream import send_event
+    """Store the event (it gets its id, for Last-Event-ID replay) and publish it to Redis.
 
+    django-eventstream's ``send_event`` is not used: it publishes on one fixed pub/sub
+    channel for every deployment ("events_channel"), and its listener drops messages during
+    Redis reconnects. The storage is still django-eventstream's (DjangoModelStorage), so
+    ids are per channel and gap-free: a stream that sees id n+2 after n knows it missed one
+    and reads it from storage (jobs.live).
+    """
+    from django_eventstream.utils import get_channelmanager, get_storage
+
+    data = json.dumps(payload, cls=DjangoJSONEncoder)
+    event_id: int | None = None
+    storage = get_storage()
+    if storage is not None and get_channelmanager().is_channel_reliable(channel):
+        try:
+            event_id = int(storage.append_event(channel, event_type, data).id)
+        except Exception:
+            logger.warning("could not store %s event on %s", event_type, channel, exc_info=True)
+    _publish({"c": channel, "i": event_id, "t": event_type, "d": data})
+
+
+_redis_client: Any = None
+
+
+def _publish(message: dict[str, Any]) -> None:
+    global _redis_client
     try:
-        send_event(channel, "message", payload)
+        if _redis_client is None:
+            import redis
+
+            # Short timeouts: a Redis outage must not hold a worker's state change for long
+            # (the event is stored; a reconnecting client gets it from storage).
+            _redis_client = redis.Redis(
+                **settings.EVENTSTREAM_REDIS, socket_connect_timeout=2, socket_timeout=2
+            )
+        _redis_client.publish(pubsub_channel(), json.dumps(message))
     except Exception:
-        logger.warning("could not publish %s event on %s", event_type, channel, exc_info=True)
+        logger.warning("could not publish live event on %s", message.get("c"), exc_info=True)
 
 
 class JobChannelManager(DefaultChannelManager):

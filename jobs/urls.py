@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from jobs import api
+from jobs import api, sse
 
 urlpatterns = [
     path("jobs/generate", api.JobGenerateApi.as_view(), name="job-generate"),
@@ -14,4 +14,6 @@ urlpatterns = [
     path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="job-retry"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="job-detail"),
     path("platforms", api.PlatformListApi.as_view(), name="platform-list"),
+    path("sse/jobs/<str:job_id>", sse.JobEventStreamApi.as_view(), name="sse-job"),
+    path("sse/stats", sse.StatsEventStreamApi.as_view(), name="sse-stats"),
 ]

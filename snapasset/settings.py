@@ -305,6 +305,15 @@ def _redis_kwargs(url: str) -> dict[str, object]:
 
 
 EVENTSTREAM_REDIS = _redis_kwargs(REDIS_URL)
+# Redis pub/sub channel of live events. Pub/sub is global to a Redis server (db numbers do
+# not separate it), so the default carries the db number of REDIS_URL.
+LIVE_EVENTS_CHANNEL = env_str(
+    "LIVE_EVENTS_CHANNEL", f"snapasset:live-events:db{EVENTSTREAM_REDIS.get('db', 0)}"
+)
+# Seconds between keep-alive comments on an idle SSE stream (proxies drop silent ones).
+SSE_KEEPALIVE_SECONDS = env_int("SSE_KEEPALIVE_SECONDS", 15, minimum=1)
+# The stats stream recomputes counts at most this often, and only after a job event.
+SSE_STATS_INTERVAL_SECONDS = env_int("SSE_STATS_INTERVAL_SECONDS", 1, minimum=1)
 
 # --- Misc -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -1,0 +1,440 @@
+"""Live streams (SSE) of one web process: a Redis subscriber fans events out to the streams.
+
+Each web process holds ONE Redis pub/sub subscription (``LiveHub``) on the deployment's
+live-events channel (``jobs.events.pubsub_channel``). A message names a job channel, the
+event's storage id and its JSON; the hub encodes the SSE frame once and hands it to every
+stream of that channel in this process, so an event costs one Redis message per process,
+not per client. Nothing is polled: a stream sleeps until the hub wakes it (or its keep-alive
+timer fires).
+
+Why not django-eventstream's own ``events`` view and ``RedisListener`` (5.3.4, read before
+writing this): its listener subscribes on a fixed channel shared by every deployment on the
+Redis server, dies for good on a dropped connection (events are then lost until reconnect),
+starts subscribing only with the first client (a gap for events sent meanwhile), and its
+stream re-reads storage whenever an event arrives during its first read; it also has no
+`connected`/`final` semantics, no end of stream, and answers forbidden as a 200 stream.
+Its storage (ids per channel, no holes) and channel manager are used as they are.
+
+Correctness of a job stream (no loss, no duplicates, in order):
+1. subscribe to the hub and wait until the Redis subscription is confirmed;
+2. then read the storage's current id and the job row (``connected``), or replay the
+   events after Last-Event-ID from storage;
+3. then deliver live events, skipping ids already sent; an id beyond last+1 means a message
+   was missed (or two publishers raced) and the hole is read from storage; after a Redis
+   reconnect every stream re-reads storage from its last id.
+Events committed before step 2 are in the snapshot; later ones arrive through step 3.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import close_old_connections
+
+from jobs import events
+
+logger = logging.getLogger(__name__)
+
+# Events queued for one stream before it is told to re-read storage instead (a client that
+# reads slower than events come).
+MAX_PENDING = 64
+# Most events replayed from storage in one read (a job has ~10).
+REPLAY_LIMIT = 1000
+HUB_READY_TIMEOUT = 10.0
+KEEP_ALIVE = b": keep-alive\n\n"
+RETRY = b"retry: 3000\n\n"
+
+
+def sse_frame(data: str, event_id: int | None = None) -> bytes:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}data: {data}\n\n".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    id: int | None
+    frame: bytes
+    final: bool
+
+
+class Subscriber:
+    """One stream's inbox. Only touched from the event loop's thread."""
+
+    __slots__ = ("channel", "items", "resync", "_waiter")
+
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
+        self.items: deque[Any] = deque()
+        self.resync = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    def push(self, item: Any) -> None:
+        if len(self.items) >= MAX_PENDING:
+            self.items.clear()
+            self.resync = True
+        else:
+            self.items.append(item)
+        self._wake()
+
+    def request_resync(self) -> None:
+        self.resync = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        """Until an item or a resync is pending, or ``timeout`` seconds passed."""
+        if self.items or self.resync:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, _resolve, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+class StatsBroadcaster:
+    """Recomputes the job counts after job events, at most once per interval, and pushes
+    them to the stats streams of this process only when they changed."""
+
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self._scheduled = False
+        self._last_run = 0.0
+        self._last_counts: str | None = None
+
+    def nudge(self) -> None:
+        if not self.subscribers or self._scheduled:
+            return
+        self._scheduled = True
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, self._last_run + settings.SSE_STATS_INTERVAL_SECONDS - time.monotonic())
+        loop.call_later(delay, lambda: loop.create_task(self._run(), context=contextvars.Context()))
+
+    async def _run(self) -> None:
+        self._last_run = time.monotonic()
+        self._scheduled = False
+        try:
+            counts = await sync_to_async(stats_counts, thread_sensitive=False)()
+        except Exception:
+            logger.warning("could not compute job stats for the stats stream", exc_info=True)
+            return
+        key = json.dumps(counts, sort_keys=True)
+        if key == self._last_counts:
+            return
+        self._last_counts = key
+        item = (key, sse_frame(json.dumps(stats_payload(counts))))
+        for subscriber in list(self.subscribers):
+            subscriber.push(item)
+
+
+def stats_counts() -> dict[str, Any]:
+    from jobs.selectors import job_stats
+
+    close_old_connections()
+    try:
+        return job_stats(user=None)
+    finally:
+        close_old_connections()
+
+
+def stats_payload(counts: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "stats", **counts, "timestamp": int(time.time() * 1000)}
+
+
+class LiveHub:
+    """The process's one Redis subscription and the streams listening to it."""
+
+    def __init__(self) -> None:
+        self.channels: dict[str, set[Subscriber]] = {}
+        self.stats = StatsBroadcaster()
+        self._task: asyncio.Task[None] | None = None
+        self._ready: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # --- subscriptions --------------------------------------------------------------------
+
+    def subscribe(self, channel: str) -> Subscriber:
+        self._ensure_running()
+        subscriber = Subscriber(channel)
+        if channel == events.STATS_CHANNEL:
+            self.stats.subscribers.add(subscriber)
+        else:
+            self.channels.setdefault(channel, set()).add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        if subscriber.channel == events.STATS_CHANNEL:
+            self.stats.subscribers.discard(subscriber)
+            return
+        subscribers = self.channels.get(subscriber.channel)
+        if subscribers is not None:
+            subscribers.discard(subscriber)
+            if not subscribers:
+                del self.channels[subscriber.channel]
+
+    async def wait_ready(self) -> None:
+        assert self._ready is not None
+        await asyncio.wait_for(self._ready.wait(), HUB_READY_TIMEOUT)
+
+    def stream_count(self) -> int:
+        return sum(len(s) for s in self.channels.values()) + len(self.stats.subscribers)
+
+    # --- the Redis subscription -----------------------------------------------------------
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._task is not None and self._loop is loop and not self._task.done():
+            return
+        self._loop = loop
+        self._ready = asyncio.Event()
+        # A fresh context: the task outlives the request that happened to start it, and
+        # must not inherit that request's thread-sensitive context.
+        self._task = loop.create_task(self._run(), context=contextvars.Context())
+
+    async def _run(self) -> None:
+        from redis.asyncio import Redis
+
+        assert self._ready is not None
+        backoff = 0.1
+        subscribed_before = False
+        while True:
+            client = Redis(**settings.EVENTSTREAM_REDIS, health_check_interval=30)
+            pubsub = client.pubsub()
+            try:
+                await pubsub.subscribe(events.pubsub_channel())
+                while True:
+                    message = await pubsub.get_message(timeout=30)
+                    if message is None:
+                        continue
+                    kind = message["type"]
+                    if kind == "message":
+                        self._dispatch(message["data"])
+                    elif kind == "subscribe":
+                        backoff = 0.1
+                        self._ready.set()
+                        if subscribed_before:
+                            # Messages published while we were away are lost to pub/sub;
+                            # every stream catches up from storage.
+                            logger.info("live events: Redis subscription restored")
+                            self._resync_all()
+                        subscribed_before = True
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self._ready.clear()
+                logger.warning("live events: Redis subscription lost; retrying", exc_info=True)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:
+                    pass
+
+    def _dispatch(self, raw: bytes) -> None:
+        try:
+            message = json.loads(raw)
+            channel = message["c"]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("live events: ignoring a malformed message")
+            return
+        self.stats.nudge()
+        subscribers = self.channels.get(channel)
+        if not subscribers or "d" not in message:
+            return
+        event_id = message.get("i")
+        item = LiveEvent(event_id, sse_frame(message["d"], event_id), message.get("t") == "final")
+        for subscriber in list(subscribers):
+            subscriber.push(item)
+
+    def _resync_all(self) -> None:
+        for subscribers in list(self.channels.values()):
+            for subscriber in list(subscribers):
+                subscriber.request_resync()
+        self.stats.nudge()
+
+
+hub = LiveHub()
+
+
+# --- Job streams --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    current_id: int
+    replay: list[LiveEvent] | None  # None: nothing to resume from (a fresh stream)
+    connected: dict[str, Any] | None
+    final: dict[str, Any] | None
+    missing: bool = False
+
+
+def stored_events_after(channel: str, last_id: int) -> list[LiveEvent] | None:
+    """Stored events after ``last_id``, or None when that id is unknown (expired)."""
+    from django_eventstream.storage import EventDoesNotExist
+    from django_eventstream.utils import get_storage
+
+    storage = get_storage()
+    try:
+        stored = storage.get_events(channel, last_id, limit=REPLAY_LIMIT)
+    except EventDoesNotExist:
+        return None
+    return [LiveEvent(e.id, sse_frame(e.data, e.id), e.type == "final") for e in stored]
+
+
+def job_snapshot(job_id: str, last_event_id: int | None) -> JobSnapshot:
+    """Storage position first, then the row: an event committed in between is delivered
+    live (same state twice at worst), never skipped."""
+    from django_eventstream.utils import get_storage
+
+    from jobs.models import Job
+    from jobs.serializers import job_final_payload
+
+    channel = events.job_channel(job_id)
+    current_id = int(get_storage().get_current_id(channel))
+    replay = stored_events_after(channel, last_event_id) if last_event_id is not None else None
+    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+    if job is None:
+        return JobSnapshot(current_id, None, None, None, missing=True)
+    connected = events.job_event_payload(job, event_type="connected")
+    final = None
+    if job.is_finished:
+        final = events.job_event_payload(job, event_type="final") | job_final_payload(job)
+    return JobSnapshot(current_id, replay, connected, final)
+
+
+async def job_event_stream(*, job_id: str, last_event_id: int | None) -> AsyncIterator[bytes]:
+    """The SSE body of one job: connected (or the replay after Last-Event-ID), updates as
+    they happen, then final, then the end."""
+    channel = events.job_channel(job_id)
+    subscriber = hub.subscribe(channel)
+    try:
+        try:
+            await hub.wait_ready()
+        except TimeoutError:
+            yield error_frame(job_id, "Live events are unavailable; try again")
+            return
+        snapshot = await sync_to_async(job_snapshot)(job_id, last_event_id)
+        if snapshot.missing:
+            yield error_frame(job_id, "Job not found")
+            return
+        last = snapshot.current_id
+        if snapshot.replay is not None:
+            # Resuming: the client has everything up to last_event_id; send what followed.
+            last = last_event_id or 0
+            body = RETRY
+            for event in snapshot.replay:
+                body += event.frame
+                last = event.id if event.id is not None else last
+                if event.final:
+                    yield body
+                    return
+            yield body
+        else:
+            yield RETRY + sse_frame(json.dumps(snapshot.connected), snapshot.current_id)
+        if snapshot.final is not None:
+            yield sse_frame(json.dumps(snapshot.final), max(last, snapshot.current_id))
+            return
+
+        keep_alive = settings.SSE_KEEPALIVE_SECONDS
+        while True:
+            await subscriber.wait(keep_alive)
+            if subscriber.resync:
+                subscriber.resync = False
+                subscriber.items.clear()
+                catch_up = await sync_to_async(stored_events_after)(channel, last)
+                if catch_up is None:  # the storage lost our position: start over
+                    yield error_frame(job_id, "Event history expired; reconnect")
+                    return
+                pending = list(catch_up)
+            elif subscriber.items:
+                pending = list(subscriber.items)
+                subscriber.items.clear()
+            else:
+                yield KEEP_ALIVE
+                continue
+            body = b""
+            for event in pending:
+                if event.id is not None:
+                    if event.id <= last:
+                        continue  # already sent (snapshot, replay or a catch-up read)
+                    if event.id > last + 1:
+                        # A hole: a message was lost, or two publishers raced. Storage has
+                        # every event up to this id; read them in order.
+                        filled = await sync_to_async(stored_events_after)(channel, last)
+                        for stored in filled or [event]:
+                            if stored.id is not None and stored.id <= last:
+                                continue
+                            body += stored.frame
+                            last = stored.id if stored.id is not None else last
+                            if stored.final:
+                                yield body
+                                return
+                        continue
+                    last = event.id
+                body += event.frame
+                if event.final:
+                    yield body
+                    return
+            if body:
+                yield body
+    finally:
+        hub.unsubscribe(subscriber)
+
+
+def error_frame(job_id: str | None, message: str) -> bytes:
+    payload: dict[str, Any] = {"type": "error", "error": message}
+    if job_id is not None:
+        payload["jobId"] = job_id
+    return sse_frame(json.dumps(payload))
+
+
+# --- The stats stream ---------------------------------------------------------------------
+
+
+async def stats_event_stream() -> AsyncIterator[bytes]:
+    """Counts at once, then whenever they change (at most once per interval), with
+    keep-alives in between."""
+    subscriber = hub.subscribe(events.STATS_CHANNEL)
+    try:
+        counts = await sync_to_async(stats_counts)()
+        sent = json.dumps(counts, sort_keys=True)
+        yield RETRY + sse_frame(json.dumps(stats_payload(counts)))
+        keep_alive = settings.SSE_KEEPALIVE_SECONDS
+        while True:
+            await subscriber.wait(keep_alive)
+            subscriber.resync = False
+            if not subscriber.items:
+                yield KEEP_ALIVE
+                continue
+            key, frame = subscriber.items[-1]
+            subscriber.items.clear()
+            if key != sent:
+                sent = key
+                yield frame
+    finally:
+        hub.unsubscribe(subscriber)

@@ -1,0 +1,95 @@
+"""The SSE endpoints: GET /api/sse/jobs/{jobId} and GET /api/sse/stats (API.md).
+
+Plain DRF views, so credentials work as on every other endpoint (Token or Bearer header,
+or the session cookie of the web page), and refusals are JSON answered BEFORE any event:
+401 without credentials, 404 for a job that is not the caller's (the channel manager
+decides), 403 for a non-staff stats stream. An EventSource treats any non-200 answer as
+final and does not reconnect. The view returns a StreamingHttpResponse over an async
+iterator (jobs.live), which Django streams under ASGI (uvicorn) without holding a thread.
+
+The API token is not accepted in the query string: it is long-lived, and URLs end up in
+proxy logs and browser history. Browsers use the session; scripts send the header.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from django.http import HttpResponse, StreamingHttpResponse
+from django_eventstream.utils import get_channelmanager, get_storage
+from rest_framework.exceptions import PermissionDenied
+from rest_framework.renderers import BaseRenderer, JSONRenderer
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from jobs import events, live
+from jobs.models import Job
+from snapasset.exceptions import NotFoundError
+
+
+def event_stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(body, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    # nginx and similar proxies must pass events through at once, not buffer them.
+    response["X-Accel-Buffering"] = "no"
+    return response
+
+
+def parse_last_event_id(request: Request, channel: str) -> int | None:
+    """Last-Event-ID header (or ?lastEventId=): our plain ids, or django-eventstream's
+    `channel:id` form. Anything unparsable counts as absent (a fresh stream)."""
+    raw = request.headers.get("Last-Event-ID") or request.query_params.get("lastEventId")
+    if not raw:
+        return None
+    raw = raw.strip()
+    if ":" in raw:
+        name, _, raw = raw.rpartition(":")
+        if name != channel:
+            return None
+    try:
+        value = int(raw)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+class EventStreamApi(APIView):
+    # Errors are JSON whatever the client accepts (an EventSource asks for
+    # text/event-stream); the success path is a streaming response, not a DRF Response.
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+        return JSONRenderer(), "application/json"
+
+
+class JobEventStreamApi(EventStreamApi):
+    def get(self, request: Request, job_id: str) -> HttpResponse:
+        try:
+            job_id = str(uuid.UUID(job_id))
+        except ValueError:
+            raise NotFoundError("Job not found") from None
+        channel = events.job_channel(job_id)
+        if not get_channelmanager().can_read_channel(request.user, channel):
+            raise NotFoundError("Job not found")
+        job = Job.objects.filter(pk=job_id).only("id", "status").first()
+        if job is None:
+            raise NotFoundError("Job not found")
+        last_event_id = parse_last_event_id(request, channel)
+        if (
+            last_event_id is not None
+            and job.is_finished
+            and last_event_id >= int(get_storage().get_current_id(channel))
+        ):
+            # The client already saw the final event: 204 tells an EventSource to stop
+            # reconnecting.
+            return HttpResponse(status=204)
+        return event_stream_response(
+            live.job_event_stream(job_id=str(job.id), last_event_id=last_event_id)
+        )
+
+
+class StatsEventStreamApi(EventStreamApi):
+    def get(self, request: Request) -> Any:
+        if not get_channelmanager().can_read_channel(request.user, events.STATS_CHANNEL):
+            raise PermissionDenied("The stats stream is for staff only")
+        return event_stream_response(live.stats_event_stream())
