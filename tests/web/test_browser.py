@@ -197,6 +197,7 @@ def test_a_user_signs_in_submits_watches_progress_and_downloads_images_on_a_phon
     session.shot("03-progress", full_page=False)
     wait_for_job_status(page, "completed")
     transport = page.locator("#job-panel").get_attribute("data-transport")
+    assert transport == "sse", "the page followed the job without the live event stream"
 
     steps = page.evaluate("() => window.__progress")
     values = [progress for _, progress in steps]
@@ -360,6 +361,7 @@ def test_the_staff_queue_panel_follows_jobs_as_they_run(
     )
     assert waiting.inner_text() == "0"
     assert panel.locator("[data-stat='active']").inner_text() == "0"
+    assert panel.get_attribute("data-transport") == "sse"
     session.shot("03-queue-completed")
     session.assert_no_console_errors()
 
