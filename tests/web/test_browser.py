@@ -351,6 +351,10 @@ def test_the_staff_queue_panel_follows_jobs_as_they_run(
     page.wait_for_function(
         "() => document.querySelector('[data-stat=waiting]').textContent === '2'", timeout=30_000
     )
+    # The staff history (every user's jobs) follows the queue too.
+    page.wait_for_function(
+        "() => document.querySelectorAll('#history-list li').length === 2", timeout=30_000
+    )
     session.shot("02-queue-waiting")
 
     # ...and as a worker completes them.
@@ -362,6 +366,10 @@ def test_the_staff_queue_panel_follows_jobs_as_they_run(
     assert waiting.inner_text() == "0"
     assert panel.locator("[data-stat='active']").inner_text() == "0"
     assert panel.get_attribute("data-transport") == "sse"
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#history-list li')]"
+        ".every(li => li.dataset.status === 'completed')"
+    )
     session.shot("03-queue-completed")
     session.assert_no_console_errors()
 

@@ -353,9 +353,11 @@
   // --- History -----------------------------------------------------------------------------------
 
   var historyLoading = null;
+  var historyStale = false;
 
   function loadHistory() {
-    if (historyLoading) return historyLoading;
+    // One request at a time; a change seen meanwhile loads once more when it is answered.
+    if (historyLoading) { historyStale = true; return historyLoading; }
     historyLoading = api("GET", "/api/jobs?kind=image-generation&limit=" + historyLimit).then(function (body) {
       renderHistory(body.jobs || []);
       return body.jobs || [];
@@ -363,7 +365,11 @@
       historyEmpty.hidden = false;
       historyEmpty.textContent = "Could not load your jobs: " + error.message;
       return [];
-    }).then(function (jobs) { historyLoading = null; return jobs; });
+    }).then(function (jobs) {
+      historyLoading = null;
+      if (historyStale) { historyStale = false; loadHistory(); }
+      return jobs;
+    });
     return historyLoading;
   }
 
@@ -437,8 +443,14 @@
     var updated = $("queue-updated");
     var pollTimer = null;
 
+    var lastCounts = null;
+
     function show(stats) {
       var counts = stats.imageGeneration || {};
+      var key = JSON.stringify(counts);
+      // Staff's history lists every user's jobs: when the counts move, it has changed too.
+      if (lastCounts !== null && key !== lastCounts) loadHistory();
+      lastCounts = key;
       Object.keys(counts).forEach(function (name) {
         var cell = panel.querySelector('[data-stat="' + name + '"]');
         if (cell) cell.textContent = String(counts[name]);
@@ -452,7 +464,8 @@
     }
 
     function poll() {
-      source.textContent = "refreshing every few seconds";
+      source.textContent = "Refreshing every few seconds";
+      source.className = "hint";
       panel.dataset.transport = "polling";
       var tick = function () {
         fetchOverview().then(function () { pollTimer = setTimeout(tick, STATS_POLL_MS); });
@@ -463,7 +476,8 @@
     if (!(liveEvents && "EventSource" in window)) { poll(); return; }
     fetchOverview();
     var stream = new EventSource("/api/sse/stats");
-    source.textContent = "live";
+    source.textContent = "Live";
+    source.className = "live-dot";
     panel.dataset.transport = "sse";
     stream.onmessage = function (event) {
       var message;
