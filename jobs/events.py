@@ -89,17 +89,23 @@ def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     ids are per channel and gap-free: a stream that sees id n+2 after n knows it missed one
     and reads it from storage (jobs.live).
     """
+    data = json.dumps(payload, cls=DjangoJSONEncoder)
+    event_id = store_event(channel, event_type, data)
+    _publish({"c": channel, "i": event_id, "t": event_type, "d": data})
+
+
+def store_event(channel: str, event_type: str, data: str) -> int | None:
+    """Append the event to django-eventstream's storage; its id, or None if not stored."""
     from django_eventstream.utils import get_channelmanager, get_storage
 
-    data = json.dumps(payload, cls=DjangoJSONEncoder)
-    event_id: int | None = None
     storage = get_storage()
-    if storage is not None and get_channelmanager().is_channel_reliable(channel):
-        try:
-            event_id = int(storage.append_event(channel, event_type, data).id)
-        except Exception:
-            logger.warning("could not store %s event on %s", event_type, channel, exc_info=True)
-    _publish({"c": channel, "i": event_id, "t": event_type, "d": data})
+    if storage is None or not get_channelmanager().is_channel_reliable(channel):
+        return None
+    try:
+        return int(storage.append_event(channel, event_type, data).id)
+    except Exception:
+        logger.warning("could not store %s event on %s", event_type, channel, exc_info=True)
+        return None
 
 
 _redis_client: Any = None

@@ -31,6 +31,7 @@ import asyncio
 import contextvars
 import json
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -145,6 +146,8 @@ class StatsBroadcaster:
         if key == self._last_counts:
             return
         self._last_counts = key
+        # The interval counts from the broadcast, so clients never get two within it.
+        self._last_run = time.monotonic()
         item = (key, sse_frame(json.dumps(stats_payload(counts))))
         for subscriber in list(self.subscribers):
             subscriber.push(item)
@@ -221,7 +224,11 @@ class LiveHub:
         backoff = 0.1
         subscribed_before = False
         while True:
-            client = Redis(**settings.EVENTSTREAM_REDIS, health_check_interval=30)
+            client = Redis(
+                **settings.EVENTSTREAM_REDIS,
+                health_check_interval=30,
+                client_name=f"snapasset-live-{os.getpid()}",
+            )
             pubsub = client.pubsub()
             try:
                 await pubsub.subscribe(events.pubsub_channel())
