@@ -123,11 +123,15 @@ class StatsBroadcaster:
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
         self._scheduled = False
+        self._dirty = False
         self._last_run = 0.0
         self._last_counts: str | None = None
 
     def nudge(self) -> None:
-        if not self.subscribers or self._scheduled:
+        if not self.subscribers:
+            return
+        self._dirty = True
+        if self._scheduled:
             return
         self._scheduled = True
         loop = asyncio.get_running_loop()
@@ -135,22 +139,25 @@ class StatsBroadcaster:
         loop.call_later(delay, lambda: loop.create_task(self._run(), context=contextvars.Context()))
 
     async def _run(self) -> None:
-        self._last_run = time.monotonic()
-        self._scheduled = False
+        # Events that come during the query schedule one more run, an interval after this
+        # broadcast: clients never get two within an interval.
+        self._dirty = False
         try:
             counts = await sync_to_async(stats_counts, thread_sensitive=False)()
         except Exception:
             logger.warning("could not compute job stats for the stats stream", exc_info=True)
-            return
-        key = json.dumps(counts, sort_keys=True)
-        if key == self._last_counts:
-            return
-        self._last_counts = key
-        # The interval counts from the broadcast, so clients never get two within it.
-        self._last_run = time.monotonic()
-        item = (key, sse_frame(json.dumps(stats_payload(counts))))
-        for subscriber in list(self.subscribers):
-            subscriber.push(item)
+            counts = None
+        if counts is not None:
+            key = json.dumps(counts, sort_keys=True)
+            if key != self._last_counts:
+                self._last_counts = key
+                self._last_run = time.monotonic()
+                item = (key, sse_frame(json.dumps(stats_payload(counts))))
+                for subscriber in list(self.subscribers):
+                    subscriber.push(item)
+        self._scheduled = False
+        if self._dirty:
+            self.nudge()
 
 
 def stats_counts() -> dict[str, Any]:

@@ -231,8 +231,10 @@ def test_the_stats_stream_sends_counts_when_they_change_at_most_once_a_second_wi
         assert first is not None and first.data["type"] == "stats"
         assert first.data["imageGeneration"]["waiting"] == 0
         assert set(first.data) >= {"imageGeneration", "fileCleanup", "timestamp"}
-        for _ in range(5):  # a burst of changes
-            submit(base, auth(alice))
+        headers = auth(alice)
+        # A burst of changes, from another thread so that arrival times are read as they come.
+        submitter = threading.Thread(target=lambda: [submit(base, headers) for _ in range(5)])
+        submitter.start()
         seen: list[tuple[float, dict[str, Any]]] = []
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -241,13 +243,13 @@ def test_the_stats_stream_sends_counts_when_they_change_at_most_once_a_second_wi
             seen.append((time.monotonic(), event.data))
             if event.data["imageGeneration"]["waiting"] == 5:
                 break
+        submitter.join()
         assert seen and seen[-1][1]["imageGeneration"]["waiting"] == 5
         gaps = [later[0] - earlier[0] for earlier, later in zip(seen, seen[1:])]
         assert all(gap > 0.9 for gap in gaps), f"more than one stats event a second: {gaps}"
         # Nothing changes now: only keep-alive comments, no repeated counts.
         quiet_until = time.monotonic() + 2.5
         comments_before = len(stream.comments)
-        stream.response.extensions  # noqa: B018 (keep the response referenced)
         while time.monotonic() < quiet_until:
             line = next(stream._lines)
             assert not line.startswith("data:"), f"unchanged counts were sent again: {line}"
@@ -320,3 +322,33 @@ def test_live_events_of_another_redis_db_are_not_heard() -> None:
     """Redis pub/sub ignores db numbers; our channel name carries the db of REDIS_URL."""
     db = settings.EVENTSTREAM_REDIS.get("db", 0)
     assert events.pubsub_channel() == f"snapasset:live-events:db{db}"
+
+
+def test_the_embedded_default_streams_live_too(tmp_path: Any) -> None:
+    """`make run` with no environment (SQLite + the embedded Redis): a stream follows a job."""
+    from tests.conftest import free_port
+    from tests.test_end_to_end import embedded_env, manage, start_procfile
+
+    web_port, redis_port = free_port(), free_port()
+    env = embedded_env(tmp_path / "var", web_port, redis_port)
+    manage(env, "migrate", "--noinput")
+    token = manage(env, "create_api_token", "alice").strip().splitlines()[-1]
+    headers = {"Authorization": f"Token {token}"}
+    base = f"http://127.0.0.1:{web_port}"
+    stack = start_procfile(env, tmp_path, "embedded", ["web", "worker", "redis"])
+    try:
+
+        def web_up() -> bool:
+            try:
+                return httpx.get(f"{base}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(web_up, timeout=60, what="the embedded stack")
+        job_id = submit(base, headers, platforms=["twitter-post"])
+        with sse(base, f"/api/sse/jobs/{job_id}", headers) as stream:
+            received = stream.until_final()
+        assert received[0].data["type"] == "connected"
+        assert received[-1].data["type"] == "final" and received[-1].data["status"] == "completed"
+    finally:
+        stack.stop(timeout=30)
