@@ -326,6 +326,11 @@ async def fan_out(args: argparse.Namespace, pid: int, port: int, token: str, fan
                 from_send.append((arrived - t0) * 1000)
                 from_publish.append((arrived - t1) * 1000)
     close_all(subscribers)
+    per_event = []
+    for event_id, (_, t1) in sorted(sent_at.items()):
+        got = sorted((c.arrivals or {}).get(event_id, t1) - t1 for c in subscribers)
+        per_event.append(f"{got[-1] * 1000:.0f}")
+    print("slowest delivery per event (ms from PUBLISH):", " ".join(per_event))
     store_ms = statistics.median((t1 - t0) * 1000 for t0, t1 in sent_at.values())
     print(
         f"web process CPU per event delivered to {len(subscribers)} streams: "
