@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status
@@ -12,7 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import openapi, selectors, serializers, services
+from jobs import archive, openapi, selectors, serializers, services
 from jobs.platforms import PLATFORMS
 from snapasset.exceptions import ApplicationError
 from snapasset.throttling import SubmitRateThrottle
@@ -127,6 +131,33 @@ class JobResultApi(APIView):
             )
         result = _absolute_urls(request, serializers.job_result_representation(job))
         return Response({"jobId": str(job.id), "status": "completed", "result": result})
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
+    return next(chunks, None)
+
+
+async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    # Storage reads are blocking: each chunk is produced in a worker thread, so the event
+    # loop keeps serving (SSE streams included) while a zip is being sent.
+    next_chunk = sync_to_async(_next_chunk, thread_sensitive=False)
+    while (chunk := await next_chunk(chunks)) is not None:
+        yield chunk
+
+
+class JobDownloadApi(APIView):
+    """GET /api/jobs/{jobId}/download.zip: every image of a completed job in one zip."""
+
+    def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
+        job = selectors.job_get_for_user(job_id=job_id, user=request.user)
+        bundle = archive.job_archive(job=job)
+        chunks = bundle.chunks()
+        # Under ASGI (production) stream asynchronously; Django would otherwise buffer a
+        # sync iterator whole. The sync path serves WSGI and the test client.
+        content = _async_chunks(chunks) if isinstance(request._request, ASGIRequest) else chunks
+        response = StreamingHttpResponse(content, content_type="application/zip")
+        response["Content-Disposition"] = f'attachment; filename="{bundle.filename}"'
+        return response
 
 
 class JobRetryApi(APIView):

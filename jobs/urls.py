@@ -10,6 +10,7 @@ urlpatterns = [
     path("jobs/stats/overview", api.JobStatsApi.as_view(), name="job-stats"),
     path("jobs", api.JobListApi.as_view(), name="job-list"),
     path("jobs/<str:job_id>/result", api.JobResultApi.as_view(), name="job-result"),
+    path("jobs/<str:job_id>/download.zip", api.JobDownloadApi.as_view(), name="job-download"),
     path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="job-retry"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="job-detail"),
     path("platforms", api.PlatformListApi.as_view(), name="platform-list"),

@@ -18,6 +18,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/", include("jobs.urls")),
     path("admin/", admin.site.urls),
+    path("", include("jobs.web")),
 ]
 
 if settings.SERVE_MEDIA:
