@@ -150,11 +150,10 @@ def job_create_generation(
 
     With an ``idempotency_key`` seen from the same owner within 24 h, the first job is
     returned instead (``created=False``); the same key for a different request is a 400.
-    Only that path needs a transaction: without a key the job is a single autocommitted
-    INSERT (BEGIN and COMMIT were two of a submit's five round trips to Postgres), and the
-    pending-jobs cap was never atomic with it anyway (READ COMMITTED: it is a soft cap).
+    One transaction: the owner's row lock taken by the pending-jobs cap holds until the
+    INSERT commits, so concurrent submissions of one user cannot go past the cap.
     """
-    with transaction.atomic() if idempotency_key else nullcontext():
+    with transaction.atomic():
         return _job_insert_generation(
             actor=actor, prompt=prompt, platforms=platforms, image_type=image_type,
             output_format=output_format, priority=priority, user_id=user_id,

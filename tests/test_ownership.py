@@ -5,8 +5,9 @@ anonymous), in one table.
 nothing here; "staff" is a staff user; "anonymous" sends no credentials. Another user's job
 is a 404 (not a 403: existence does not leak) and stays untouched.
 
-The live-event streams (/api/sse/jobs/{id}, /api/sse/stats) are built on another branch
-(issue 4) and carry their own ownership tests there; add their rows here once merged.
+The live-event streams and the zip download answer a stream when allowed (its content type
+is checked, the stream is not read: the stats stream never ends); their refusals are JSON
+like every other endpoint's. tests/test_live_events.py reads the streams themselves.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     ("get", "/api/jobs/{completed}/result", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("post", "/api/jobs/{failed}/retry", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("delete", "/api/jobs/{waiting}", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
+    ("get", "/api/jobs/{completed}/download.zip", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
+    ("get", "/api/sse/jobs/{completed}", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
+    ("get", "/api/sse/stats", None, {OWNER: 403, OTHER: 403, STAFF: 200, ANON: 401}),
     ("get", "/api/platforms", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/health", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 200}),
 ]
@@ -80,6 +84,11 @@ def test_ownership_matrix(
     before = {job.pk: Job.objects.get(pk=job.pk).status for job in alice_jobs.values()}
     url = path.format(**{state: job.pk for state, job in alice_jobs.items()})
     response = getattr(clients[role], method)(url, body, format="json") if body else getattr(clients[role], method)(url)
+    if response.streaming:
+        assert response.status_code == expected
+        assert response["Content-Type"].startswith(("text/event-stream", "application/zip"))
+        response.close()
+        return
     assert response.status_code == expected, response.content
     assert response["Content-Type"].startswith("application/json")
     payload = response.json()
