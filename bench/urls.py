@@ -11,7 +11,8 @@ from rest_framework.views import APIView
 
 from jobs.models import Job, JobKind
 from snapasset.celery import app as celery_app
-from snapasset.urls import handler404, handler500, urlpatterns as project_urlpatterns  # noqa: F401
+from snapasset.urls import handler404, handler500  # noqa: F401
+from snapasset.urls import urlpatterns as project_urlpatterns
 
 
 class BareSubmitApi(APIView):

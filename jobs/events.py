@@ -136,7 +136,7 @@ def _publish(message: dict[str, Any]) -> None:
             # retries with backoff made a submit with Redis down take seconds per event.
             _redis_client = redis.Redis(
                 **settings.EVENTSTREAM_REDIS,
-                socket_connect_timeout=settings.BROKER_CONNECT_TIMEOUT_SECONDS,
+                socket_connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT,
                 socket_timeout=2,
                 retry=Retry(NoBackoff(), 1),
             )

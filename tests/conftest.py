@@ -212,7 +212,7 @@ def start_web(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..., 
             if proc.proc.poll() is not None:
                 raise AssertionError(proc.output())
             try:
-                return httpx.get(f"{base}/health", timeout=2).status_code in (200, 503)
+                return httpx.get(f"{base}/health", timeout=10).status_code in (200, 503)
             except httpx.HTTPError:
                 return False
 

@@ -66,12 +66,15 @@ class SseStream:
         self.ended = True
         return None
 
-    def until_final(self) -> list[SseEvent]:
+    def until_final(self, deadline: float = 120) -> list[SseEvent]:
+        """Events up to `final`; keep-alives never let a stuck job hang the suite."""
         received = []
+        stop_at = time.monotonic() + deadline
         while (event := self.next_event()) is not None:
             received.append(event)
             if event.data["type"] == "final":
                 break
+            assert time.monotonic() < stop_at, f"no final after {deadline}s: {received}"
         return received
 
 

@@ -10,6 +10,7 @@ from django.core.files.storage import default_storage
 
 from jobs import services
 from jobs.models import GeneratedImage, Job, JobStatus
+from jobs.pipeline import render_platform
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -66,6 +67,7 @@ def test_a_job_held_by_a_live_attempt_is_left_alone(alice: Any) -> None:
     assert services.job_claim(job_id=str(job.id)) is None
 
 
+@pytest.mark.django_db(transaction=True)  # a refused fenced write rolls back its transaction
 def test_a_stale_attempt_cannot_write_after_another_took_over(alice: Any) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post"])
     stale = services.job_claim(job_id=str(job.id))
@@ -95,7 +97,9 @@ def test_cancelling_a_running_job_stops_it_and_removes_partial_outputs(alice: An
     claim = services.job_claim(job_id=str(job.id))
     assert claim is not None
     image = services.decode_image(services._source_image_bytes(claim))
-    services._render_and_store(claim, image, "twitter-post")
+    rendered = render_platform(image, 1200, 675, "png")
+    services._render_and_store(claim, rendered, "twitter-post", progress=60)
+    assert job.images.count() == 1
     services.job_cancel(job=job)
     with pytest.raises(services.JobCancelled):
         services._check_not_cancelled(claim)
