@@ -10,6 +10,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import StreamingHttpResponse
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.request import Request
@@ -148,6 +149,17 @@ async def _async_chunks(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
 class JobDownloadApi(APIView):
     """GET /api/jobs/{jobId}/download.zip: every image of a completed job in one zip."""
 
+    @extend_schema(
+        operation_id="jobs_download_zip",
+        summary="Every image of a completed job, as one zip",
+        parameters=[openapi.JOB_ID_PARAMETER],
+        responses={
+            (200, "application/zip"): OpenApiResponse(
+                OpenApiTypes.BINARY, description="A zip of the job's images, streamed."
+            ),
+            **openapi.errors(400, 404),
+        },
+    )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
         bundle = archive.job_archive(job=job)

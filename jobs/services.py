@@ -698,9 +698,14 @@ def _run_generation_steps(claim: Claim) -> int:
     done = set(job.images.values_list("platform_id", flat=True))
     span = 100 - PROGRESS_SOURCE_READY
     _between_steps(claim)
-    renders = _render_missing(job, image, [p for p in job.platforms if p not in done])
+    todo = [p for p in job.platforms if p not in done]
+    renders = _render_missing(job, image, todo)
     try:
-        for platform_id, rendered in renders:
+        for _ in todo:
+            # The render step as the job feels it: the wait for the next finished platform
+            # (the threads render ahead while this thread stores the previous one).
+            with metrics.observe_step("render"):
+                platform_id, rendered = next(renders)
             if worker_is_shutting_down():
                 raise WorkerShuttingDown(str(job.pk))
             done.add(platform_id)

@@ -19,12 +19,14 @@ from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
 from django_eventstream.utils import get_channelmanager, get_storage
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from jobs import events, live
+from jobs import events, live, openapi
 from jobs.models import Job
 from snapasset.exceptions import NotFoundError
 
@@ -62,7 +64,23 @@ class EventStreamApi(APIView):
         return JSONRenderer(), "application/json"
 
 
+def _stream_response(description: str) -> dict[Any, Any]:
+    return {(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=description)}
+
+
 class JobEventStreamApi(EventStreamApi):
+    @extend_schema(
+        operation_id="sse_job",
+        summary="Live events of one job (Server-Sent Events)",
+        parameters=[openapi.JOB_ID_PARAMETER],
+        responses={
+            **_stream_response(
+                "`data:` JSON {type: connected|update|final|error, jobId, status, progress, ...}; "
+                "ends after `final`. Last-Event-ID replays missed events."
+            ),
+            **openapi.errors(404),
+        },
+    )
     def get(self, request: Request, job_id: str) -> HttpResponse:
         try:
             job_id = str(uuid.UUID(job_id))
@@ -89,6 +107,17 @@ class JobEventStreamApi(EventStreamApi):
 
 
 class StatsEventStreamApi(EventStreamApi):
+    @extend_schema(
+        operation_id="sse_stats",
+        summary="Live job counts (Server-Sent Events), staff only",
+        responses={
+            **_stream_response(
+                "`data:` JSON {type: stats, imageGeneration, fileCleanup, timestamp} when counts "
+                "change (at most once a second), with keep-alive comments."
+            ),
+            **openapi.errors(403),
+        },
+    )
     def get(self, request: Request) -> Any:
         if not get_channelmanager().can_read_channel(request.user, events.STATS_CHANNEL):
             raise PermissionDenied("The stats stream is for staff only")

@@ -18,8 +18,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from schemathesis import GenerationMode
 from rest_framework.authtoken.models import Token
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -91,7 +91,13 @@ def test_the_api_answers_as_its_schema_says(
     # Like every /api/ endpoint, the schema needs credentials.
     schema = schemathesis.openapi.from_url(f"{web_base}/api/schema/", headers=headers, timeout=30)
     schema.config.generation.update(with_security_parameters=False)
-    operations = [result.ok() for result in schema.get_all_operations()]
+    # The live-event streams stay open (keep-alives), so they are not fuzzed here; their
+    # refusals are in the ownership matrix and tests/test_live_events.py reads them.
+    operations = [
+        op
+        for op in (result.ok() for result in schema.get_all_operations())
+        if not op.path.startswith("/api/sse/")
+    ]
     assert len(operations) >= 10
 
     for operation in operations:

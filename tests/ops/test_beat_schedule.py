@@ -29,7 +29,8 @@ def test_scheduled_tasks_go_to_the_cleanup_queue_and_results_expire() -> None:
     router = app.amqp.router
     for name in ("cleanup.scheduled_cleanup", "cleanup.run_cleanup", "celery.backend_cleanup"):
         assert router.route({}, name)["queue"].name == "cleanup"
-    assert router.route({}, "jobs.sweep")["queue"].name == "images"
+    # The sweeper too: an image backlog must never delay it (issue 5).
+    assert router.route({}, "jobs.sweep")["queue"].name == "cleanup"
     assert app.conf.result_expires == 7 * 24 * 3600
 
 
