@@ -40,6 +40,10 @@ test: setup
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) IMAGE_PROVIDER=local \
 		SNAPASSET_VAR_DIR=$(CURDIR)/var/test-$(RUN_ID) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+lint: setup
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
 bench: setup
 	$(BIN)/python -m bench
 

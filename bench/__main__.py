@@ -13,7 +13,17 @@ from bench._support import ROOT, machine
 FULL = [["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"]]
 QUICK = [
     ["bench.image", "--rounds", "1"],
-    ["bench.submit", "--rounds", "1", "--requests", "20", "--seconds", "0.5", "--servers", "uvicorn:1"],
+    [
+        "bench.submit",
+        "--rounds",
+        "1",
+        "--requests",
+        "20",
+        "--seconds",
+        "0.5",
+        "--servers",
+        "uvicorn:1",
+    ],
     ["bench.worker", "--latency", "5", "--cpu-jobs", "3", "--jobs", "4", "--platforms", "1"],
     ["bench.sse", "--streams", "20", "--subscribers", "10", "--events", "5"],
 ]

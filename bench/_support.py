@@ -234,7 +234,9 @@ class BenchEnv:
         child.stop()
         self.children.remove(child)
 
-    def start_web(self, *, workers: int = 1, server: str = "uvicorn", **env: str) -> tuple[Child, str]:
+    def start_web(
+        self, *, workers: int = 1, server: str = "uvicorn", **env: str
+    ) -> tuple[Child, str]:
         port = free_port()
         if server == "gunicorn":
             argv = [
@@ -262,7 +264,9 @@ class BenchEnv:
         wait_until(up, timeout=60, what="the web server")
         return child, base
 
-    def start_worker(self, *, concurrency: int = 1, queues: str = "images,bench", **env: str) -> Child:
+    def start_worker(
+        self, *, concurrency: int = 1, queues: str = "images,bench", **env: str
+    ) -> Child:
         name = f"bench{len(self.children)}-{os.getpid()}"
         argv = [
             sys.executable, "-m", "celery", "-A", "snapasset", "worker", "-Q", queues,
@@ -273,7 +277,11 @@ class BenchEnv:
         # Ready when every pool process is up and a no-op round-trips.
         from snapasset.celery import app
 
-        wait_until(lambda: len(children(child.pid)) >= concurrency or not child.alive(), timeout=60, what="worker pool")
+        wait_until(
+            lambda: len(children(child.pid)) >= concurrency or not child.alive(),
+            timeout=60,
+            what="worker pool",
+        )
         if not child.alive():
             raise RuntimeError(child.output())
         for _ in range(concurrency * 2):

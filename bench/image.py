@@ -46,7 +46,9 @@ TARGET_JPEG_S, TARGET_WEBP_S = 0.3, 0.6
 def sources(noise: float) -> dict[str, bytes]:
     from jobs.providers.local import LocalProvider
 
-    smooth = LocalProvider().generate(prompt="A lighthouse at dusk over a stormy sea", image_type="vivid")
+    smooth = LocalProvider().generate(
+        prompt="A lighthouse at dusk over a stormy sea", image_type="vivid"
+    )
     base = Image.open(io.BytesIO(smooth)).convert("RGB")
     grain = Image.effect_noise(base.size, noise).convert("RGB")
     noisy = ImageChops.add(base, grain, scale=1.0, offset=-128)
@@ -66,7 +68,9 @@ def timed(fn: Callable[[], Any], rounds: int) -> tuple[float, Any]:
 
 def pillow_job(data: bytes, fmt: str, threads: int, **options: Any) -> int:
     image = decode_image(data)
-    return sum(len(r.data) for _, r in render_platforms(image, TARGETS, fmt, threads=threads, **options))
+    return sum(
+        len(r.data) for _, r in render_platforms(image, TARGETS, fmt, threads=threads, **options)
+    )
 
 
 def vips_available() -> bool:
@@ -111,37 +115,76 @@ def run(*, rounds: int = 3, noise: float = 24.0) -> dict[str, Any]:
         for fmt in ("png", "webp", "jpeg"):
             one, size = timed(lambda fmt=fmt: pillow_job(data, fmt, 1), rounds)
             two, _ = timed(lambda fmt=fmt: pillow_job(data, fmt, 2), rounds)
-            vips_t, vips_size = timed(lambda fmt=fmt: vips_job(data, fmt), rounds) if have_vips else (float("nan"), 0)
-            job_figures[fmt] = {"pillow_1": one, "pillow_2": two, "bytes": size, "vips": vips_t, "vips_bytes": vips_size}
-            target = {"jpeg": f"<= {TARGET_JPEG_S} s", "webp": f"<= {TARGET_WEBP_S} s", "png": "no slower than libvips at equal size"}[fmt]
+            vips_t, vips_size = (
+                timed(lambda fmt=fmt: vips_job(data, fmt), rounds)
+                if have_vips
+                else (float("nan"), 0)
+            )
+            job_figures[fmt] = {
+                "pillow_1": one,
+                "pillow_2": two,
+                "bytes": size,
+                "vips": vips_t,
+                "vips_bytes": vips_size,
+            }
+            target = {
+                "jpeg": f"<= {TARGET_JPEG_S} s",
+                "webp": f"<= {TARGET_WEBP_S} s",
+                "png": "no slower than libvips at equal size",
+            }[fmt]
             rows.append([
                 fmt, f"{one:.3f}", f"{two:.3f}", f"{size / 1e6:.2f}", f"{vips_t:.3f}",
                 f"{vips_size / 1e6:.2f}", f"{two / vips_t:.2f}x" if have_vips else "-", target,
             ])  # fmt: skip
         table(
             f"Image step, {name}: decode + 6 outputs, median of {rounds} (s) ({machine()})",
-            ["format", "Pillow 1 thread", "Pillow 2 threads (production)", "MB", "libvips (its threads)", "libvips MB", "Pillow 2t / libvips", "target"],
+            [
+                "format",
+                "Pillow 1 thread",
+                "Pillow 2 threads (production)",
+                "MB",
+                "libvips (its threads)",
+                "libvips MB",
+                "Pillow 2t / libvips",
+                "target",
+            ],
             rows,
         )
         # PNG encoders alone, on the same six resized images, one thread each.
         image = decode_image(data)
-        resize_t, resized = timed(lambda: [cover_resize(image, w, h) for _, w, h in TARGETS], rounds)
+        resize_t, resized = timed(
+            lambda: [cover_resize(image, w, h) for _, w, h in TARGETS], rounds
+        )
         png_rows = []
         png_points = []
         for label, options in PNG_SETTINGS:
-            t, size = timed(lambda o=options: sum(len(encode_image(r, "png", **o)) for r in resized), rounds)
+            t, size = timed(
+                lambda o=options: sum(len(encode_image(r, "png", **o)) for r in resized), rounds
+            )
             png_rows.append(["Pillow", label, f"{t:.3f}", f"{size / 1e6:.2f}"])
             png_points.append(("Pillow", label, t, size))
         if have_vips:
             import pyvips
 
             vimage = pyvips.Image.new_from_buffer(data, "").copy_memory()
-            vresized = [vimage.thumbnail_image(w, height=h, crop="centre", size="both").copy_memory() for _, w, h in TARGETS]
+            vresized = [
+                vimage.thumbnail_image(w, height=h, crop="centre", size="both").copy_memory()
+                for _, w, h in TARGETS
+            ]
             for label, options in VIPS_PNG_SETTINGS:
-                t, size = timed(lambda o=options: sum(len(r.write_to_buffer(".png", **o)) for r in vresized), rounds)
+                t, size = timed(
+                    lambda o=options: sum(len(r.write_to_buffer(".png", **o)) for r in vresized),
+                    rounds,
+                )
                 png_rows.append(["libvips", label, f"{t:.3f}", f"{size / 1e6:.2f}"])
                 png_points.append(("libvips", label, t, size))
-            vresize_t, _ = timed(lambda: [vimage.thumbnail_image(w, height=h, crop="centre", size="both").copy_memory() for _, w, h in TARGETS], rounds)
+            vresize_t, _ = timed(
+                lambda: [
+                    vimage.thumbnail_image(w, height=h, crop="centre", size="both").copy_memory()
+                    for _, w, h in TARGETS
+                ],
+                rounds,
+            )
         else:
             vresize_t = float("nan")
         table(

@@ -61,13 +61,17 @@ def run_load(
     """``requests`` per client, or as many as fit in ``seconds``."""
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
-    payload = json.dumps(body or {"prompt": "A lighthouse at dusk", "platforms": ["instagram-post"]}).encode()
+    payload = json.dumps(
+        body or {"prompt": "A lighthouse at dusk", "platforms": ["instagram-post"]}
+    ).encode()
     start_at = time.time() + 0.3
     procs = []
     for index in range(clients):
         mine = tokens[index::clients] or tokens
         procs.append(
-            ctx.Process(target=_client, args=(port, path, mine, payload, requests, seconds, start_at, out))
+            ctx.Process(
+                target=_client, args=(port, path, mine, payload, requests, seconds, start_at, out)
+            )
         )
     for proc in procs:
         proc.start()
@@ -75,4 +79,6 @@ def run_load(
     for proc in procs:
         proc.join(timeout=30)
     latencies = [x for r in results for x in r[0]]
-    return LoadResult(latencies=latencies, elapsed=max(r[1] for r in results), errors=sum(r[2] for r in results))
+    return LoadResult(
+        latencies=latencies, elapsed=max(r[1] for r in results), errors=sum(r[2] for r in results)
+    )

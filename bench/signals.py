@@ -40,7 +40,9 @@ class TinyProvider:
         return buffer.getvalue()
 
 
-def tiny_renders(image: Any, targets: Iterable[tuple[str, int, int]], fmt: str, **options: Any) -> Iterator[Any]:
+def tiny_renders(
+    image: Any, targets: Iterable[tuple[str, int, int]], fmt: str, **options: Any
+) -> Iterator[Any]:
     from jobs.pipeline import RenderedImage
 
     for key, width, height in targets:

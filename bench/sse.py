@@ -127,7 +127,9 @@ def publisher_main(job_id: str, count: int, interval: float) -> None:
     sent: dict[int, list[float]] = {}
     channel = events.job_channel(job_id)
     for progress in range(1, count + 1):
-        data = json.dumps({"type": "update", "jobId": job_id, "status": "active", "progress": progress})
+        data = json.dumps(
+            {"type": "update", "jobId": job_id, "status": "active", "progress": progress}
+        )
         t0 = time.monotonic()
         event_id = events.store_event(channel, "update", data)
         t1 = time.monotonic()
@@ -166,7 +168,9 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     db_name = f"snapasset_bench_sse_{os.getpid()}"
-    database_url = os.environ.get("BENCH_DATABASE_URL") or f"postgres://postgres@127.0.0.1:5432/{db_name}"
+    database_url = (
+        os.environ.get("BENCH_DATABASE_URL") or f"postgres://postgres@127.0.0.1:5432/{db_name}"
+    )
     created_db = "BENCH_DATABASE_URL" not in os.environ
     if created_db:
         run_sql(f'CREATE DATABASE "{db_name}"')
@@ -184,7 +188,9 @@ def main() -> None:
     os.environ.update(env)
     web: subprocess.Popen[bytes] | None = None
     try:
-        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+        )
         import django
 
         django.setup()
@@ -269,9 +275,13 @@ async def run(
     await fan_out(args, pid, port, token, fanout_job, env)
 
 
-async def hold_idle_streams(pid: int, port: int, token: str, stream_jobs: list[str], base: float) -> None:
+async def hold_idle_streams(
+    pid: int, port: int, token: str, stream_jobs: list[str], base: float
+) -> None:
     started = time.monotonic()
-    clients = await open_streams(port, token, [f"/api/sse/jobs/{j}" for j in stream_jobs], record=False)
+    clients = await open_streams(
+        port, token, [f"/api/sse/jobs/{j}" for j in stream_jobs], record=False
+    )
     opened = time.monotonic() - started
     await asyncio.sleep(2)
     held = rss_mib(pid)
@@ -285,12 +295,16 @@ async def hold_idle_streams(pid: int, port: int, token: str, stream_jobs: list[s
     print(f"after closing them: RSS {rss_mib(pid):.1f} MiB")
 
 
-async def fan_out(args: argparse.Namespace, pid: int, port: int, token: str, fanout_job: str, env: dict[str, str]) -> None:
+async def fan_out(
+    args: argparse.Namespace, pid: int, port: int, token: str, fanout_job: str, env: dict[str, str]
+) -> None:
 
     subscribers = await open_streams(
         port, token, [f"/api/sse/jobs/{fanout_job}"] * args.subscribers, record=True
     )
-    print(f"{len(subscribers)} subscribers on one job; publishing {args.events} events from another process")
+    print(
+        f"{len(subscribers)} subscribers on one job; publishing {args.events} events from another process"
+    )
     publisher = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bench.sse", "--publish-job", fanout_job, "--events", str(args.events),
         "--interval", str(args.interval), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,

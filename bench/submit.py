@@ -37,7 +37,13 @@ def profile_queries(env: BenchEnv, token: str) -> dict[str, int]:
     return counts
 
 
-def run(*, rounds: int = 3, requests: int = 400, seconds: float = 4.0, servers: str = "uvicorn:1,uvicorn:2") -> list[dict[str, Any]]:
+def run(
+    *,
+    rounds: int = 3,
+    requests: int = 400,
+    seconds: float = 4.0,
+    servers: str = "uvicorn:1,uvicorn:2",
+) -> list[dict[str, Any]]:
     results = []
     with bench_env() as env:
         users = env.users_with_tokens(64)
@@ -60,7 +66,9 @@ def run(*, rounds: int = 3, requests: int = 400, seconds: float = 4.0, servers: 
                     one = run_load(port, path, tokens, clients=1, requests=requests)
                     eight = run_load(port, path, tokens, clients=8, seconds=seconds)
                     if one.errors or eight.errors:
-                        raise RuntimeError(f"{path}: {one.errors + eight.errors} failed requests\n{web.output()[-3000:]}")
+                        raise RuntimeError(
+                            f"{path}: {one.errors + eight.errors} failed requests\n{web.output()[-3000:]}"
+                        )
                     f = figures[path]
                     f["p50"].append(percentile(one.latencies, 50) * 1000)
                     f["p99"].append(percentile(one.latencies, 99) * 1000)
@@ -78,7 +86,11 @@ def run(*, rounds: int = 3, requests: int = 400, seconds: float = 4.0, servers: 
             results.append(result)
         rows = []
         for r in results:
-            for label, key in (("POST /api/jobs/generate", "ours"), ("bare view (INSERT + send)", "bare"), ("bare view, no auth", "bare_noauth")):
+            for label, key in (
+                ("POST /api/jobs/generate", "ours"),
+                ("bare view (INSERT + send)", "bare"),
+                ("bare view, no auth", "bare_noauth"),
+            ):
                 f = r[key]
                 rows.append([
                     r["server"], label, f"{f['p50']:.2f}", f"{f['p99']:.2f}", f"{f['rps']:.0f}",
@@ -90,7 +102,14 @@ def run(*, rounds: int = 3, requests: int = 400, seconds: float = 4.0, servers: 
             ])  # fmt: skip
         table(
             f"Submit: medians of {rounds} rounds ({machine()}); SQL per request: ours {counts[OURS]}, bare {counts[BARE]}",
-            ["server:workers", "endpoint", "p50 1 client (ms)", "p99 1 client (ms)", "req/s 8 clients", "p50 / p99 8 clients (ms)"],
+            [
+                "server:workers",
+                "endpoint",
+                "p50 1 client (ms)",
+                "p99 1 client (ms)",
+                "req/s 8 clients",
+                "p50 / p99 8 clients (ms)",
+            ],
             rows,
         )
     return results

@@ -47,8 +47,12 @@ def _new_jobs(owner: Any, count: int, platforms: list[str], fmt: str = "png") ->
 
     return [
         Job.objects.create(
-            owner=owner, kind=JobKind.IMAGE_GENERATION, prompt=f"Bench picture {i} {uuid.uuid4().hex[:6]}",
-            platforms=platforms, output_format=fmt, enqueued_at=timezone.now(),
+            owner=owner,
+            kind=JobKind.IMAGE_GENERATION,
+            prompt=f"Bench picture {i} {uuid.uuid4().hex[:6]}",
+            platforms=platforms,
+            output_format=fmt,
+            enqueued_at=timezone.now(),
         )  # fmt: skip
         for i in range(count)
     ]
@@ -58,7 +62,11 @@ def _wait_finished(job_ids: list[Any], timeout: float) -> None:
     from jobs.models import Job
 
     def done() -> bool:
-        return not Job.objects.filter(pk__in=job_ids).exclude(status__in=["completed", "failed", "cancelled"]).exists()
+        return (
+            not Job.objects.filter(pk__in=job_ids)
+            .exclude(status__in=["completed", "failed", "cancelled"])
+            .exists()
+        )
 
     wait_until(done, timeout=timeout, what=f"{len(job_ids)} jobs to finish")
     failed = Job.objects.filter(pk__in=job_ids).exclude(status="completed").count()
@@ -123,7 +131,9 @@ def measure_cpu(env: BenchEnv, owner: Any, count: int) -> dict[str, float]:
     return {key: median(values) for key, values in results.items()}
 
 
-def measure_throughput(env: BenchEnv, owner: Any, count: int, platforms: int, threads: int) -> dict[str, Any]:
+def measure_throughput(
+    env: BenchEnv, owner: Any, count: int, platforms: int, threads: int
+) -> dict[str, Any]:
     from jobs import services
     from jobs.models import Job
     from jobs.platforms import PLATFORM_IDS
@@ -136,10 +146,17 @@ def measure_throughput(env: BenchEnv, owner: Any, count: int, platforms: int, th
     for job in jobs:
         services.job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
     _wait_finished([job.id for job in jobs], timeout=600)
-    last = max(j.finished_at.timestamp() for j in Job.objects.filter(pk__in=[job.id for job in jobs]))
+    last = max(
+        j.finished_at.timestamp() for j in Job.objects.filter(pk__in=[job.id for job in jobs])
+    )
     loaded = {"parent": rss_mib(worker.pid), "pool": [rss_mib(pid) for pid in children(worker.pid)]}
     env.stop(worker)
-    return {"jobs_per_s": count / (last - start), "idle": idle, "loaded": loaded, "threads": threads}
+    return {
+        "jobs_per_s": count / (last - start),
+        "idle": idle,
+        "loaded": loaded,
+        "threads": threads,
+    }
 
 
 def measure_web_rss(env: BenchEnv) -> float:
@@ -154,9 +171,11 @@ def measure_web_rss(env: BenchEnv) -> float:
     return rss
 
 
-def run(*, latency: int = 100, cpu_jobs: int = 100, jobs: int = 100, platforms: int = 2) -> dict[str, Any]:
+def run(
+    *, latency: int = 100, cpu_jobs: int = 100, jobs: int = 100, platforms: int = 2
+) -> dict[str, Any]:
     with bench_env() as env:
-        (user_id, _), = env.users_with_tokens(1)
+        ((user_id, _),) = env.users_with_tokens(1)
         from django.contrib.auth import get_user_model
 
         owner = get_user_model().objects.get(pk=user_id)
@@ -181,10 +200,30 @@ def run(*, latency: int = 100, cpu_jobs: int = 100, jobs: int = 100, platforms: 
             f"{r['jobs_per_s']:.2f}", "report",
         ])  # fmt: skip
     r = runs[0]
-    rows.append(["worker RSS idle: parent / pool processes", f"{r['idle']['parent']:.0f} / " + " / ".join(f"{x:.0f}" for x in r["idle"]["pool"]) + " MiB", "report"])
-    rows.append(["worker RSS after load: parent / pool processes", f"{r['loaded']['parent']:.0f} / " + " / ".join(f"{x:.0f}" for x in r["loaded"]["pool"]) + " MiB", "report"])
+    rows.append(
+        [
+            "worker RSS idle: parent / pool processes",
+            f"{r['idle']['parent']:.0f} / "
+            + " / ".join(f"{x:.0f}" for x in r["idle"]["pool"])
+            + " MiB",
+            "report",
+        ]
+    )
+    rows.append(
+        [
+            "worker RSS after load: parent / pool processes",
+            f"{r['loaded']['parent']:.0f} / "
+            + " / ".join(f"{x:.0f}" for x in r["loaded"]["pool"])
+            + " MiB",
+            "report",
+        ]
+    )
     rows.append(["web (uvicorn, 1 process) RSS idle", f"{web_rss:.0f} MiB", "report"])
-    table(f"Worker ({machine()}); latencies p50 / p99 of {latency}", ["figure", "value", "target"], rows)
+    table(
+        f"Worker ({machine()}); latencies p50 / p99 of {latency}",
+        ["figure", "value", "target"],
+        rows,
+    )
     return {"latency_ms": ms, "cpu": cpu, "throughput": runs, "web_rss": web_rss}
 
 

@@ -160,7 +160,9 @@ def _delete_jobs_batch(queryset: Any, *, dry_run: bool) -> CleanupBatch:
     return batch
 
 
-def cleanup_batch(*, cleanup_type: str, older_than_days: int, dry_run: bool = False) -> CleanupBatch:
+def cleanup_batch(
+    *, cleanup_type: str, older_than_days: int, dry_run: bool = False
+) -> CleanupBatch:
     total = CleanupBatch()
     if cleanup_type in ("temp-files", "all"):
         days = older_than_days if cleanup_type == "temp-files" else settings.CLEANUP_TEMP_AFTER_DAYS

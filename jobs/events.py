@@ -155,7 +155,9 @@ class LiveEventStorage(RedisStorage):
         ttl = EVENT_TIMEOUT * 60
         event_id = int(self.redis.incr(counter))
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.setex(f"event:{channel}:{event_id}", ttl, json.dumps({"type": event_type, "data": data}))
+            pipe.setex(
+                f"event:{channel}:{event_id}", ttl, json.dumps({"type": event_type, "data": data})
+            )
             pipe.expire(counter, ttl)
             pipe.execute()
         return Event(channel, event_type, data, id=event_id)

@@ -61,9 +61,7 @@ class Job(models.Model):
     generation_id = models.UUIDField(default=uuid.uuid4, db_index=True)
     prompt = models.TextField(blank=True, default="")
     platforms = models.JSONField(default=list, blank=True)
-    image_type = models.CharField(
-        max_length=16, choices=ImageType.choices, default=ImageType.VIVID
-    )
+    image_type = models.CharField(max_length=16, choices=ImageType.choices, default=ImageType.VIVID)
     output_format = models.CharField(
         max_length=8, choices=ImageFormat.choices, default=ImageFormat.PNG
     )

@@ -206,4 +206,3 @@ class HealthSerializer(serializers.Serializer):
         child=serializers.JSONField(),
         help_text="database, broker, storage, provider, queues... each with its `status`.",
     )
-

@@ -56,9 +56,7 @@ def job_stats(*, user: Any | None) -> dict[str, dict[str, int]]:
     queryset = Job.objects.all()
     if user is not None and not user.is_staff:
         queryset = queryset.filter(owner=user)
-    counts = {
-        kind: {status: 0 for status in JobStatus.values} for kind in JobKind.values
-    }
+    counts = {kind: {status: 0 for status in JobStatus.values} for kind in JobKind.values}
     for row in queryset.values("kind", "status").annotate(n=Count("id")).order_by():
         counts[row["kind"]][row["status"]] = row["n"]
     return {

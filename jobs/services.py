@@ -48,9 +48,9 @@ from jobs.pipeline import (
 )
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
+from jobs.shutdown import worker_is_shutting_down, worker_shutdown_started_at
 from jobs.storage import file_with_content_type, recordable_url
 from snapasset import metrics
-from jobs.shutdown import worker_is_shutting_down, worker_shutdown_started_at
 from snapasset.celery import app as celery_app
 from snapasset.exceptions import (
     ApplicationError,
@@ -233,15 +233,15 @@ def _idempotent_replay(job: Job, fields: dict[str, Any]) -> Submission:
 
 
 @transaction.atomic
-def job_create_cleanup(
-    *, actor: Any, cleanup_type: str, older_than_days: int | None
-) -> Job:
+def job_create_cleanup(*, actor: Any, cleanup_type: str, older_than_days: int | None) -> Job:
     from cleanup.services import default_older_than_days
 
     params = {
         "type": cleanup_type,
         "olderThanDays": (
-            older_than_days if older_than_days is not None else default_older_than_days(cleanup_type)
+            older_than_days
+            if older_than_days is not None
+            else default_older_than_days(cleanup_type)
         ),
     }
     job = Job.objects.create(
@@ -287,7 +287,9 @@ def job_send_message(
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2},
         )
     except Exception:
-        logger.warning("broker unavailable; job %s stays waiting for the sweeper", job_id, exc_info=True)
+        logger.warning(
+            "broker unavailable; job %s stays waiting for the sweeper", job_id, exc_info=True
+        )
         return False
     return True
 
@@ -310,15 +312,24 @@ def job_claim(*, job_id: str) -> Claim | None:
     """
     now = timezone.now()
     with transaction.atomic():
-        job = Job.objects.select_for_update(of=("self",)).select_related("owner").filter(pk=job_id).first()
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .select_related("owner")
+            .filter(pk=job_id)
+            .first()
+        )
         if job is None or job.status in FINISHED_STATUSES:
             return None
-        if job.status == JobStatus.ACTIVE and job.heartbeat_at and (
-            now - job.heartbeat_at < timedelta(seconds=settings.JOB_LEASE_SECONDS)
+        if (
+            job.status == JobStatus.ACTIVE
+            and job.heartbeat_at
+            and (now - job.heartbeat_at < timedelta(seconds=settings.JOB_LEASE_SECONDS))
         ):
             return None
-        if job.status == JobStatus.DELAYED and job.retry_at and job.retry_at > now + timedelta(
-            seconds=1
+        if (
+            job.status == JobStatus.DELAYED
+            and job.retry_at
+            and job.retry_at > now + timedelta(seconds=1)
         ):
             return None
         if job.status == JobStatus.ACTIVE:
@@ -335,7 +346,11 @@ def job_claim(*, job_id: str) -> Claim | None:
         job.attempts_made += 1
         job.processed_at = now
         job.retry_at = None
-        job.progress = max(job.progress, PROGRESS_CLAIMED) if job.kind == JobKind.IMAGE_GENERATION else job.progress
+        job.progress = (
+            max(job.progress, PROGRESS_CLAIMED)
+            if job.kind == JobKind.IMAGE_GENERATION
+            else job.progress
+        )
         job.save(
             update_fields=[
                 "status", "claim_token", "heartbeat_at", "attempts_made", "processed_at",
@@ -524,7 +539,9 @@ def retry_countdown(*, attempts_made: int, retry_after: float | None) -> float:
     return min(countdown, settings.JOB_RETRY_BACKOFF_MAX_SECONDS)
 
 
-def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_after: float | None) -> float | None:
+def job_schedule_retry(
+    *, job_id: str, token: uuid.UUID, reason: str, retry_after: float | None
+) -> float | None:
     """After a transient error: mark the job delayed and return the countdown, or fail it
     (and return None) when its attempts are used up."""
     with transaction.atomic():
@@ -547,7 +564,14 @@ def job_schedule_retry(*, job_id: str, token: uuid.UUID, reason: str, retry_afte
         job.enqueued_at = timezone.now()
         job.claim_token = None
         job.save(
-            update_fields=["status", "failed_reason", "retry_at", "enqueued_at", "claim_token", "updated_at"]
+            update_fields=[
+                "status",
+                "failed_reason",
+                "retry_at",
+                "enqueued_at",
+                "claim_token",
+                "updated_at",
+            ]
         )
         events.publish_job_event(job)
         return countdown
@@ -725,7 +749,9 @@ def _run_generation_steps(claim: Claim) -> int:
     return len(done)
 
 
-def _render_missing(job: Job, image: Any, platform_ids: list[str]) -> Iterator[tuple[str, RenderedImage]]:
+def _render_missing(
+    job: Job, image: Any, platform_ids: list[str]
+) -> Iterator[tuple[str, RenderedImage]]:
     targets = [(p, PLATFORMS[p].width, PLATFORMS[p].height) for p in platform_ids]
     return render_platforms(
         image,
@@ -893,12 +919,16 @@ def jobs_sweep() -> dict[str, int]:
 
     stale = now - timedelta(seconds=settings.JOB_LEASE_SECONDS * 2)
     for job_id in list(
-        Job.objects.filter(status=JobStatus.ACTIVE, heartbeat_at__lt=stale).values_list("id", flat=True)[
-            :SWEEP_BATCH
-        ]
+        Job.objects.filter(status=JobStatus.ACTIVE, heartbeat_at__lt=stale).values_list(
+            "id", flat=True
+        )[:SWEEP_BATCH]
     ):
         with transaction.atomic():
-            job = Job.objects.select_for_update().filter(pk=job_id, status=JobStatus.ACTIVE, heartbeat_at__lt=stale).first()
+            job = (
+                Job.objects.select_for_update()
+                .filter(pk=job_id, status=JobStatus.ACTIVE, heartbeat_at__lt=stale)
+                .first()
+            )
             if job is None:
                 continue
             if job.stalled_count >= settings.JOB_MAX_STALLED_COUNT:

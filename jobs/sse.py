@@ -60,7 +60,9 @@ def parse_last_event_id(request: Request, channel: str) -> int | None:
 class EventStreamApi(APIView):
     # Errors are JSON whatever the client accepts (an EventSource asks for
     # text/event-stream); the success path is a streaming response, not a DRF Response.
-    def perform_content_negotiation(self, request: Request, force: bool = False) -> tuple[BaseRenderer, str]:
+    def perform_content_negotiation(
+        self, request: Request, force: bool = False
+    ) -> tuple[BaseRenderer, str]:
         return JSONRenderer(), "application/json"
 
 

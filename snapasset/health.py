@@ -84,9 +84,7 @@ def broker_queue_depths() -> dict[str, int]:
             for key in _priority_queue_keys(queue):
                 pipe.llen(key)
         lengths = iter(pipe.execute())
-        return {
-            queue: sum(next(lengths) for _ in _priority_queue_keys(queue)) for queue in queues
-        }
+        return {queue: sum(next(lengths) for _ in _priority_queue_keys(queue)) for queue in queues}
 
 
 def live_workers() -> list[dict[str, Any]]:

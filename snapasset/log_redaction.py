@@ -103,4 +103,3 @@ class RedactSecretsFilter(logging.Filter):
                 # django.request passes the request; its repr carries the query string.
                 setattr(record, name, redact_secrets(repr(value)))
         return True
-

@@ -28,7 +28,6 @@ current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
-
 @contextmanager
 def job_log_context(job_id: object) -> Iterator[None]:
     token = current_job_id.set(str(job_id))

@@ -316,7 +316,9 @@ PNG_COMPRESS_LEVEL = env_int("PNG_COMPRESS_LEVEL", 1, minimum=0)
 # zlib strategy of PNG outputs: default, filtered, huffman, rle or fixed (docs/PERFORMANCE.md).
 PNG_COMPRESS_STRATEGY = env_str("PNG_COMPRESS_STRATEGY", "default")
 if PNG_COMPRESS_STRATEGY not in {"default", "filtered", "huffman", "rle", "fixed"}:
-    raise ImproperlyConfigured(f"PNG_COMPRESS_STRATEGY is not a zlib strategy: {PNG_COMPRESS_STRATEGY!r}")
+    raise ImproperlyConfigured(
+        f"PNG_COMPRESS_STRATEGY is not a zlib strategy: {PNG_COMPRESS_STRATEGY!r}"
+    )
 # Threads rendering one job's platforms at once (Pillow releases the GIL while it resamples
 # and encodes); 2 uses both cores of a 2-core machine for a single job.
 IMAGE_RENDER_THREADS = env_int("IMAGE_RENDER_THREADS", 2, minimum=1)
@@ -439,7 +441,9 @@ METRICS_BIND_ADDRESS = env_str("METRICS_BIND_ADDRESS", "127.0.0.1")
 # (docs/PERFORMANCE.md). The Job row stays the truth; a stream starts from it.
 EVENTSTREAM_STORAGE = env_str("EVENTSTREAM_STORAGE", "redis")
 if EVENTSTREAM_STORAGE not in {"redis", "database"}:
-    raise ImproperlyConfigured(f"EVENTSTREAM_STORAGE must be redis or database, not {EVENTSTREAM_STORAGE!r}")
+    raise ImproperlyConfigured(
+        f"EVENTSTREAM_STORAGE must be redis or database, not {EVENTSTREAM_STORAGE!r}"
+    )
 EVENTSTREAM_STORAGE_CLASS = {
     "redis": "jobs.events.LiveEventStorage",
     "database": "django_eventstream.storage.DjangoModelStorage",

@@ -5,7 +5,6 @@ from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import include, path, re_path
 from django.views.static import serve
-
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from snapasset.health import health

@@ -113,7 +113,9 @@ def test_the_api_answers_as_its_schema_says(
             )
             def check(case: Any) -> None:
                 use_known_job(case, known_job_ids)
-                case.call_and_validate(base_url=web_base, headers=headers, checks=CHECKS, timeout=30)
+                case.call_and_validate(
+                    base_url=web_base, headers=headers, checks=CHECKS, timeout=30
+                )
 
             with subtests.test(operation=operation.label, mode=mode.value):
                 try:
@@ -128,7 +130,9 @@ def test_the_api_answers_as_its_schema_says(
     assert staff_token not in server_log
 
 
-def test_the_schema_documents_every_operation_auth_and_errors(start_web: Any, staff_token: str) -> None:
+def test_the_schema_documents_every_operation_auth_and_errors(
+    start_web: Any, staff_token: str
+) -> None:
     base = start_web()
     headers = {"Authorization": f"Token {staff_token}"}
     spec = httpx.get(f"{base}/api/schema/?format=json", headers=headers, timeout=30).json()
@@ -145,7 +149,9 @@ def test_the_schema_documents_every_operation_auth_and_errors(start_web: Any, st
             continue
         assert {"tokenAuth", "bearerAuth", "supabaseJWT"} <= {k for s in op["security"] for k in s}
         assert "401" in op["responses"], f"{method} {path}"
-        assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+        assert op["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith(
+            "/Error"
+        )
     generate = operations[("post", "/api/jobs/generate")]
     assert {"200", "202", "400", "413", "429"} <= set(generate["responses"])
     assert "Retry-After" in generate["responses"]["429"]["headers"]

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import jwt
-from jwt.utils import base64url_encode
 import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
+from jwt.utils import base64url_encode
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
@@ -67,7 +67,9 @@ def jwks(settings: Any) -> Iterator[JWKSServer]:
 # --- HS256 with SUPABASE_JWT_SECRET ------------------------------------------------------------
 
 
-def test_a_jwt_signed_with_the_secret_is_accepted_and_its_sub_becomes_the_user(jwt_secret: str) -> None:
+def test_a_jwt_signed_with_the_secret_is_accepted_and_its_sub_becomes_the_user(
+    jwt_secret: str,
+) -> None:
     token = hs256(supabase_claims(SUB, email="ann@example.com"))
     response = bearer(token).post("/api/jobs/generate", {"prompt": "A fox"}, format="json")
     assert response.status_code == 202
@@ -80,7 +82,9 @@ def test_a_jwt_signed_with_the_secret_is_accepted_and_its_sub_becomes_the_user(j
 
 
 def test_a_jwt_user_sees_only_their_own_jobs(jwt_secret: str, alice_client: APIClient) -> None:
-    alices = alice_client.post("/api/jobs/generate", {"prompt": "A fox"}, format="json").json()["jobId"]
+    alices = alice_client.post("/api/jobs/generate", {"prompt": "A fox"}, format="json").json()[
+        "jobId"
+    ]
     client = bearer(hs256(supabase_claims(SUB)))
     assert client.get(f"/api/jobs/{alices}").status_code == 404
     assert client.get("/api/jobs").json()["total"] == 0
@@ -96,13 +100,17 @@ def _claims_without(name: str) -> dict[str, Any]:
     "make_token",
     [
         pytest.param(lambda: hs256(supabase_claims(SUB, lifetime=-3600)), id="expired"),
-        pytest.param(lambda: hs256(supabase_claims(SUB), secret="another-secret-" * 3), id="wrong-signature"),
+        pytest.param(
+            lambda: hs256(supabase_claims(SUB), secret="another-secret-" * 3), id="wrong-signature"
+        ),
         pytest.param(lambda: hs256(supabase_claims(SUB, aud="anon")), id="wrong-audience"),
         pytest.param(lambda: hs256(_claims_without("aud")), id="no-audience"),
         pytest.param(lambda: hs256(_claims_without("sub")), id="no-sub"),
         pytest.param(lambda: hs256(_claims_without("exp")), id="no-expiry"),
         pytest.param(lambda: hs256(supabase_claims("x" * 151)), id="sub-too-long"),
-        pytest.param(lambda: jwt.encode(supabase_claims(SUB), None, algorithm="none"), id="alg-none"),
+        pytest.param(
+            lambda: jwt.encode(supabase_claims(SUB), None, algorithm="none"), id="alg-none"
+        ),
         pytest.param(lambda: hs256(supabase_claims(SUB))[:-4] + "AAAA", id="tampered"),
         pytest.param(lambda: "eyJhbGciOi.not-base64.!!", id="garbage-with-two-dots"),
     ],
@@ -233,7 +241,10 @@ def test_a_session_post_with_the_csrf_token_is_accepted(alice: Any) -> None:
     client.get("/admin/login/")  # sets the csrftoken cookie, as the web page would
     csrf = client.cookies["csrftoken"].value
     response = client.post(
-        "/api/jobs/generate", {"prompt": "A fox"}, content_type="application/json", HTTP_X_CSRFTOKEN=csrf
+        "/api/jobs/generate",
+        {"prompt": "A fox"},
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=csrf,
     )
     assert response.status_code == 202
 
@@ -243,15 +254,15 @@ def test_a_session_post_with_the_csrf_token_is_accepted(alice: Any) -> None:
 
 def test_staff_list_and_revoke_api_tokens_in_the_admin(alice: Any) -> None:
     key = Token.objects.create(user=alice).key
-    admin_user = get_user_model().objects.create_superuser("root", "root@example.com", "pw-unused-123")
+    admin_user = get_user_model().objects.create_superuser(
+        "root", "root@example.com", "pw-unused-123"
+    )
     client = Client()
     client.force_login(admin_user)
     listing = client.get("/admin/authtoken/tokenproxy/")
     assert listing.status_code == 200
     assert b"alice" in listing.content
-    response = client.post(
-        f"/admin/authtoken/tokenproxy/{alice.pk}/delete/", {"post": "yes"}
-    )
+    response = client.post(f"/admin/authtoken/tokenproxy/{alice.pk}/delete/", {"post": "yes"})
     assert response.status_code == 302
     assert not Token.objects.filter(key=key).exists()
     assert bearer(key).get("/api/jobs").status_code == 401

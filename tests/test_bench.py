@@ -12,7 +12,17 @@ import pytest
 from django.conf import settings
 
 ROOT = Path(__file__).resolve().parent.parent
-MODULES = ["bench", "bench.__main__", "bench.image", "bench.submit", "bench.worker", "bench.load", "bench.urls", "bench.tasks", "bench.signals"]
+MODULES = [
+    "bench",
+    "bench.__main__",
+    "bench.image",
+    "bench.submit",
+    "bench.worker",
+    "bench.load",
+    "bench.urls",
+    "bench.tasks",
+    "bench.signals",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)
@@ -34,7 +44,12 @@ def _run_bench(*argv: str) -> str:
     env["BENCH_REDIS_DB"] = settings.REDIS_URL.rsplit("/", 1)[1]  # this run's own Redis db
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run(
-        [sys.executable, "-m", *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", *argv],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
@@ -42,11 +57,23 @@ def _run_bench(*argv: str) -> str:
 
 @pytest.mark.e2e
 def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None:
-    out = _run_bench("bench.submit", "--rounds", "1", "--requests", "5", "--seconds", "0.2", "--servers", "uvicorn:1")
+    out = _run_bench(
+        "bench.submit",
+        "--rounds",
+        "1",
+        "--requests",
+        "5",
+        "--seconds",
+        "0.2",
+        "--servers",
+        "uvicorn:1",
+    )
     assert "ratio ours / bare" in out
 
 
 @pytest.mark.e2e
 def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None:
-    out = _run_bench("bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1")
+    out = _run_bench(
+        "bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1"
+    )
     assert "enqueue -> task start" in out and "jobs/s" in out

@@ -31,7 +31,12 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     child = {k: v for k, v in os.environ.items() if k not in PRODUCTION_ENV}
     child.update(env)
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=child, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=child,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -111,7 +116,9 @@ def test_cors_allows_only_the_configured_origins(client: Any, alice_client: Any)
 
 @pytest.mark.django_db
 @override_settings(SECURE_SSL_REDIRECT=True, SECURE_HSTS_SECONDS=3600)
-def test_https_is_enforced_when_configured_but_health_stays_reachable(client: Any, alice_client: Any) -> None:
+def test_https_is_enforced_when_configured_but_health_stays_reachable(
+    client: Any, alice_client: Any
+) -> None:
     assert client.get("/api/jobs").status_code == 301
     assert client.get("/health").status_code in (200, 503)
     secure = alice_client.get("/api/jobs", HTTP_X_FORWARDED_PROTO="https")

@@ -24,7 +24,9 @@ from tests.conftest import ROOT, ManagedProcess, free_port, make_user, wait_unti
 pytestmark = pytest.mark.e2e
 
 
-def poll_until_finished(base: str, headers: dict[str, str], job_id: str, timeout: float = 90) -> dict[str, Any]:
+def poll_until_finished(
+    base: str, headers: dict[str, str], job_id: str, timeout: float = 90
+) -> dict[str, Any]:
     seen: list[int] = []
 
     def finished() -> dict[str, Any] | None:
@@ -37,7 +39,9 @@ def poll_until_finished(base: str, headers: dict[str, str], job_id: str, timeout
     return body
 
 
-def assert_images_downloadable(base: str, headers: dict[str, str], job_id: str, platforms: list[str]) -> None:
+def assert_images_downloadable(
+    base: str, headers: dict[str, str], job_id: str, platforms: list[str]
+) -> None:
     result = httpx.get(f"{base}/api/jobs/{job_id}/result", headers=headers, timeout=10).json()
     assert result["status"] == "completed"
     images = result["result"]["images"]
@@ -51,7 +55,9 @@ def assert_images_downloadable(base: str, headers: dict[str, str], job_id: str, 
             assert picture.size == (platform.width, platform.height)
 
 
-def test_a_job_submitted_over_http_is_done_by_a_worker_process(start_worker: Any, start_web: Any) -> None:
+def test_a_job_submitted_over_http_is_done_by_a_worker_process(
+    start_worker: Any, start_web: Any
+) -> None:
     from rest_framework.authtoken.models import Token
 
     token = Token.objects.create(user=make_user("alice")).key
@@ -59,7 +65,12 @@ def test_a_job_submitted_over_http_is_done_by_a_worker_process(start_worker: Any
     start_worker()
     base = start_web()
 
-    response = httpx.post(f"{base}/api/jobs/generate", json={"prompt": "A red fox in the snow"}, headers=headers, timeout=10)
+    response = httpx.post(
+        f"{base}/api/jobs/generate",
+        json={"prompt": "A red fox in the snow"},
+        headers=headers,
+        timeout=10,
+    )
     assert response.status_code == 202
     job_id = response.json()["jobId"]
 
@@ -78,7 +89,12 @@ def test_a_cleanup_job_runs_on_its_own_queue(start_worker: Any, start_web: Any) 
     headers = {"Authorization": f"Token {token}"}
     start_worker(queues="cleanup", concurrency=1)  # no images worker at all
     base = start_web()
-    response = httpx.post(f"{base}/api/jobs/cleanup", json={"type": "all", "olderThanDays": 0}, headers=headers, timeout=10)
+    response = httpx.post(
+        f"{base}/api/jobs/cleanup",
+        json={"type": "all", "olderThanDays": 0},
+        headers=headers,
+        timeout=10,
+    )
     assert response.status_code == 202
     body = poll_until_finished(base, headers, response.json()["jobId"])
     assert body["status"] == "completed"
@@ -89,7 +105,9 @@ def test_a_cleanup_job_runs_on_its_own_queue(start_worker: Any, start_web: Any) 
 
 
 def embedded_env(var_dir: Path, web_port: int, redis_port: int) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "MEDIA_ROOT"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL", "MEDIA_ROOT"}
+    }
     env.update(
         {
             "SNAPASSET_VAR_DIR": str(var_dir),
@@ -102,14 +120,22 @@ def embedded_env(var_dir: Path, web_port: int, redis_port: int) -> dict[str, str
     return env
 
 
-def start_procfile(env: dict[str, str], log_dir: Path, name: str, processes: list[str]) -> ManagedProcess:
+def start_procfile(
+    env: dict[str, str], log_dir: Path, name: str, processes: list[str]
+) -> ManagedProcess:
     argv = [sys.executable, "-m", "honcho", "-f", "Procfile.dev", "start", *processes]
     return ManagedProcess(name, argv, env, log_dir)
 
 
 def manage(env: dict[str, str], *args: str) -> str:
     out = subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=120
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     return out.stdout
 
@@ -134,7 +160,15 @@ def test_the_embedded_default_runs_jobs_and_keeps_them_across_a_restart(tmp_path
     first = start_procfile(env, tmp_path, "first", ["web", "redis"])
     try:
         wait_until(web_up, timeout=60, what="web and embedded redis")
-        response = httpx.post(f"{base}/api/jobs/generate", json={"prompt": "Waiting out a restart", "platforms": ["twitter-post", "instagram-story"]}, headers=headers, timeout=10)
+        response = httpx.post(
+            f"{base}/api/jobs/generate",
+            json={
+                "prompt": "Waiting out a restart",
+                "platforms": ["twitter-post", "instagram-story"],
+            },
+            headers=headers,
+            timeout=10,
+        )
         assert response.status_code == 202
         job_id = response.json()["jobId"]
         assert httpx.get(f"{base}/api/jobs/{job_id}", headers=headers).json()["status"] == "waiting"

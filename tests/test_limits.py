@@ -42,7 +42,9 @@ def fresh_users(db: None) -> list[Any]:
 # --- Submit rate limit ----------------------------------------------------------------------
 
 
-def test_submissions_over_the_rate_answer_429_with_retry_after(fresh_users: list[Any], settings: Any) -> None:
+def test_submissions_over_the_rate_answer_429_with_retry_after(
+    fresh_users: list[Any], settings: Any
+) -> None:
     settings.SUBMIT_RATE = "2/min"
     client = client_for(fresh_users[0])
     assert [submit(client).status_code for _ in range(2)] == [202, 202]
@@ -88,7 +90,9 @@ def test_the_rate_limit_holds_across_web_processes(start_web: Any) -> None:
     first, second = start_web(env=env), start_web(env=env)
 
     def post(base: str) -> httpx.Response:
-        return httpx.post(f"{base}{GENERATE}", json={"prompt": "A fox"}, headers=headers, timeout=30)
+        return httpx.post(
+            f"{base}{GENERATE}", json={"prompt": "A fox"}, headers=headers, timeout=30
+        )
 
     assert post(first).status_code == 202
     assert post(second).status_code == 202
@@ -101,7 +105,9 @@ def test_the_rate_limit_holds_across_web_processes(start_web: Any) -> None:
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("status", [JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.DELAYED])
-def test_a_user_at_the_pending_cap_gets_429_with_retry_after(alice: Any, settings: Any, status: str) -> None:
+def test_a_user_at_the_pending_cap_gets_429_with_retry_after(
+    alice: Any, settings: Any, status: str
+) -> None:
     settings.JOB_MAX_PENDING_PER_USER = 2
     JobFactory.create_batch(2, owner=alice, status=status)
     response = submit(client_for(alice))
@@ -134,13 +140,25 @@ JOB = "00000000-0000-0000-0000-000000000000"
         ("post", GENERATE, b'{"prompt": "a\\u0000b"}', "application/json", 400),
         ("post", GENERATE, b'{"prompt": NaN}', "application/json", 400),
         ("post", GENERATE, b'{"prompt": "ok", "priority": 1e999}', "application/json", 400),
-        ("post", GENERATE, b'{"prompt": "ok", "priority": ' + b"9" * 5000 + b"}", "application/json", 400),
+        (
+            "post",
+            GENERATE,
+            b'{"prompt": "ok", "priority": ' + b"9" * 5000 + b"}",
+            "application/json",
+            400,
+        ),
         ("post", GENERATE, b'{"prompt": {"$gt": ""}}', "application/json", 400),
         ("post", GENERATE, b'{"prompt": "ok", "userId": ["alice"]}', "application/json", 400),
         ("post", GENERATE, b"\xff\xfe\x00garbage", "application/json", 400),
         ("post", GENERATE, b"prompt=A+fox", "application/x-www-form-urlencoded", 415),
         ("post", GENERATE, b"<prompt>A fox</prompt>", "application/xml", 415),
-        ("post", "/api/jobs/cleanup", b'{"type": "all", "olderThanDays": 1e3}', "application/json", 400),
+        (
+            "post",
+            "/api/jobs/cleanup",
+            b'{"type": "all", "olderThanDays": 1e3}',
+            "application/json",
+            400,
+        ),
         ("post", "/api/jobs/cleanup", b"{", "application/json", 400),
         ("post", f"/api/jobs/{JOB}/retry", b"{", "application/json", 404),
         ("get", "/api/jobs?offset=99999999999999999999999", None, None, 400),
@@ -156,7 +174,12 @@ JOB = "00000000-0000-0000-0000-000000000000"
     ],
 )
 def test_hostile_input_answers_json_4xx(
-    method: str, path: str, body: bytes | None, content_type: str | None, expected: int, settings: Any
+    method: str,
+    path: str,
+    body: bytes | None,
+    content_type: str | None,
+    expected: int,
+    settings: Any,
 ) -> None:
     settings.SUBMIT_RATE = None
     client = client_for(make_user("mallory", staff=True))
@@ -182,27 +205,39 @@ def test_a_bad_host_header_answers_json_400(alice: Any, settings: Any) -> None:
 
 @pytest.mark.django_db
 def test_an_invalid_content_length_answers_json_400(alice: Any) -> None:
-    response = client_for(alice).post(GENERATE, b"{}", content_type="application/json", CONTENT_LENGTH="abc")
+    response = client_for(alice).post(
+        GENERATE, b"{}", content_type="application/json", CONTENT_LENGTH="abc"
+    )
     assert response.status_code == 400
     assert response.json()["error"]
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("path", ["/api/jobs/cleanup", f"/api/jobs/{JOB}/retry", f"/api/jobs/{JOB}"])
-def test_bodies_over_one_mebibyte_are_refused_413_on_every_endpoint(staff_client: APIClient, path: str) -> None:
-    response = staff_client.post(path, b"[" + b"0," * 600_000 + b"0]", content_type="application/json")
+@pytest.mark.parametrize(
+    "path", ["/api/jobs/cleanup", f"/api/jobs/{JOB}/retry", f"/api/jobs/{JOB}"]
+)
+def test_bodies_over_one_mebibyte_are_refused_413_on_every_endpoint(
+    staff_client: APIClient, path: str
+) -> None:
+    response = staff_client.post(
+        path, b"[" + b"0," * 600_000 + b"0]", content_type="application/json"
+    )
     assert response.status_code == 413
     assert response.json()["error"]
 
 
 @pytest.mark.django_db
 def test_an_idempotency_key_over_255_characters_is_400(alice: Any) -> None:
-    response = client_for(alice).post(GENERATE, {"prompt": "A fox"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 256)
+    response = client_for(alice).post(
+        GENERATE, {"prompt": "A fox"}, format="json", HTTP_IDEMPOTENCY_KEY="k" * 256
+    )
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json()["details"]
 
 
-def test_submissions_still_work_when_the_throttle_cache_is_down(fresh_users: list[Any], settings: Any) -> None:
+def test_submissions_still_work_when_the_throttle_cache_is_down(
+    fresh_users: list[Any], settings: Any
+) -> None:
     from tests.conftest import free_port
 
     settings.CACHES = {
@@ -218,7 +253,9 @@ def test_submissions_still_work_when_the_throttle_cache_is_down(fresh_users: lis
 
 
 @pytest.mark.django_db
-def test_retrying_old_failures_cannot_go_past_the_pending_cap(alice: Any, staff_client: APIClient, settings: Any) -> None:
+def test_retrying_old_failures_cannot_go_past_the_pending_cap(
+    alice: Any, staff_client: APIClient, settings: Any
+) -> None:
     settings.JOB_MAX_PENDING_PER_USER = 1
     JobFactory(owner=alice, status=JobStatus.WAITING)
     failed = JobFactory(owner=alice, status=JobStatus.FAILED)

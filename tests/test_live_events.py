@@ -81,7 +81,9 @@ class SseStream:
 @contextmanager
 def sse(base: str, path: str, headers: dict[str, str], timeout: float = 60) -> Iterator[SseStream]:
     with httpx.Client(timeout=httpx.Timeout(10, read=timeout)) as client:
-        with client.stream("GET", f"{base}{path}", headers={"Accept": "text/event-stream", **headers}) as response:
+        with client.stream(
+            "GET", f"{base}{path}", headers={"Accept": "text/event-stream", **headers}
+        ) as response:
             assert response.status_code == 200, response.read()
             assert response.headers["content-type"].startswith("text/event-stream")
             yield SseStream(response)
@@ -103,7 +105,9 @@ def submit(base: str, headers: dict[str, str], platforms: list[str] = PLATFORMS)
 def assert_contiguous(received: list[SseEvent]) -> None:
     ids = [event.id for event in received]
     assert None not in ids, f"an event lost its id: {ids}"  # upstream #159
-    assert ids == list(range(ids[0], ids[0] + len(ids))), f"gap or duplicate in {ids}"  # upstream #160
+    assert ids == list(range(ids[0], ids[0] + len(ids))), (
+        f"gap or duplicate in {ids}"
+    )  # upstream #160
 
 
 def stored_event_count(job_id: str) -> int:
@@ -157,7 +161,9 @@ def test_reconnecting_with_last_event_id_mid_job_receives_the_missed_events(
     last_seen = first[-1].id
     wait_until(lambda: Job.objects.get(pk=job_id).status == "completed", timeout=60, what="the job")
 
-    with sse(base, f"/api/sse/jobs/{job_id}", {**auth(alice), "Last-Event-ID": str(last_seen)}) as stream:
+    with sse(
+        base, f"/api/sse/jobs/{job_id}", {**auth(alice), "Last-Event-ID": str(last_seen)}
+    ) as stream:
         rest = stream.until_final()
         assert stream.next_event() is None
     assert rest and rest[0].data["type"] == "update", "a resume replays, it does not start over"
@@ -167,7 +173,9 @@ def test_reconnecting_with_last_event_id_mid_job_receives_the_missed_events(
 
     # A client that already saw final is told to stop: 204 ends an EventSource for good.
     response = httpx.get(
-        f"{base}/api/sse/jobs/{job_id}", headers={**auth(alice), "Last-Event-ID": str(received[-1].id)}, timeout=10
+        f"{base}/api/sse/jobs/{job_id}",
+        headers={**auth(alice), "Last-Event-ID": str(received[-1].id)},
+        timeout=10,
     )
     assert response.status_code == 204
 
@@ -200,7 +208,9 @@ def test_only_the_owner_and_staff_may_watch_a_job_and_refusals_come_before_any_e
     job_id = submit(base, auth(alice))
 
     def get(path: str, headers: dict[str, str]) -> httpx.Response:
-        return httpx.get(f"{base}{path}", headers={"Accept": "text/event-stream", **headers}, timeout=10)
+        return httpx.get(
+            f"{base}{path}", headers={"Accept": "text/event-stream", **headers}, timeout=10
+        )
 
     for path, headers, status in [
         (f"/api/sse/jobs/{job_id}", {}, 401),
@@ -219,7 +229,11 @@ def test_only_the_owner_and_staff_may_watch_a_job_and_refusals_come_before_any_e
     with sse(base, f"/api/sse/jobs/{job_id}", auth(staff)) as stream:  # staff may watch any job
         event = stream.next_event()
         assert event is not None and event.data["type"] == "connected"
-    with sse(base, f"/api/sse/jobs/{job_id}", {"Authorization": auth(alice)["Authorization"].replace("Bearer", "Token")}) as stream:
+    with sse(
+        base,
+        f"/api/sse/jobs/{job_id}",
+        {"Authorization": auth(alice)["Authorization"].replace("Bearer", "Token")},
+    ) as stream:
         event = stream.next_event()
         assert event is not None and event.data["jobId"] == job_id
 
@@ -271,7 +285,11 @@ def test_a_burst_of_events_arrives_complete_and_in_order(start_web: Any) -> None
 
     def publish_burst() -> None:
         for n in range(1, 201):
-            events._send(channel, "update", {"type": "update", "jobId": job_id, "status": "active", "progress": n // 2})
+            events._send(
+                channel,
+                "update",
+                {"type": "update", "jobId": job_id, "status": "active", "progress": n // 2},
+            )
 
     with sse(base, f"/api/sse/jobs/{job_id}", auth(alice)) as stream:
         connected = stream.next_event()
@@ -293,7 +311,9 @@ def test_an_event_whose_redis_message_was_lost_is_read_from_storage(start_web: A
     with sse(base, f"/api/sse/jobs/{job_id}", auth(alice)) as stream:
         assert stream.next_event() is not None
         # Stored but never published, as when Redis drops a message:
-        events.store_event(channel, "update", json.dumps({"type": "update", "jobId": job_id, "progress": 10}))
+        events.store_event(
+            channel, "update", json.dumps({"type": "update", "jobId": job_id, "progress": 10})
+        )
         events._send(channel, "update", {"type": "update", "jobId": job_id, "progress": 20})
         first, second = stream.next_event(), stream.next_event()
     assert first is not None and second is not None
@@ -301,7 +321,9 @@ def test_an_event_whose_redis_message_was_lost_is_read_from_storage(start_web: A
     assert second.id == first.id + 1  # type: ignore[operator]
 
 
-def test_a_web_process_that_loses_its_redis_connection_catches_up_from_storage(start_web: Any) -> None:
+def test_a_web_process_that_loses_its_redis_connection_catches_up_from_storage(
+    start_web: Any,
+) -> None:
     alice = make_user("alice")
     base = start_web()
     job_id = submit(base, auth(alice))

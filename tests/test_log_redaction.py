@@ -20,7 +20,9 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJlLWJ5dGVz"
 DRF_KEY = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"
 
 
-def emit(message: str, *args: Any, formatter: logging.Formatter | None = None, **kwargs: Any) -> str:
+def emit(
+    message: str, *args: Any, formatter: logging.Formatter | None = None, **kwargs: Any
+) -> str:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter or logging.Formatter("%(message)s"))
@@ -94,7 +96,11 @@ def test_the_console_handler_carries_the_filter() -> None:
 @pytest.mark.django_db
 def test_a_failure_reason_never_stores_a_key(alice: Any) -> None:
     job = JobFactory(owner=alice, status=JobStatus.ACTIVE)
-    job_fail(job_id=str(job.pk), token=None, reason="Error code: 401 - Incorrect API key sk-live-1234567890abcdef")
+    job_fail(
+        job_id=str(job.pk),
+        token=None,
+        reason="Error code: 401 - Incorrect API key sk-live-1234567890abcdef",
+    )
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert "sk-live-1234567890abcdef" not in job.failed_reason

@@ -29,7 +29,12 @@ OWNER, OTHER, STAFF, ANON = "owner", "other", "staff", "anonymous"
 # (method, path, body, {role: expected status}). {waiting} / {completed} / {failed} are
 # alice's jobs in that state, so each operation has something it may do.
 MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
-    ("post", "/api/jobs/generate", {"prompt": "A fox"}, {OWNER: 202, OTHER: 202, STAFF: 202, ANON: 401}),
+    (
+        "post",
+        "/api/jobs/generate",
+        {"prompt": "A fox"},
+        {OWNER: 202, OTHER: 202, STAFF: 202, ANON: 401},
+    ),
     ("get", "/api/jobs", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/api/jobs/stats/overview", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("post", "/api/jobs/cleanup", {"type": "all"}, {OWNER: 403, OTHER: 403, STAFF: 202, ANON: 401}),
@@ -37,7 +42,12 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     ("get", "/api/jobs/{completed}/result", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("post", "/api/jobs/{failed}/retry", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("delete", "/api/jobs/{waiting}", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
-    ("get", "/api/jobs/{completed}/download.zip", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
+    (
+        "get",
+        "/api/jobs/{completed}/download.zip",
+        None,
+        {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401},
+    ),
     ("get", "/api/sse/jobs/{completed}", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("get", "/api/sse/stats", None, {OWNER: 403, OTHER: 403, STAFF: 200, ANON: 401}),
     ("get", "/api/platforms", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
@@ -61,7 +71,12 @@ def alice_jobs(alice: Any) -> dict[str, Job]:
 
 @pytest.fixture
 def clients(alice: Any, bob: Any, staff: Any) -> dict[str, APIClient]:
-    return {OWNER: client_for(alice), OTHER: client_for(bob), STAFF: client_for(staff), ANON: APIClient()}
+    return {
+        OWNER: client_for(alice),
+        OTHER: client_for(bob),
+        STAFF: client_for(staff),
+        ANON: APIClient(),
+    }
 
 
 def test_every_endpoint_and_method_is_in_the_matrix() -> None:
@@ -79,11 +94,21 @@ def test_every_endpoint_and_method_is_in_the_matrix() -> None:
 
 @pytest.mark.parametrize("method, path, body, role, expected", CASES)
 def test_ownership_matrix(
-    clients: dict[str, APIClient], alice_jobs: dict[str, Job], method: str, path: str, body: Any, role: str, expected: int
+    clients: dict[str, APIClient],
+    alice_jobs: dict[str, Job],
+    method: str,
+    path: str,
+    body: Any,
+    role: str,
+    expected: int,
 ) -> None:
     before = {job.pk: Job.objects.get(pk=job.pk).status for job in alice_jobs.values()}
     url = path.format(**{state: job.pk for state, job in alice_jobs.items()})
-    response = getattr(clients[role], method)(url, body, format="json") if body else getattr(clients[role], method)(url)
+    response = (
+        getattr(clients[role], method)(url, body, format="json")
+        if body
+        else getattr(clients[role], method)(url)
+    )
     if response.streaming:
         assert response.status_code == expected
         assert response["Content-Type"].startswith(("text/event-stream", "application/zip"))

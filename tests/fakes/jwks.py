@@ -64,13 +64,17 @@ class JWKSServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
-    def sign(self, claims: dict[str, Any], *, algorithm: str = "RS256", kid: str | None = None) -> str:
+    def sign(
+        self, claims: dict[str, Any], *, algorithm: str = "RS256", kid: str | None = None
+    ) -> str:
         key = self.rsa_key if algorithm == "RS256" else self.ec_key
         kid = kid or ("rsa-1" if algorithm == "RS256" else "ec-1")
         return jwt.encode(claims, key, algorithm=algorithm, headers={"kid": kid})
 
 
-def supabase_claims(sub: str, *, email: str = "", lifetime: int = 3600, **extra: Any) -> dict[str, Any]:
+def supabase_claims(
+    sub: str, *, email: str = "", lifetime: int = 3600, **extra: Any
+) -> dict[str, Any]:
     """The claims of a Supabase access token for user `sub`."""
     now = int(time.time())
     claims = {

@@ -22,7 +22,9 @@ GENERATE = "/api/jobs/generate"
 
 
 def submit(client: APIClient, body: Any = None, **headers: str) -> Any:
-    return client.post(GENERATE, body if body is not None else {"prompt": "A red fox"}, format="json", **headers)
+    return client.post(
+        GENERATE, body if body is not None else {"prompt": "A red fox"}, format="json", **headers
+    )
 
 
 # --- Credentials -----------------------------------------------------------------------------
@@ -42,7 +44,9 @@ def submit(client: APIClient, body: Any = None, **headers: str) -> Any:
         ("get", "/api/platforms"),
     ],
 )
-def test_every_api_endpoint_needs_credentials(anon_client: APIClient, method: str, path: str) -> None:
+def test_every_api_endpoint_needs_credentials(
+    anon_client: APIClient, method: str, path: str
+) -> None:
     response = getattr(anon_client, method)(path)
     assert response.status_code == 401
     assert "error" in response.json()
@@ -77,7 +81,15 @@ def test_create_api_token_creates_the_user_and_prints_the_token_last(capsys: Any
 
 
 def test_submit_answers_202_with_the_job(alice_client: APIClient, alice: Any) -> None:
-    response = submit(alice_client, {"prompt": "  A red fox  ", "platforms": ["twitter-post"], "imageType": "natural", "priority": 5})
+    response = submit(
+        alice_client,
+        {
+            "prompt": "  A red fox  ",
+            "platforms": ["twitter-post"],
+            "imageType": "natural",
+            "priority": 5,
+        },
+    )
     assert response.status_code == 202
     body = response.json()
     assert set(body) == {"jobId", "generationId", "status", "message", "estimatedTime"}
@@ -120,7 +132,9 @@ def test_submit_defaults_to_every_platform_vivid_png(alice_client: APIClient) ->
         ({"prompt": "ok", "platfroms": ["twitter-post"]}, "platfroms"),
     ],
 )
-def test_submit_refuses_invalid_bodies_saying_which_field(alice_client: APIClient, body: dict[str, Any], field: str) -> None:
+def test_submit_refuses_invalid_bodies_saying_which_field(
+    alice_client: APIClient, body: dict[str, Any], field: str
+) -> None:
     response = submit(alice_client, body)
     assert response.status_code == 400
     payload = response.json()
@@ -141,12 +155,16 @@ def test_submit_refuses_malformed_or_non_object_json(alice_client: APIClient, ra
 
 
 def test_submit_refuses_a_body_over_one_mebibyte_with_413(alice_client: APIClient) -> None:
-    response = alice_client.post(GENERATE, b'{"prompt": "' + b"x" * (1024 * 1024) + b'"}', content_type="application/json")
+    response = alice_client.post(
+        GENERATE, b'{"prompt": "' + b"x" * (1024 * 1024) + b'"}', content_type="application/json"
+    )
     assert response.status_code == 413
     assert "error" in response.json()
 
 
-def test_submit_refuses_another_users_id_for_a_non_staff_caller(alice_client: APIClient, bob: Any) -> None:
+def test_submit_refuses_another_users_id_for_a_non_staff_caller(
+    alice_client: APIClient, bob: Any
+) -> None:
     response = submit(alice_client, {"prompt": "ok", "userId": "bob"})
     assert response.status_code == 400
     assert "userId" in response.json()["details"]
@@ -186,14 +204,18 @@ def test_an_idempotency_key_expires_after_24_hours(alice_client: APIClient) -> N
     assert second.json()["jobId"] != first
 
 
-def test_an_idempotency_key_reused_for_a_different_request_is_refused(alice_client: APIClient) -> None:
+def test_an_idempotency_key_reused_for_a_different_request_is_refused(
+    alice_client: APIClient,
+) -> None:
     submit(alice_client, {"prompt": "one"}, HTTP_IDEMPOTENCY_KEY="k")
     response = submit(alice_client, {"prompt": "two"}, HTTP_IDEMPOTENCY_KEY="k")
     assert response.status_code == 400
     assert "Idempotency-Key" in response.json()["details"]
 
 
-def test_a_user_over_the_pending_cap_gets_429(alice_client: APIClient, alice: Any, settings: Any) -> None:
+def test_a_user_over_the_pending_cap_gets_429(
+    alice_client: APIClient, alice: Any, settings: Any
+) -> None:
     settings.JOB_MAX_PENDING_PER_USER = 2
     JobFactory.create_batch(2, owner=alice, status=JobStatus.WAITING)
     response = submit(alice_client)
@@ -205,9 +227,21 @@ def test_a_user_over_the_pending_cap_gets_429(alice_client: APIClient, alice: An
 
 
 def test_job_detail_has_the_contract_shape(alice_client: APIClient) -> None:
-    job_id = submit(alice_client, {"prompt": "A fox", "platforms": ["twitter-post"]}).json()["jobId"]
+    job_id = submit(alice_client, {"prompt": "A fox", "platforms": ["twitter-post"]}).json()[
+        "jobId"
+    ]
     body = alice_client.get(f"/api/jobs/{job_id}").json()
-    assert {"jobId", "queue", "status", "progress", "data", "attemptsMade", "processedOn", "finishedOn", "failedReason"} <= set(body)
+    assert {
+        "jobId",
+        "queue",
+        "status",
+        "progress",
+        "data",
+        "attemptsMade",
+        "processedOn",
+        "finishedOn",
+        "failedReason",
+    } <= set(body)
     assert body["queue"] == "image-generation"
     assert body["status"] == "waiting"
     assert body["progress"] == 0
@@ -256,7 +290,9 @@ def test_result_of_an_unfinished_job_is_400_with_its_status(alice_client: APICli
 
 
 def test_result_lists_each_image_with_an_absolute_url(alice_client: APIClient, alice: Any) -> None:
-    job = JobFactory(owner=alice, status=JobStatus.COMPLETED, platforms=["twitter-post", "instagram-post"])
+    job = JobFactory(
+        owner=alice, status=JobStatus.COMPLETED, platforms=["twitter-post", "instagram-post"]
+    )
     for platform_id, (w, h) in (("instagram-post", (1080, 1080)), ("twitter-post", (1200, 675))):
         GeneratedImage.objects.create(
             job=job, platform_id=platform_id, width=w, height=h, file_size=1234,
@@ -270,7 +306,16 @@ def test_result_lists_each_image_with_an_absolute_url(alice_client: APIClient, a
     assert result["totalImages"] == 2
     assert [image["platformId"] for image in result["images"]] == ["twitter-post", "instagram-post"]
     image = result["images"][0]
-    assert set(image) == {"platformId", "platformName", "width", "height", "fileSize", "storagePath", "url", "format"}
+    assert set(image) == {
+        "platformId",
+        "platformName",
+        "width",
+        "height",
+        "fileSize",
+        "storagePath",
+        "url",
+        "format",
+    }
     assert image["platformName"] == "Twitter Post"
     assert (image["width"], image["height"]) == (1200, 675)
     assert image["url"].startswith("http://testserver/media/alice/")
@@ -280,7 +325,9 @@ def test_result_lists_each_image_with_an_absolute_url(alice_client: APIClient, a
 
 
 @pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED])
-def test_retry_of_a_failed_or_cancelled_job_puts_it_back_in_the_queue(alice_client: APIClient, alice: Any, status: str) -> None:
+def test_retry_of_a_failed_or_cancelled_job_puts_it_back_in_the_queue(
+    alice_client: APIClient, alice: Any, status: str
+) -> None:
     job = JobFactory(owner=alice, status=status, failed_reason="boom", attempts_made=3, progress=40)
     response = alice_client.post(f"/api/jobs/{job.id}/retry")
     assert response.status_code == 200
@@ -291,7 +338,9 @@ def test_retry_of_a_failed_or_cancelled_job_puts_it_back_in_the_queue(alice_clie
 
 
 @pytest.mark.parametrize("status", [JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.COMPLETED])
-def test_retry_of_a_job_that_did_not_fail_is_400(alice_client: APIClient, alice: Any, status: str) -> None:
+def test_retry_of_a_job_that_did_not_fail_is_400(
+    alice_client: APIClient, alice: Any, status: str
+) -> None:
     job = JobFactory(owner=alice, status=status)
     response = alice_client.post(f"/api/jobs/{job.id}/retry")
     assert response.status_code == 400
@@ -299,7 +348,9 @@ def test_retry_of_a_job_that_did_not_fail_is_400(alice_client: APIClient, alice:
 
 
 @pytest.mark.parametrize("status", [JobStatus.WAITING, JobStatus.DELAYED, JobStatus.ACTIVE])
-def test_cancel_of_a_pending_job_answers_cancelled(alice_client: APIClient, alice: Any, status: str) -> None:
+def test_cancel_of_a_pending_job_answers_cancelled(
+    alice_client: APIClient, alice: Any, status: str
+) -> None:
     job = JobFactory(owner=alice, status=status)
     response = alice_client.delete(f"/api/jobs/{job.id}")
     assert response.status_code == 200
@@ -326,7 +377,9 @@ def test_cancel_twice_is_harmless(alice_client: APIClient, alice: Any) -> None:
 # --- List and stats ----------------------------------------------------------------------------
 
 
-def test_list_shows_own_jobs_newest_first_with_total(alice_client: APIClient, alice: Any, bob: Any) -> None:
+def test_list_shows_own_jobs_newest_first_with_total(
+    alice_client: APIClient, alice: Any, bob: Any
+) -> None:
     now = timezone.now()
     jobs = [JobFactory(owner=alice) for _ in range(3)]
     for age, job in enumerate(reversed(jobs)):
@@ -348,7 +401,10 @@ def test_list_filters_by_status(alice_client: APIClient, alice: Any) -> None:
     assert {j["status"] for j in body["jobs"]} == {"waiting", "active"}
 
 
-@pytest.mark.parametrize("query", ["status=running", "status=waiting,nope", "limit=0", "limit=abc", "offset=-1", "colour=red"])
+@pytest.mark.parametrize(
+    "query",
+    ["status=running", "status=waiting,nope", "limit=0", "limit=abc", "offset=-1", "colour=red"],
+)
 def test_list_refuses_bad_query_parameters(alice_client: APIClient, query: str) -> None:
     response = alice_client.get(f"/api/jobs?{query}")
     assert response.status_code == 400
@@ -365,13 +421,22 @@ def test_staff_list_every_users_jobs(staff_client: APIClient, alice: Any, bob: A
     assert staff_client.get("/api/jobs").json()["total"] == 2
 
 
-def test_stats_count_jobs_per_kind_and_status(alice_client: APIClient, staff_client: APIClient, alice: Any, bob: Any) -> None:
+def test_stats_count_jobs_per_kind_and_status(
+    alice_client: APIClient, staff_client: APIClient, alice: Any, bob: Any
+) -> None:
     JobFactory(owner=alice, status=JobStatus.COMPLETED)
     JobFactory(owner=alice, status=JobStatus.FAILED)
     JobFactory(owner=bob, status=JobStatus.WAITING)
     JobFactory(owner=bob, kind=JobKind.FILE_CLEANUP, status=JobStatus.ACTIVE)
     mine = alice_client.get("/api/jobs/stats/overview").json()
-    assert mine["imageGeneration"] == {"waiting": 0, "active": 0, "delayed": 0, "completed": 1, "failed": 1, "cancelled": 0}
+    assert mine["imageGeneration"] == {
+        "waiting": 0,
+        "active": 0,
+        "delayed": 0,
+        "completed": 1,
+        "failed": 1,
+        "cancelled": 0,
+    }
     everyone = staff_client.get("/api/jobs/stats/overview").json()
     assert everyone["imageGeneration"]["waiting"] == 1
     assert everyone["fileCleanup"]["active"] == 1
@@ -382,7 +447,9 @@ def test_stats_count_jobs_per_kind_and_status(alice_client: APIClient, staff_cli
 
 
 def test_staff_queue_a_cleanup_job(staff_client: APIClient) -> None:
-    response = staff_client.post("/api/jobs/cleanup", {"type": "failed-generations", "olderThanDays": 3}, format="json")
+    response = staff_client.post(
+        "/api/jobs/cleanup", {"type": "failed-generations", "olderThanDays": 3}, format="json"
+    )
     assert response.status_code == 202
     body = response.json()
     assert (body["type"], body["status"]) == ("failed-generations", "queued")
@@ -397,7 +464,15 @@ def test_cleanup_is_staff_only(alice_client: APIClient) -> None:
     assert not Job.objects.exists()
 
 
-@pytest.mark.parametrize("body", [{"type": "everything"}, {"olderThanDays": -1}, {"olderThanDays": "7"}, {"type": "all", "force": True}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "everything"},
+        {"olderThanDays": -1},
+        {"olderThanDays": "7"},
+        {"type": "all", "force": True},
+    ],
+)
 def test_cleanup_refuses_invalid_bodies(staff_client: APIClient, body: dict[str, Any]) -> None:
     response = staff_client.post("/api/jobs/cleanup", body, format="json")
     assert response.status_code == 400
@@ -423,7 +498,9 @@ def test_health_is_public_and_checks_database_and_broker(anon_client: APIClient)
     assert set(body["services"]["queues"]) == {"imageGeneration", "fileCleanup"}
 
 
-def test_health_is_503_degraded_when_the_broker_is_down(anon_client: APIClient, settings: Any) -> None:
+def test_health_is_503_degraded_when_the_broker_is_down(
+    anon_client: APIClient, settings: Any
+) -> None:
     from snapasset.celery import app
 
     port = __import__("tests.conftest", fromlist=["free_port"]).free_port()

@@ -16,8 +16,12 @@ from tests.factories import JobFactory
 pytestmark = pytest.mark.django_db
 
 
-def test_a_job_run_records_one_image_per_platform_and_completes(alice: Any, media_root: Path) -> None:
-    job = JobFactory(owner=alice, platforms=["twitter-post", "instagram-story"], output_format="jpeg")
+def test_a_job_run_records_one_image_per_platform_and_completes(
+    alice: Any, media_root: Path
+) -> None:
+    job = JobFactory(
+        owner=alice, platforms=["twitter-post", "instagram-story"], output_format="jpeg"
+    )
     assert services.job_run_generation(job_id=str(job.id)) is None
     job.refresh_from_db()
     assert (job.status, job.progress, job.attempts_made) == (JobStatus.COMPLETED, 100, 1)
@@ -31,7 +35,9 @@ def test_a_job_run_records_one_image_per_platform_and_completes(alice: Any, medi
     assert default_storage.exists(job.source_path)
 
 
-def test_a_second_run_resumes_from_the_checkpoint_and_redoes_only_missing_platforms(alice: Any, media_root: Path) -> None:
+def test_a_second_run_resumes_from_the_checkpoint_and_redoes_only_missing_platforms(
+    alice: Any, media_root: Path
+) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
     services.job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
@@ -92,7 +98,9 @@ def test_a_cancelled_waiting_job_never_starts(alice: Any) -> None:
     assert not job.images.exists()
 
 
-def test_cancelling_a_running_job_stops_it_and_removes_partial_outputs(alice: Any, media_root: Path) -> None:
+def test_cancelling_a_running_job_stops_it_and_removes_partial_outputs(
+    alice: Any, media_root: Path
+) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
     claim = services.job_claim(job_id=str(job.id))
     assert claim is not None
@@ -114,7 +122,9 @@ def test_transient_errors_back_off_exponentially_with_jitter(settings: Any) -> N
     settings.JOB_RETRY_BACKOFF_SECONDS = 2
     settings.JOB_RETRY_BACKOFF_MAX_SECONDS = 300
     for attempt, ceiling in ((1, 2), (2, 4), (3, 8)):
-        delays = {services.retry_countdown(attempts_made=attempt, retry_after=None) for _ in range(20)}
+        delays = {
+            services.retry_countdown(attempts_made=attempt, retry_after=None) for _ in range(20)
+        }
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
     assert services.retry_countdown(attempts_made=1, retry_after=30) == 30  # Retry-After wins
@@ -125,14 +135,21 @@ def test_a_transient_error_delays_the_job_until_attempts_run_out(alice: Any, set
     job = JobFactory(owner=alice)
     claim = services.job_claim(job_id=str(job.id))
     assert claim is not None
-    countdown = services.job_schedule_retry(job_id=str(job.id), token=claim.token, reason="Provider timed out", retry_after=None)
+    countdown = services.job_schedule_retry(
+        job_id=str(job.id), token=claim.token, reason="Provider timed out", retry_after=None
+    )
     job.refresh_from_db()
     assert countdown is not None
     assert job.status == JobStatus.DELAYED
     Job.objects.filter(pk=job.pk).update(retry_at=None)
     claim = services.job_claim(job_id=str(job.id))
     assert claim is not None
-    assert services.job_schedule_retry(job_id=str(job.id), token=claim.token, reason="Provider timed out", retry_after=None) is None
+    assert (
+        services.job_schedule_retry(
+            job_id=str(job.id), token=claim.token, reason="Provider timed out", retry_after=None
+        )
+        is None
+    )
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert job.failed_reason == "Gave up after 2 attempts: Provider timed out"

@@ -3,7 +3,6 @@ threads are each recorded as they finish, and a cancel between steps still stops
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.mark.parametrize("threads", [1, 2])
-def test_a_job_renders_every_platform_to_its_size(alice: Any, media_root: Path, settings: Any, threads: int) -> None:
+def test_a_job_renders_every_platform_to_its_size(
+    alice: Any, media_root: Path, settings: Any, threads: int
+) -> None:
     settings.IMAGE_RENDER_THREADS = threads
     job = JobFactory(owner=alice, platforms=list(PLATFORM_IDS), output_format="webp")
 

@@ -29,7 +29,11 @@ def test_each_platform_gets_its_exact_size(platform_id: str, fmt: str) -> None:
     with Image.open(io.BytesIO(rendered.data)) as out:
         assert out.size == (platform.width, platform.height)
         assert out.format == {"png": "PNG", "webp": "WEBP", "jpeg": "JPEG"}[fmt]
-    assert (rendered.width, rendered.height, rendered.format) == (platform.width, platform.height, fmt)
+    assert (rendered.width, rendered.height, rendered.format) == (
+        platform.width,
+        platform.height,
+        fmt,
+    )
 
 
 def test_cover_crop_keeps_the_centre_and_does_not_distort() -> None:
