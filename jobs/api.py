@@ -157,7 +157,7 @@ class JobDownloadApi(APIView):
             (200, "application/zip"): OpenApiResponse(
                 OpenApiTypes.BINARY, description="A zip of the job's images, streamed."
             ),
-            **openapi.errors(400, 404),
+            **openapi.errors(400, 404, 410),
         },
     )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:

@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 
 from jobs.models import Job, JobKind, JobStatus
 from jobs.pipeline import EXTENSIONS
-from snapasset.exceptions import InvalidStateError
+from snapasset.exceptions import GoneError, InvalidStateError
 
 # Bytes read from storage per step: big enough for few round trips to a remote storage,
 # small enough that a streaming response holds little in memory.
@@ -57,6 +57,13 @@ def job_archive(*, job: Job) -> JobArchive:
         )
         for image in images
     )
+    # Checked before the first byte is sent: once streaming, a missing file could only cut
+    # the response short, which a client sees as a broken download, not an error.
+    missing = [m.storage_path for m in members if not default_storage.exists(m.storage_path)]
+    if missing:
+        raise GoneError(
+            f"{len(missing)} of the job's images are no longer in storage; submit the job again"
+        )
     return JobArchive(filename=f"snapasset-{job.generation_id}.zip", members=members)
 
 

@@ -37,6 +37,7 @@ ERROR_DESCRIPTIONS = {
     401: "No credentials, or invalid ones (token, JWT).",
     403: "Authenticated but not allowed (staff only; or a session request without CSRF token).",
     404: "No such job, or another user's job (never a 403, so existence does not leak).",
+    410: "The job's files are no longer in storage (removed by cleanup).",
     413: "Request body over 1 MiB.",
     415: "Request body is not JSON.",
     429: "Too many submissions (rate limit) or too many pending jobs (cap): see Retry-After.",

@@ -41,6 +41,12 @@ class InvalidStateError(ApplicationError):
     """The job is not in a state that allows the operation (result of a running job...)."""
 
 
+class GoneError(ApplicationError):
+    """The resource existed but its content is no longer kept (files removed by cleanup)."""
+
+    status_code = status.HTTP_410_GONE
+
+
 class TooManyPendingJobsError(ApplicationError):
     status_code = status.HTTP_429_TOO_MANY_REQUESTS
     # When to try again is unknown (it depends on the user's queued jobs); a short job

@@ -111,3 +111,17 @@ def test_a_cleanup_job_has_no_zip(staff: Any, staff_client: APIClient) -> None:
 def test_the_zip_needs_credentials(anon_client: APIClient, alice: Any) -> None:
     job = completed_job(alice, ["instagram-post"])
     assert download(anon_client, job.id).status_code == 401
+
+
+def test_a_zip_of_files_no_longer_in_storage_is_410_before_any_byte(alice: Any) -> None:
+    from tests.conftest import client_for
+
+    job = JobFactory(owner=alice, status=JobStatus.COMPLETED, platforms=["twitter-post"])
+    GeneratedImage.objects.create(
+        job=job, platform_id="twitter-post", width=1200, height=675, file_size=10,
+        storage_path=f"alice/{job.generation_id}/twitter-post.png", format="png",
+    )  # fmt: skip
+    client: APIClient = client_for(alice)
+    response = client.get(f"/api/jobs/{job.id}/download.zip")
+    assert response.status_code == 410
+    assert "no longer in storage" in response.json()["error"]

@@ -11,11 +11,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from django.conf import settings
+from rest_framework.authtoken.models import Token
 
 from jobs.models import Job
-from jobs.services import job_create_generation
 from snapasset.log_redaction import RedactSecretsFilter as RedactingFilter
 from snapasset.logs import JobContextFilter, JobJsonFormatter, job_log_context
 from tests.conftest import ROOT, child_env, make_user, wait_until
@@ -27,16 +28,23 @@ def json_lines(path: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.e2e
 def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(
-    start_worker: Any, tmp_path: Path
+    start_worker: Any, start_web: Any, tmp_path: Path
 ) -> None:
     log_dir = tmp_path / "logs"
     worker = start_worker(
         concurrency=1, env={"LOG_FORMAT": "json", "LOG_DIR": str(log_dir), "LOG_LEVEL": "info"}
     )
     prompt = "A very long prompt about foxes " * 20
-    job = job_create_generation(
-        actor=make_user("alice"), prompt=prompt, platforms=["twitter-post"]
-    ).job
+    # Submitted over HTTP by a web process of its own, as clients do.
+    token = Token.objects.create(user=make_user("alice")).key
+    response = httpx.post(
+        f"{start_web()}/api/jobs/generate",
+        json={"prompt": prompt, "platforms": ["twitter-post"]},
+        headers={"Authorization": f"Token {token}"},
+        timeout=10,
+    )
+    assert response.status_code == 202, response.text
+    job = Job.objects.get(pk=response.json()["jobId"])
     wait_until(lambda: Job.objects.get(pk=job.pk).status == "completed", timeout=90, what="the job")
     wait_until(
         lambda: "succeeded" in (log_dir / "combined.log").read_text(),
