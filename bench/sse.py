@@ -161,6 +161,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, need)), hard))
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-sse-"))
+    (tmp / "var" / "staticfiles").mkdir(parents=True)  # whitenoise warns without it
     redis_port = free_port()
     redis_proc = subprocess.Popen(
         [redis_server(), "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "",
@@ -180,6 +181,10 @@ def main() -> None:
             "DJANGO_SETTINGS_MODULE": "snapasset.settings",
             "DATABASE_URL": database_url,
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            # Production settings: DEBUG keeps every query in memory and logs each request.
+            "DEBUG": "false",
+            "SECRET_KEY": "bench-only-secret-key-not-used-anywhere-else",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
             "SNAPASSET_VAR_DIR": str(tmp / "var"),
             "LOG_LEVEL": "warning",
             "PYTHONUNBUFFERED": "1",
@@ -335,7 +340,7 @@ async def fan_out(
     store_ms = statistics.median((t1 - t0) * 1000 for t0, t1 in sent_at.values())
     print(
         f"web process CPU per event delivered to {len(subscribers)} streams: "
-        f"{cpu_used * 1000 / len(sent_at):.1f} ms; storage append (Postgres) p50 {store_ms:.1f} ms"
+        f"{cpu_used * 1000 / len(sent_at):.1f} ms; storage append (Redis) p50 {store_ms:.1f} ms"
     )
     for label, values in (("Redis PUBLISH", from_publish), ("send (store + publish)", from_send)):
         values.sort()

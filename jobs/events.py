@@ -155,8 +155,10 @@ class LiveEventStorage(RedisStorage):
         ttl = EVENT_TIMEOUT * 60
         event_id = int(self.redis.incr(counter))
         with self.redis.pipeline(transaction=True) as pipe:
-            pipe.setex(
-                f"event:{channel}:{event_id}", ttl, json.dumps({"type": event_type, "data": data})
+            pipe.set(
+                f"event:{channel}:{event_id}",
+                json.dumps({"type": event_type, "data": data}),
+                ex=ttl,
             )
             pipe.expire(counter, ttl)
             pipe.execute()

@@ -33,8 +33,7 @@ import json
 import logging
 import os
 import time
-from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +52,11 @@ MAX_PENDING = 64
 REPLAY_LIMIT = 1000
 HUB_READY_TIMEOUT = 10.0
 KEEP_ALIVE = b": keep-alive\n\n"
+# snapasset.asgi puts the server's own `send` in the scope of SSE requests under this key:
+# Django hands views the request's scope, not `send`.
+SERVER_SEND_KEY = "snapasset.server_send"
+# ASGI servers whose `send` suits DirectWriter (module prefixes of the protocol class).
+DIRECT_WRITE_SERVERS = ("uvicorn.protocols.http.",)
 RETRY = b"retry: 3000\n\n"
 
 
@@ -68,16 +72,84 @@ class LiveEvent:
     final: bool
 
 
-class Subscriber:
-    """One stream's inbox. Only touched from the event loop's thread."""
+class DirectWriter:
+    """Writes SSE frames to one client straight from the hub, without waking its stream.
 
-    __slots__ = ("channel", "items", "resync", "_waiter")
+    Delivering an event through the stream's own task costs a task wake-up, a trip through
+    Django's streaming response (three nested async iterators) and a keep-alive timer per
+    event, for every client; with 1,000 clients on a job that is most of the web process's
+    CPU per event (bench/sse.py). The hub instead calls the ASGI server's ``send`` itself and
+    drives it to completion on the spot.
+
+    That needs a ``send`` that finishes without suspending when it can write, and that
+    suspends before writing anything when it cannot (the client reads too slowly and the
+    server's write buffer is full): uvicorn's does both (its only await is the flow-control
+    drain at the top). ``for_server`` accepts only such a ``send``; a stream without a writer,
+    or whose write would block, is served through its own task as before.
+    """
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+        self._send = send
+
+    @classmethod
+    def for_server(cls, send: Any) -> DirectWriter | None:
+        owner = getattr(send, "__self__", None)
+        if owner is None or not type(owner).__module__.startswith(DIRECT_WRITE_SERVERS):
+            return None
+        return cls(send)
+
+    def write(self, frame: bytes) -> bool:
+        """True once written; False when the write would block (nothing was written)."""
+        step = self._send({"type": "http.response.body", "body": frame, "more_body": True})
+        try:
+            step.send(None)
+        except StopIteration:
+            return True
+        except Exception:
+            logger.debug("live events: direct write failed", exc_info=True)
+            return False
+        step.close()  # suspended in the flow-control wait, before writing anything
+        return False
+
+
+class Subscriber:
+    """One stream's inbox and position. Only touched from the event loop's thread.
+
+    While ``writer`` is set (the stream is caught up and its task is not writing), the hub
+    writes the next event straight to the client; otherwise it queues the event and wakes
+    the stream's task, which writes it through Django's response.
+    """
+
+    __slots__ = ("channel", "items", "resync", "last_id", "writer", "ended", "_waiter")
 
     def __init__(self, channel: str) -> None:
         self.channel = channel
-        self.items: deque[Any] = deque()
+        self.items: list[Any] = []  # a deque costs ~760 bytes per stream; this stays short
         self.resync = False
+        self.last_id = 0
+        self.writer: DirectWriter | None = None
+        self.ended = False
         self._waiter: asyncio.Future[None] | None = None
+
+    def deliver(self, event: LiveEvent) -> None:
+        writer = self.writer
+        if (
+            writer is not None
+            and event.id == self.last_id + 1
+            and not self.items
+            and not self.resync
+        ):
+            if writer.write(event.frame):
+                self.last_id = event.id
+                if event.final:
+                    self.writer = None
+                    self.ended = True
+                    self._wake()
+                return
+            self.writer = None  # a slow reader: its task takes over
+        self.push(event)
 
     def push(self, item: Any) -> None:
         if len(self.items) >= MAX_PENDING:
@@ -97,8 +169,8 @@ class Subscriber:
             waiter.set_result(None)
 
     async def wait(self, timeout: float) -> None:
-        """Until an item or a resync is pending, or ``timeout`` seconds passed."""
-        if self.items or self.resync:
+        """Until an item, a resync or the end is pending, or ``timeout`` seconds passed."""
+        if self.items or self.resync or self.ended:
             return
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
@@ -283,7 +355,7 @@ class LiveHub:
         event_id = message.get("i")
         item = LiveEvent(event_id, sse_frame(message["d"], event_id), message.get("t") == "final")
         for subscriber in list(subscribers):
-            subscriber.push(item)
+            subscriber.deliver(item)
 
     def _resync_all(self) -> None:
         for subscribers in list(self.channels.values()):
@@ -341,11 +413,15 @@ def job_snapshot(job_id: str, last_event_id: int | None) -> JobSnapshot:
     return JobSnapshot(current_id, replay, connected, final)
 
 
-async def job_event_stream(*, job_id: str, last_event_id: int | None) -> AsyncIterator[bytes]:
+async def job_event_stream(
+    *, job_id: str, last_event_id: int | None, send: Any = None
+) -> AsyncIterator[bytes]:
     """The SSE body of one job: connected (or the replay after Last-Event-ID), updates as
-    they happen, then final, then the end."""
+    they happen, then final, then the end. ``send`` is the ASGI server's own send of this
+    request: with it, the hub writes live events straight to the client (DirectWriter)."""
     channel = events.job_channel(job_id)
     subscriber = hub.subscribe(channel)
+    writer = DirectWriter.for_server(send) if send is not None else None
     try:
         try:
             await hub.wait_ready()
@@ -356,14 +432,14 @@ async def job_event_stream(*, job_id: str, last_event_id: int | None) -> AsyncIt
         if snapshot.missing:
             yield error_frame(job_id, "Job not found")
             return
-        last = snapshot.current_id
+        subscriber.last_id = snapshot.current_id
         if snapshot.replay is not None:
             # Resuming: the client has everything up to last_event_id; send what followed.
-            last = last_event_id or 0
+            subscriber.last_id = last_event_id or 0
             body = RETRY
             for event in snapshot.replay:
                 body += event.frame
-                last = event.id if event.id is not None else last
+                subscriber.last_id = event.id if event.id is not None else subscriber.last_id
                 if event.final:
                     yield body
                     return
@@ -371,53 +447,70 @@ async def job_event_stream(*, job_id: str, last_event_id: int | None) -> AsyncIt
         else:
             yield RETRY + sse_frame(json.dumps(snapshot.connected), snapshot.current_id)
         if snapshot.final is not None:
-            yield sse_frame(json.dumps(snapshot.final), max(last, snapshot.current_id))
+            yield sse_frame(
+                json.dumps(snapshot.final), max(subscriber.last_id, snapshot.current_id)
+            )
             return
 
         keep_alive = settings.SSE_KEEPALIVE_SECONDS
         while True:
+            # Caught up, and not writing: the hub may write the next events itself. Our own
+            # writes below go through Django's response, so the hub must not write meanwhile.
+            subscriber.writer = writer
             await subscriber.wait(keep_alive)
+            subscriber.writer = None
+            if subscriber.ended:  # the hub wrote the final event
+                return
             if subscriber.resync:
                 subscriber.resync = False
                 subscriber.items.clear()
-                catch_up = await sync_to_async(stored_events_after)(channel, last)
+                catch_up = await sync_to_async(stored_events_after)(channel, subscriber.last_id)
                 if catch_up is None:  # the storage lost our position: start over
                     yield error_frame(job_id, "Event history expired; reconnect")
                     return
                 pending = list(catch_up)
             elif subscriber.items:
-                pending = list(subscriber.items)
-                subscriber.items.clear()
+                pending, subscriber.items = subscriber.items, []
             else:
                 yield KEEP_ALIVE
                 continue
-            body = b""
-            for event in pending:
-                if event.id is not None:
-                    if event.id <= last:
-                        continue  # already sent (snapshot, replay or a catch-up read)
-                    if event.id > last + 1:
-                        # A hole: a message was lost, or two publishers raced. Storage has
-                        # every event up to this id; read them in order.
-                        filled = await sync_to_async(stored_events_after)(channel, last)
-                        for stored in filled or [event]:
-                            if stored.id is not None and stored.id <= last:
-                                continue
-                            body += stored.frame
-                            last = stored.id if stored.id is not None else last
-                            if stored.final:
-                                yield body
-                                return
-                        continue
-                    last = event.id
-                body += event.frame
-                if event.final:
-                    yield body
-                    return
+            body, final = await frames_after(channel, subscriber, pending)
             if body:
                 yield body
+            if final:
+                return
     finally:
         hub.unsubscribe(subscriber)
+
+
+async def frames_after(
+    channel: str, subscriber: Subscriber, pending: list[LiveEvent]
+) -> tuple[bytes, bool]:
+    """The frames of ``pending`` that follow the subscriber's last id, in order, with any
+    hole read from storage; and whether they end with the final event."""
+    body = b""
+    for event in pending:
+        if event.id is not None:
+            if event.id <= subscriber.last_id:
+                continue  # already sent (snapshot, replay or a catch-up read)
+            if event.id > subscriber.last_id + 1:
+                # A hole: a message was lost, or two publishers raced. Storage has every
+                # event up to this id; read them in order.
+                filled = await sync_to_async(stored_events_after)(channel, subscriber.last_id)
+                for stored in filled or [event]:
+                    if stored.id is not None and stored.id <= subscriber.last_id:
+                        continue
+                    body += stored.frame
+                    if stored.id is not None:
+                        subscriber.last_id = stored.id
+                    if stored.final:
+                        return body, True
+                continue
+            subscriber.last_id = event.id
+        body += event.frame
+        if event.final:
+            return body, True
+    return body, False
 
 
 def error_frame(job_id: str | None, message: str) -> bytes:

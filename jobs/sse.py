@@ -104,7 +104,11 @@ class JobEventStreamApi(EventStreamApi):
             # reconnecting.
             return HttpResponse(status=204)
         return event_stream_response(
-            live.job_event_stream(job_id=str(job.id), last_event_id=last_event_id)
+            live.job_event_stream(
+                job_id=str(job.id),
+                last_event_id=last_event_id,
+                send=getattr(request, "scope", {}).get(live.SERVER_SEND_KEY),
+            )
         )
 
 

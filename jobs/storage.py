@@ -28,8 +28,7 @@ from django.core.files.storage import Storage
 from django.core.files.utils import validate_file_name
 from django.utils.deconstruct import deconstructible
 
-from jobs.providers.openai import parse_retry_after
-from snapasset.exceptions import JobError, PermanentError, TransientError
+from snapasset.exceptions import JobError, PermanentError, TransientError, parse_retry_after
 
 logger = logging.getLogger(__name__)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,13 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "snapasset.settings")
 
 django_application = get_asgi_application()
+
+from jobs.live import SERVER_SEND_KEY  # noqa: E402  (needs the apps loaded)
+
+# The loaded code is ~170k objects that live as long as the process: keep the cyclic GC's
+# full collections from scanning them again and again. With thousands of open streams a
+# full collection is a pause every stream feels (bench/sse.py).
+gc.freeze()
 
 # Django gives every ASGI request its own thread for its sync parts (middleware, signals,
 # DRF views), and keeps that thread until the response ends: for an SSE stream that is
@@ -29,6 +37,6 @@ _sse_executors = itertools.cycle(
 async def application(scope: dict[str, Any], receive: Any, send: Any) -> None:
     if scope["type"] == "http" and scope["path"].startswith(SSE_PATH_PREFIX):
         async with ThreadSensitiveContext(executor=next(_sse_executors)):
-            await django_application(scope, receive, send)
+            await django_application({**scope, SERVER_SEND_KEY: send}, receive, send)
         return
     await django_application(scope, receive, send)

@@ -7,8 +7,10 @@ can read. Pipeline errors (``JobError``) know whether retrying can help: ``Trans
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import math
+import time
 from typing import Any
 
 from django.core.exceptions import RequestDataTooBig
@@ -73,6 +75,26 @@ class TransientError(JobError):
     permanent = False
 
 
+def parse_retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        raw = headers.get(name)
+        if raw is None:
+            continue
+        try:
+            value = float(raw) / divisor
+        except ValueError:
+            parsed = email.utils.parsedate_tz(raw) if divisor == 1.0 else None
+            if parsed is None:
+                continue
+            value = email.utils.mktime_tz(parsed) - time.time()
+        if math.isfinite(value):
+            return max(0.0, value)
+    return None
+
+
 class PermanentError(JobError):
     permanent = True
 
@@ -118,6 +140,17 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             _error_body("The database is unavailable; nothing was saved, try again shortly"),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
+    if isinstance(exc, TransientError):
+        # A dependency failed while answering (storage signing a download URL): retrying
+        # can help, so 503, with the dependency's own retry hint when it gave one.
+        logger.warning("a dependency failed while serving %s: %s", context.get("request"), exc)
+        response = Response(
+            _error_body("Storage is unavailable; try again shortly"),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+        )
+        if exc.retry_after is not None:
+            response["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+        return response
     if isinstance(exc, Http404):
         return Response(_error_body("Not found"), status=status.HTTP_404_NOT_FOUND)
     if isinstance(exc, drf_exceptions.ValidationError):

@@ -126,11 +126,22 @@ def build_logging(*, level: str, fmt: str, log_dir: str | None) -> dict[str, Any
             # only): reset it so each line is written once, by the handlers above.
             "django": {"handlers": [], "level": "INFO", "propagate": True},
             "django.db.backends": {"level": "INFO"},
-            # uvicorn configures its own loggers; send them through ours.
-            "uvicorn": {"handlers": [], "propagate": True},
+            # uvicorn configures its own loggers (at INFO); send them through ours, at ours.
+            "uvicorn": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": _uvicorn_access_logger(),
         },
     }
+
+
+def _uvicorn_access_logger() -> dict[str, Any]:
+    """Through our handlers, unless uvicorn runs with --no-access-log: it then leaves its
+    access logger with no handler and not propagating (before Django loads this config),
+    and configuring "uvicorn" above would otherwise turn that logger back on."""
+    access = logging.getLogger("uvicorn.access")
+    if not access.handlers and not access.propagate:
+        return {"handlers": [], "propagate": False}
+    return {"handlers": [], "propagate": True}
 
 
 def _log_uncaught(

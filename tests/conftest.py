@@ -197,16 +197,19 @@ def start_worker(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..
 
 @pytest.fixture
 def start_web(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..., str]]:
-    """Start a real uvicorn on the test database; returns its base URL."""
+    """Start a real uvicorn on the test database; returns its base URL (and
+    ``start.process(base)`` its process, for its output)."""
     started: list[ManagedProcess] = []
+    proc_by_base: dict[str, ManagedProcess] = {}
 
-    def start(*, env: dict[str, str] | None = None) -> str:
+    def start(*, env: dict[str, str] | None = None, access_log: bool = False) -> str:
         port = free_port()
         argv = [
             sys.executable, "-m", "uvicorn", "snapasset.asgi:application",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-        ]  # fmt: skip
+            "--host", "127.0.0.1", "--port", str(port),
+        ] + ([] if access_log else ["--no-access-log"])  # fmt: skip
         proc = ManagedProcess(f"web-{port}", argv, child_env(**(env or {})), tmp_path)
+        proc_by_base[f"http://127.0.0.1:{port}"] = proc
         started.append(proc)
         base = f"http://127.0.0.1:{port}"
 
@@ -221,6 +224,7 @@ def start_web(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..., 
         wait_until(up, timeout=60, what="uvicorn to answer")
         return base
 
+    start.process = proc_by_base.__getitem__  # type: ignore[attr-defined]
     yield start
     for proc in started:
         proc.stop()

@@ -8,6 +8,7 @@ around: ids lost under Redis (fanout/django-eventstream#159) and delivery gaps (
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -300,6 +301,72 @@ def test_a_burst_of_events_arrives_complete_and_in_order(start_web: Any) -> None
         publisher.join()
     assert_contiguous(received)
     assert [event.data["progress"] for event in received[1:]] == [n // 2 for n in range(1, 201)]
+
+
+def read_sse_over_raw_socket(
+    sock: socket.socket, raw: bytes = b"", deadline: float = 60
+) -> list[SseEvent]:
+    """Every event of a chunked SSE response read to its end, from a plain socket (``raw``:
+    what was read of it already)."""
+    sock.settimeout(deadline)
+    while chunk := sock.recv(65536):
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    text = b""
+    while body:
+        size_line, _, body = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        text, body = text + body[:size], body[size + 2 :]
+    received = []
+    for block in text.decode().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in block.splitlines() if not line.startswith(":")
+        )
+        if "data" in fields:
+            received.append(
+                SseEvent(int(fields["id"]) if "id" in fields else None, json.loads(fields["data"]))
+            )
+    return received
+
+
+def test_a_client_that_stops_reading_gets_every_event_in_order_once_it_reads_again(
+    start_web: Any,
+) -> None:
+    """While a client does not read, the server's write buffer fills and the hub cannot
+    write to it directly: its stream queues the events, then catches up from storage."""
+    alice = make_user("alice")
+    base = start_web()
+    job_id = submit(base, auth(alice))
+    channel = events.job_channel(job_id)
+    port = int(base.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: fills fast
+    sock.connect(("127.0.0.1", port))
+    token = auth(alice)["Authorization"]
+    sock.sendall(
+        f"GET /api/sse/jobs/{job_id} HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n"
+        "Connection: close\r\n\r\n".encode()
+    )
+    sock.settimeout(10)
+    start = sock.recv(4096)
+    assert start.startswith(b"HTTP/1.1 200"), start
+    time.sleep(0.5)  # let the stream send `connected` and go live
+
+    # About 5 MB while the client reads nothing: more than the kernel and uvicorn buffer.
+    padding = "x" * 16384
+    for n in range(1, 301):
+        events._send(
+            channel, "update", {"type": "update", "jobId": job_id, "progress": n, "pad": padding}
+        )
+    events._send(channel, "final", {"type": "final", "jobId": job_id, "status": "completed"})
+
+    received = read_sse_over_raw_socket(sock, start)
+    sock.close()
+    progress = [event.data["progress"] for event in received if event.data["type"] == "update"]
+    assert progress == list(range(1, 301)), "lost, repeated or out of order"
+    assert received[-1].data["type"] == "final"
+    assert_contiguous([event for event in received if event.data["type"] != "connected"])
 
 
 def test_an_event_whose_redis_message_was_lost_is_read_from_storage(start_web: Any) -> None:

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import logging
-import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +22,7 @@ import openai
 from django.conf import settings
 
 from jobs.pipeline import inspect_image
-from snapasset.exceptions import JobError, PermanentError, TransientError
+from snapasset.exceptions import JobError, PermanentError, TransientError, parse_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -50,26 +47,6 @@ def uses_style_parameter(model: str) -> bool:
 
 def is_gpt_image_model(model: str) -> bool:
     return model.startswith(("gpt-image-", "chatgpt-image-"))
-
-
-def parse_retry_after(headers: Any) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
-    if headers is None:
-        return None
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        raw = headers.get(name)
-        if raw is None:
-            continue
-        try:
-            value = float(raw) / divisor
-        except ValueError:
-            parsed = email.utils.parsedate_tz(raw) if divisor == 1.0 else None
-            if parsed is None:
-                continue
-            value = email.utils.mktime_tz(parsed) - time.time()
-        if math.isfinite(value):
-            return max(0.0, value)
-    return None
 
 
 @dataclass

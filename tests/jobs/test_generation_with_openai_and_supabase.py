@@ -15,6 +15,7 @@ from PIL import Image
 from jobs.models import Job, JobStatus
 from jobs.serializers import job_result_representation
 from jobs.services import job_run_generation, source_path
+from tests.conftest import client_for
 from tests.factories import JobFactory, UserFactory
 from tests.fakes.fixtures import BUCKET
 from tests.fakes.openai_server import API_KEY, FakeOpenAI
@@ -199,3 +200,20 @@ def test_with_signed_urls_results_carry_fresh_signed_urls(
     assert url.startswith(
         f"{use_fake_supabase.url}/storage/v1/object/sign/{BUCKET}/{image.storage_path}?token="
     )
+
+
+def test_with_signed_urls_a_storage_outage_answers_the_result_with_a_503_not_a_500(
+    use_fake_openai: FakeOpenAI, use_fake_supabase: FakeSupabase, settings: Any
+) -> None:
+    settings.SUPABASE_SIGNED_URLS = True
+    job = make_job(platforms=["twitter-post"])
+    job_run_generation(job_id=str(job.id))
+    use_fake_supabase.fail("POST", "/object/sign/", status=503, headers={"Retry-After": "7"})
+
+    response = client_for(job.owner).get(f"/api/jobs/{job.id}/result")
+
+    assert response.status_code == 503
+    assert response.json() == {"error": "Storage is unavailable; try again shortly"}
+    assert response["Retry-After"] == "7"
+    # Once storage answers again, so does the result.
+    assert client_for(job.owner).get(f"/api/jobs/{job.id}/result").status_code == 200

@@ -75,6 +75,25 @@ def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(
     assert any(json.loads(line).get("job_id") == str(job.id) for line in stdout_lines)
 
 
+@pytest.mark.e2e
+def test_web_access_lines_follow_uvicorns_no_access_log_flag_and_our_format(
+    start_web: Any,
+) -> None:
+    quiet = start_web(env={"LOG_FORMAT": "json", "LOG_LEVEL": "info"})
+    chatty = start_web(env={"LOG_FORMAT": "json", "LOG_LEVEL": "info"}, access_log=True)
+    for base in (quiet, chatty):
+        assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+
+    def access_lines(base: str) -> list[dict[str, Any]]:
+        output = start_web.process(base).output().splitlines()
+        lines = [json.loads(line) for line in output if line.startswith("{")]
+        return [line for line in lines if line["logger"] == "uvicorn.access"]
+
+    wait_until(lambda: access_lines(chatty), timeout=10, what="the access line")
+    assert any("GET /health" in line["message"] for line in access_lines(chatty))
+    assert access_lines(quiet) == []
+
+
 def test_uncaught_exceptions_go_to_error_log(tmp_path: Path) -> None:
     code = "import django; django.setup(); import logging; logging.getLogger('x').info('fine'); raise RuntimeError('boom-uncaught')"
     env = child_env(LOG_DIR=str(tmp_path), LOG_FORMAT="text")
