@@ -113,10 +113,10 @@ def run(*, rounds: int = 3, noise: float = 24.0) -> dict[str, Any]:
         rows = []
         job_figures = {}
         for fmt in ("png", "webp", "jpeg"):
-            one, size = timed(lambda fmt=fmt: pillow_job(data, fmt, 1), rounds)
-            two, _ = timed(lambda fmt=fmt: pillow_job(data, fmt, 2), rounds)
+            one, size = timed(lambda data=data, fmt=fmt: pillow_job(data, fmt, 1), rounds)
+            two, _ = timed(lambda data=data, fmt=fmt: pillow_job(data, fmt, 2), rounds)
             vips_t, vips_size = (
-                timed(lambda fmt=fmt: vips_job(data, fmt), rounds)
+                timed(lambda data=data, fmt=fmt: vips_job(data, fmt), rounds)
                 if have_vips
                 else (float("nan"), 0)
             )
@@ -153,13 +153,16 @@ def run(*, rounds: int = 3, noise: float = 24.0) -> dict[str, Any]:
         # PNG encoders alone, on the same six resized images, one thread each.
         image = decode_image(data)
         resize_t, resized = timed(
-            lambda: [cover_resize(image, w, h) for _, w, h in TARGETS], rounds
+            lambda image=image: [cover_resize(image, w, h) for _, w, h in TARGETS], rounds
         )
         png_rows = []
         png_points = []
         for label, options in PNG_SETTINGS:
             t, size = timed(
-                lambda o=options: sum(len(encode_image(r, "png", **o)) for r in resized), rounds
+                lambda o=options, resized=resized: sum(
+                    len(encode_image(r, "png", **o)) for r in resized
+                ),
+                rounds,
             )
             png_rows.append(["Pillow", label, f"{t:.3f}", f"{size / 1e6:.2f}"])
             png_points.append(("Pillow", label, t, size))
@@ -173,13 +176,15 @@ def run(*, rounds: int = 3, noise: float = 24.0) -> dict[str, Any]:
             ]
             for label, options in VIPS_PNG_SETTINGS:
                 t, size = timed(
-                    lambda o=options: sum(len(r.write_to_buffer(".png", **o)) for r in vresized),
+                    lambda o=options, vresized=vresized: sum(
+                        len(r.write_to_buffer(".png", **o)) for r in vresized
+                    ),
                     rounds,
                 )
                 png_rows.append(["libvips", label, f"{t:.3f}", f"{size / 1e6:.2f}"])
                 png_points.append(("libvips", label, t, size))
             vresize_t, _ = timed(
-                lambda: [
+                lambda vimage=vimage: [
                     vimage.thumbnail_image(w, height=h, crop="centre", size="both").copy_memory()
                     for _, w, h in TARGETS
                 ],
@@ -188,7 +193,8 @@ def run(*, rounds: int = 3, noise: float = 24.0) -> dict[str, Any]:
         else:
             vresize_t = float("nan")
         table(
-            f"PNG encode only, {name}: the six resized images, median of {rounds} (resize alone: Pillow {resize_t:.3f} s, libvips {vresize_t:.3f} s)",
+            f"PNG encode only, {name}: the six resized images, median of {rounds} "
+            f"(resize alone: Pillow {resize_t:.3f} s, libvips {vresize_t:.3f} s)",
             ["library", "setting", "encode s", "MB"],
             png_rows,
         )

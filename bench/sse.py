@@ -293,7 +293,8 @@ async def hold_idle_streams(
     print(
         f"{len(clients)} idle job streams opened in {opened:.1f} s; RSS {held:.1f} MiB "
         f"(+{held - base:.1f} MiB, {(held - base) * 1024 / max(1, len(clients)):.1f} KiB/stream), "
-        f"{threads_of(pid)} threads; target <= 300 MB: {'met' if held * 1.048576 <= 300 else 'MISSED'}"
+        f"{threads_of(pid)} threads; "
+        f"target <= 300 MB: {'met' if held * 1.048576 <= 300 else 'MISSED'}"
     )
     close_all(clients)
     await asyncio.sleep(3)
@@ -308,11 +309,13 @@ async def fan_out(
         port, token, [f"/api/sse/jobs/{fanout_job}"] * args.subscribers, record=True
     )
     print(
-        f"{len(subscribers)} subscribers on one job; publishing {args.events} events from another process"
+        f"{len(subscribers)} subscribers on one job; "
+        f"publishing {args.events} events from another process"
     )
     publisher = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.sse", "--publish-job", fanout_job, "--events", str(args.events),
-        "--interval", str(args.interval), cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "bench.sse", "--publish-job", fanout_job,
+        "--events", str(args.events), "--interval", str(args.interval),
+        cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
     )  # fmt: skip
     cpu_before = cpu_seconds(pid)
     out, _ = await publisher.communicate()
@@ -346,8 +349,8 @@ async def fan_out(
         values.sort()
         q = statistics.quantiles(values, n=100)
         print(
-            f"fan-out latency from {label} to client, {len(values)} deliveries: p50 {q[49]:.1f} ms, "
-            f"p99 {q[98]:.1f} ms, max {values[-1]:.1f} ms; missing {missing}; "
+            f"fan-out latency from {label} to client, {len(values)} deliveries: "
+            f"p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, max {values[-1]:.1f} ms; missing {missing}; "
             f"target p99 <= 50 ms: {'met' if q[98] <= 50 else 'MISSED'}"
         )
 

@@ -3,7 +3,8 @@ DRF view doing one INSERT and one Celery send (bench/urls.py) on the same server
 in alternating rounds in the same run. Real uvicorn, Postgres and Redis; no worker runs, so
 messages only queue up (in the bench's own Redis db).
 
-    python -m bench.submit [--rounds 3] [--requests 400] [--seconds 4] [--servers uvicorn:1,uvicorn:2]
+    python -m bench.submit [--rounds 3] [--requests 400] [--seconds 4]
+        [--servers uvicorn:1,uvicorn:2]
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def run(
                     eight = run_load(port, path, tokens, clients=8, seconds=seconds)
                     if one.errors or eight.errors:
                         raise RuntimeError(
-                            f"{path}: {one.errors + eight.errors} failed requests\n{web.output()[-3000:]}"
+                            f"{path}: {one.errors + eight.errors} failed requests\n"
+                            f"{web.output()[-3000:]}"
                         )
                     f = figures[path]
                     f["p50"].append(percentile(one.latencies, 50) * 1000)
@@ -97,11 +99,14 @@ def run(
                     f"{f['p50_8']:.1f} / {f['p99_8']:.1f}",
                 ])  # fmt: skip
             rows.append([
-                r["server"], "**ratio ours / bare**", f"{r['p50_ratio']:.2f}x (target <= {TARGET_RATIO})",
-                f"{r['ours']['p99'] / r['bare']['p99']:.2f}x", f"{r['rps_ratio']:.2f}x (target >= {TARGET_RPS_RATIO})", "",
+                r["server"], "**ratio ours / bare**",
+                f"{r['p50_ratio']:.2f}x (target <= {TARGET_RATIO})",
+                f"{r['ours']['p99'] / r['bare']['p99']:.2f}x",
+                f"{r['rps_ratio']:.2f}x (target >= {TARGET_RPS_RATIO})", "",
             ])  # fmt: skip
         table(
-            f"Submit: medians of {rounds} rounds ({machine()}); SQL per request: ours {counts[OURS]}, bare {counts[BARE]}",
+            f"Submit: medians of {rounds} rounds ({machine()}); "
+            f"SQL per request: ours {counts[OURS]}, bare {counts[BARE]}",
             [
                 "server:workers",
                 "endpoint",

@@ -111,7 +111,7 @@ def measure_cpu(env: BenchEnv, owner: Any, count: int) -> dict[str, float]:
         return sum(cpu_seconds(pid) for pid in pids)
 
     results = {}
-    for rnd in range(3):
+    for _ in range(3):
         task_ids = [str(uuid.uuid4()) for _ in range(count)]
         before = total()
         for task_id in task_ids:
@@ -186,17 +186,24 @@ def run(
 
     ms = {k: [x * 1000 for x in v] for k, v in lat.items()}
     rows = [
-        ["enqueue -> task start, bare no-op task", f"{percentile(ms['noop'], 50):.2f} / {percentile(ms['noop'], 99):.2f} ms", "baseline"],
-        ["enqueue -> task start, jobs.generate_images", f"{percentile(ms['ours'], 50):.2f} / {percentile(ms['ours'], 99):.2f} ms",
-         f"p99 <= {TARGET_START_P99_MS} ms; {percentile(ms['ours'], 99) / percentile(ms['noop'], 99):.2f}x no-op"],
-        ["enqueue -> job claimed (status active)", f"{percentile(ms['claimed'], 50):.2f} / {percentile(ms['claimed'], 99):.2f} ms", "context"],
+        ["enqueue -> task start, bare no-op task",
+         f"{percentile(ms['noop'], 50):.2f} / {percentile(ms['noop'], 99):.2f} ms",
+         "baseline"],
+        ["enqueue -> task start, jobs.generate_images",
+         f"{percentile(ms['ours'], 50):.2f} / {percentile(ms['ours'], 99):.2f} ms",
+         f"p99 <= {TARGET_START_P99_MS} ms; "
+         f"{percentile(ms['ours'], 99) / percentile(ms['noop'], 99):.2f}x no-op"],
+        ["enqueue -> job claimed (status active)",
+         f"{percentile(ms['claimed'], 50):.2f} / {percentile(ms['claimed'], 99):.2f} ms",
+         "context"],
         ["worker CPU per task, bare no-op", f"{cpu['noop'] * 1000:.1f} ms", "baseline"],
         ["worker CPU per 6-platform job, image work stubbed", f"{cpu['ours'] * 1000:.1f} ms",
          f"<= {TARGET_CPU_MS} ms over no-op: +{(cpu['ours'] - cpu['noop']) * 1000:.1f} ms"],
     ]  # fmt: skip
     for r in runs:
         rows.append([
-            f"jobs/s, {jobs} jobs x {platforms} platforms, 2 pool processes, {r['threads']} render thread(s)",
+            f"jobs/s, {jobs} jobs x {platforms} platforms, 2 pool processes, "
+            f"{r['threads']} render thread(s)",
             f"{r['jobs_per_s']:.2f}", "report",
         ])  # fmt: skip
     r = runs[0]

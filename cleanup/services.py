@@ -53,11 +53,15 @@ class CleanupBatch:
 
 
 def _delete_files(paths: list[str], *, dry_run: bool) -> int:
+    """Delete the files; how many were deleted. Supabase deletes a batch per request (and
+    counts only files it still had); other storages delete one by one."""
+    if dry_run or not paths:
+        return len(paths)
+    delete_many = getattr(default_storage, "delete_many", None)
+    if delete_many is not None:
+        return int(delete_many(paths))
     deleted = 0
     for path in paths:
-        if dry_run:
-            deleted += 1
-            continue
         try:
             default_storage.delete(path)
             deleted += 1

@@ -120,8 +120,16 @@ class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
         "created_at", "updated_at", "processed_at", "finished_at",
     )  # fmt: skip
     fieldsets = (
-        (None, {"fields": ("id", "kind", "owner", "status", "progress", "attempts_made", "failed_reason")}),
-        ("Request", {"fields": ("generation_id", "prompt", "platforms", "image_type", "output_format", "priority")}),
+        (None, {
+            "fields": (
+                "id", "kind", "owner", "status", "progress", "attempts_made", "failed_reason",
+            ),
+        }),
+        ("Request", {
+            "fields": (
+                "generation_id", "prompt", "platforms", "image_type", "output_format", "priority",
+            ),
+        }),
         ("Outcome", {"fields": ("result", "params", "source_path")}),
         ("Delivery", {
             "classes": ("collapse",),

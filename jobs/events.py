@@ -2,7 +2,8 @@
 
 Events are sent after the transaction that wrote the state commits, so a client never hears
 of a state the database does not hold. Each is stored first with django-eventstream's
-storage (DjangoModelStorage: an id per channel, kept 24 h, for Last-Event-ID replay), then
+storage (an id per channel, kept 24 h, for Last-Event-ID replay: ``LiveEventStorage`` in
+Redis by default, its DjangoModelStorage with EVENTSTREAM_STORAGE=database), then
 published on Redis pub/sub, where every web process (jobs.live) hears it and pushes it to
 its connected streams. Publishing never breaks a job: a failure is logged and the row stays
 the truth.
@@ -95,8 +96,8 @@ def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
 
     django-eventstream's ``send_event`` is not used: it publishes on one fixed pub/sub
     channel for every deployment ("events_channel"), and its listener drops messages during
-    Redis reconnects. The storage is still django-eventstream's (DjangoModelStorage), so
-    ids are per channel and gap-free: a stream that sees id n+2 after n knows it missed one
+    Redis reconnects. The storage is still django-eventstream's (see the module docstring),
+    so ids are per channel and gap-free: a stream that sees id n+2 after n knows it missed one
     and reads it from storage (jobs.live).
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)

@@ -185,6 +185,19 @@ class SupabaseStorage(Storage):
             logger.warning("supabase storage: %s failed: %s", action, exc)
             raise PermanentError(f"File storage refused to {action}") from exc
 
+    @contextmanager
+    def _errors_of_one_file(self, name: str, action: str) -> Iterator[None]:
+        """``_errors``, with a missing ``name`` raised as FileNotFoundError (Django's way)."""
+        from storage3.exceptions import StorageApiError
+
+        with self._errors(action):
+            try:
+                yield
+            except StorageApiError as exc:
+                if is_not_found(exc):
+                    raise FileNotFoundError(name) from exc
+                raise
+
     # --- Django's Storage API ---------------------------------------------------------------
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
@@ -218,15 +231,8 @@ class SupabaseStorage(Storage):
     def _open(self, name: str, mode: str = "rb") -> File:
         if any(flag in mode for flag in "wa+"):
             raise ValueError("Supabase files are opened for reading only; save() to write")
-        from storage3.exceptions import StorageApiError
-
-        with self._errors("read a file"):
-            try:
-                data = self.bucket.download(name)
-            except StorageApiError as exc:
-                if is_not_found(exc):
-                    raise FileNotFoundError(name) from exc
-                raise
+        with self._errors_of_one_file(name, "read a file"):
+            data = self.bucket.download(name)
         return ContentFile(data, name=name)
 
     def exists(self, name: str) -> bool:
@@ -273,15 +279,8 @@ class SupabaseStorage(Storage):
             offset += LIST_PAGE_SIZE
 
     def size(self, name: str) -> int:
-        from storage3.exceptions import StorageApiError
-
-        with self._errors("read file information"):
-            try:
-                info = self.bucket.info(name)
-            except StorageApiError as exc:
-                if is_not_found(exc):
-                    raise FileNotFoundError(name) from exc
-                raise
+        with self._errors_of_one_file(name, "read file information"):
+            info = self.bucket.info(name)
         size = info.get("size")
         if size is None:
             size = (info.get("metadata") or {}).get("size", 0)

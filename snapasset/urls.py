@@ -24,7 +24,7 @@ if settings.SERVE_MEDIA:
     # Local-disk storage: the web process serves generated files (Supabase serves its own).
     urlpatterns += [
         re_path(
-            r"^%s(?P<path>.*)$" % settings.MEDIA_URL.lstrip("/"),
+            rf"^{settings.MEDIA_URL.lstrip('/')}(?P<path>.*)$",
             serve,
             {"document_root": settings.MEDIA_ROOT},
         )

@@ -59,8 +59,10 @@ def known_job_ids(staff_token: str) -> list[str]:
         job=completed, platform_id="twitter-post", width=1200, height=675, file_size=10,
         storage_path="x/twitter-post.png", url="/media/x/twitter-post.png", format="png",
     )  # fmt: skip
-    jobs.append(JobFactory(owner=None, kind=JobKind.FILE_CLEANUP, status=JobStatus.COMPLETED,
-                           params={"type": "all", "olderThanDays": 7}, result={"deletedFiles": 1}))  # fmt: skip
+    jobs.append(JobFactory(
+        owner=None, kind=JobKind.FILE_CLEANUP, status=JobStatus.COMPLETED,
+        params={"type": "all", "olderThanDays": 7}, result={"deletedFiles": 1},
+    ))  # fmt: skip
     return [str(job.pk) for job in jobs]
 
 

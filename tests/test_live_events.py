@@ -7,6 +7,7 @@ around: ids lost under Redis (fanout/django-eventstream#159) and delivery gaps (
 
 from __future__ import annotations
 
+import itertools
 import json
 import socket
 import threading
@@ -96,7 +97,8 @@ def auth(user: Any) -> dict[str, str]:
 
 def submit(base: str, headers: dict[str, str], platforms: list[str] = PLATFORMS) -> str:
     response = httpx.post(
-        f"{base}/api/jobs/generate", json={"prompt": "A lighthouse at dusk", "platforms": platforms},
+        f"{base}/api/jobs/generate",
+        json={"prompt": "A lighthouse at dusk", "platforms": platforms},
         headers=headers, timeout=10,
     )  # fmt: skip
     assert response.status_code == 202, response.text
@@ -263,7 +265,7 @@ def test_the_stats_stream_sends_counts_when_they_change_at_most_once_a_second_wi
                 break
         submitter.join()
         assert seen and seen[-1][1]["imageGeneration"]["waiting"] == 5
-        gaps = [later[0] - earlier[0] for earlier, later in zip(seen, seen[1:])]
+        gaps = [later[0] - earlier[0] for earlier, later in itertools.pairwise(seen)]
         assert all(gap > 0.9 for gap in gaps), f"more than one stats event a second: {gaps}"
         # Nothing changes now: only keep-alive comments, no repeated counts.
         quiet_until = time.monotonic() + 2.5
@@ -399,8 +401,9 @@ def test_a_web_process_that_loses_its_redis_connection_catches_up_from_storage(
     with sse(base, f"/api/sse/jobs/{job_id}", auth(alice)) as stream:
         assert stream.next_event() is not None
         # Only this test's web process: its hub names its connection with its pid.
-        ours = [c for c in admin.client_list() if c["name"].startswith("snapasset-live-")
-                and int(c["db"]) == admin.connection_pool.connection_kwargs.get("db", 0)]  # fmt: skip
+        db = admin.connection_pool.connection_kwargs.get("db", 0)
+        ours = [c for c in admin.client_list()
+                if c["name"].startswith("snapasset-live-") and int(c["db"]) == db]  # fmt: skip
         assert ours, "the web process has no live-events subscription"
         for client in ours:
             admin.client_kill_filter(_id=client["id"])

@@ -26,7 +26,9 @@ window.sseDone = new Promise((resolve) => {
   const source = new EventSource("/api/sse/jobs/JOB_ID");
   source.onmessage = (message) => {
     const event = JSON.parse(message.data);
-    seen.push({id: message.lastEventId, type: event.type, status: event.status, progress: event.progress});
+    seen.push({
+      id: message.lastEventId, type: event.type, status: event.status, progress: event.progress
+    });
     const item = document.createElement("li");
     item.textContent = event.type + " " + event.status + " " + event.progress + "%";
     document.getElementById("log").appendChild(item);
@@ -46,7 +48,8 @@ def test_a_page_in_chromium_follows_a_job_to_final_over_event_source(
     start_worker(queues="images", concurrency=1)
     token = Token.objects.create(user=alice).key
     response = httpx.post(
-        f"{base}/api/jobs/generate", json={"prompt": "A kite over the dunes", "platforms": ["twitter-post", "instagram-story"]},
+        f"{base}/api/jobs/generate",
+        json={"prompt": "A kite over the dunes", "platforms": ["twitter-post", "instagram-story"]},
         headers={"Authorization": f"Token {token}"}, timeout=10,
     )  # fmt: skip
     job_id = response.json()["jobId"]
@@ -62,7 +65,8 @@ def test_a_page_in_chromium_follows_a_job_to_final_over_event_source(
             page = context.new_page()
             # The test page, served as if by the web process (same origin as the stream).
             page.route(f"{base}/sse-test-page", lambda route: route.fulfill(
-                status=200, content_type="text/html", body=PAGE.replace("JOB_ID", job_id)))  # fmt: skip
+                status=200, content_type="text/html", body=PAGE.replace("JOB_ID", job_id),
+            ))  # fmt: skip
             page.goto(f"{base}/sse-test-page")
             outcome = page.evaluate("window.sseDone")
             page.wait_for_selector("li:has-text('final')", timeout=5000)

@@ -19,6 +19,7 @@ from django_celery_results.models import TaskResult
 from cleanup import services
 from jobs.models import GeneratedImage, Job, JobStatus
 from tests.factories import JobFactory
+from tests.fakes.supabase_server import FakeSupabase
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -141,6 +142,20 @@ def test_cleanup_deletes_in_bounded_batches_until_done(alice: Any, monkeypatch: 
         out = run("--type", "failed-generations")
     assert "3 jobs" in out and "in 2 batches" in out
     assert not Job.objects.filter(pk__in=[job.pk for job in jobs]).exists()
+
+
+def test_on_supabase_files_are_deleted_a_batch_per_request_not_one_by_one(
+    alice: Any, use_fake_supabase: FakeSupabase
+) -> None:
+    with time_machine.travel(T0, tick=False):
+        for i in range(3):
+            finished_job(alice, JobStatus.FAILED, name=f"f{i}")
+    assert len(use_fake_supabase.names()) == 6  # an output and an original each
+    with time_machine.travel(T0 + timedelta(days=10), tick=False):
+        batch = services.cleanup_batch(cleanup_type="failed-generations", older_than_days=7)
+    assert (batch.deleted_jobs, batch.deleted_files) == (3, 6)
+    assert use_fake_supabase.names() == []
+    assert len(use_fake_supabase.seen("DELETE")) == 1
 
 
 def test_the_scheduled_cleanup_queues_a_system_job_of_type_all(db: None) -> None:

@@ -78,11 +78,15 @@ class RedisServer:
 @contextmanager
 def celery_app_on(url: str) -> Iterator[None]:
     """Point this test process's Celery app (which read REDIS_URL at import) at ``url``."""
+    from kombu import pools
+
     from snapasset.celery import app
 
     def reset() -> None:
-        if app._pool is not None:
-            app._pool.force_close_all()
+        # The app's pools are kombu's process-wide ones, keyed by broker URL: closing only
+        # ours would leave a closed pool registered for the URL we restore ("Acquire on
+        # closed pool" for every later test that submits in-process). Drop them all.
+        pools.reset()
         app._pool = None
         app.amqp._producer_pool = None
 

@@ -25,6 +25,7 @@ from tests.jobs.faults import (
     SLOW_STEPS,
     RedisServer,
     Stack,
+    celery_app_on,
     media_files,
     pool_processes,
     sigkill,
@@ -386,3 +387,31 @@ def test_a_high_priority_job_submitted_after_ten_normal_ones_starts_before_them(
     started = {str(job.id): job.processed_at for job in Job.objects.all()}
     assert all(started[urgent] < started[job_id] for job_id in normal)
     assert GeneratedImage.objects.filter(job_id__in=normal).count() == 10
+
+
+def test_the_test_process_publishes_to_the_runs_broker_again_after_a_test_on_its_own(
+    tmp_path: Path,
+) -> None:
+    """The fault tests point this process's Celery app at a broker of their own and back;
+    afterwards an in-process submission must still reach the run's broker."""
+    import redis
+    from django.conf import settings
+
+    from snapasset.celery import app
+
+    queue = f"probe-{os.getpid()}"
+    app.send_task("probe", queue=queue)  # the pools now hold the run's broker
+    own = RedisServer(tmp_path / "redis")
+    own.start()
+    try:
+        with celery_app_on(own.url):
+            app.send_task("probe", queue=queue)
+    finally:
+        own.stop()
+    app.send_task("probe", queue=queue)
+
+    run_broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
+    try:
+        assert run_broker.llen(queue) == 2
+    finally:
+        run_broker.delete(queue)

@@ -1,4 +1,4 @@
-"""The operators' admin through Django's test client: jobs, images, actions, task results, tokens."""
+"""The operators' admin via Django's test client: jobs, images, actions, task results, tokens."""
 
 from __future__ import annotations
 

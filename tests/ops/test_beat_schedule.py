@@ -36,11 +36,13 @@ def test_scheduled_tasks_go_to_the_cleanup_queue_and_results_expire() -> None:
 
 def test_the_cleanup_time_comes_from_CLEANUP_CRON() -> None:
     code = (
-        "import json; from snapasset.celery import app; s = app.conf.beat_schedule['cleanup-daily']['schedule'];"
+        "import json; from snapasset.celery import app; "
+        "s = app.conf.beat_schedule['cleanup-daily']['schedule'];"
         "print(json.dumps([sorted(s.minute), sorted(s.hour), sorted(s.day_of_week)]))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
+        [sys.executable, "-c", code],
+        cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
         env={"CLEANUP_CRON": "30 3 * * 1-5", "PATH": "/usr/bin:/bin", "LOG_TO_FILES": "false"},
     )  # fmt: skip
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[30], [3], [1, 2, 3, 4, 5]]

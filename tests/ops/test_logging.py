@@ -95,7 +95,10 @@ def test_web_access_lines_follow_uvicorns_no_access_log_flag_and_our_format(
 
 
 def test_uncaught_exceptions_go_to_error_log(tmp_path: Path) -> None:
-    code = "import django; django.setup(); import logging; logging.getLogger('x').info('fine'); raise RuntimeError('boom-uncaught')"
+    code = (
+        "import django; django.setup(); import logging; logging.getLogger('x').info('fine'); "
+        "raise RuntimeError('boom-uncaught')"
+    )
     env = child_env(LOG_DIR=str(tmp_path), LOG_FORMAT="text")
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60

@@ -103,10 +103,15 @@ def test_job_counters_and_durations_move_after_a_job_runs_on_a_worker(
         headers={"Authorization": f"Token {token}"}, timeout=10,
     )  # fmt: skip
     assert response.status_code == 202
+    completed = "snapasset_jobs_completed_total"
+
+    def scrape_once_completed() -> dict[Any, float] | None:
+        s = scrape()
+        return s if value(s, completed, kind=kind) > value(before, completed, kind=kind) else None
+
     after = wait_until(
-        lambda: (s := scrape()) and value(s, "snapasset_jobs_completed_total", kind=kind) > value(before, "snapasset_jobs_completed_total", kind=kind) and s,
-        timeout=90, interval=0.5, what="the completed counter",
-    )  # fmt: skip
+        scrape_once_completed, timeout=90, interval=0.5, what="the completed counter"
+    )
     assert (
         value(after, "snapasset_jobs_submitted_total", kind=kind)
         == value(before, "snapasset_jobs_submitted_total", kind=kind) + 1
