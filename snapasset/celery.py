@@ -30,6 +30,17 @@ def _use_django_logging(**_: Any) -> None:
 
 
 @signals.task_prerun.connect
+@signals.task_postrun.connect
+def _release_database_connections(**_: Any) -> None:
+    """Around each task, what Django does around each request: connections go back to the
+    pool, or are dropped when broken (CELERY_DB_REUSE_MAX keeps Celery from closing the
+    pool itself every task)."""
+    from django.db import close_old_connections
+
+    close_old_connections()
+
+
+@signals.task_prerun.connect
 def _enter_job_log_context(
     task_id: str = "", task: Any = None, args: Any = None, kwargs: Any = None, **_: Any
 ) -> None:

@@ -375,6 +375,13 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 # One message at a time per process, so a long job never strands others behind it.
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes a worker's database connections around every task and, with
+# the psycopg pool in a prefork worker, the whole pool: every task then paid a new pool (its
+# threads and connections) before its first query, ~13 ms of worker CPU even for a no-op
+# task (bench.worker). With this it closes them only every N tasks (and still in each new
+# pool process, whose inherited pool belongs to the parent); between tasks, connections go
+# back to the pool as after a web request (snapasset/celery.py).
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
 # Redis only: a worker fetches a message only when one of its processes is free, so a
 # message never waits in a busy worker's buffer while another worker is idle.
 CELERY_WORKER_DISABLE_PREFETCH = env_bool("CELERY_WORKER_DISABLE_PREFETCH", True)
