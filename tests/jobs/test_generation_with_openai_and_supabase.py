@@ -187,13 +187,22 @@ def test_a_vanished_checkpoint_is_generated_again(
     assert job.source_path == source_path(job)
 
 
-def test_with_signed_urls_results_carry_fresh_signed_urls(
+@pytest.fixture
+def completed_with_signed_urls(
     use_fake_openai: FakeOpenAI, use_fake_supabase: FakeSupabase, settings: Any
-) -> None:
+) -> Job:
+    """A one-platform job generated with Supabase handing out signed URLs."""
     settings.SUPABASE_SIGNED_URLS = True
     job = make_job(platforms=["twitter-post"])
     job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
+    return job
+
+
+def test_with_signed_urls_results_carry_fresh_signed_urls(
+    completed_with_signed_urls: Job, use_fake_supabase: FakeSupabase
+) -> None:
+    job = completed_with_signed_urls
     image = job.images.get()
     assert image.url == ""  # an expiring URL is never stored
     url = job_result_representation(job)["images"][0]["url"]
@@ -203,11 +212,9 @@ def test_with_signed_urls_results_carry_fresh_signed_urls(
 
 
 def test_with_signed_urls_a_storage_outage_answers_the_result_with_a_503_not_a_500(
-    use_fake_openai: FakeOpenAI, use_fake_supabase: FakeSupabase, settings: Any
+    completed_with_signed_urls: Job, use_fake_supabase: FakeSupabase
 ) -> None:
-    settings.SUPABASE_SIGNED_URLS = True
-    job = make_job(platforms=["twitter-post"])
-    job_run_generation(job_id=str(job.id))
+    job = completed_with_signed_urls
     use_fake_supabase.fail("POST", "/object/sign/", status=503, headers={"Retry-After": "7"})
 
     response = client_for(job.owner).get(f"/api/jobs/{job.id}/result")
