@@ -43,6 +43,7 @@ test: setup
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
+	$(BIN)/mypy jobs snapasset cleanup
 
 bench: setup
 	$(BIN)/python -m bench

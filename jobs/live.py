@@ -33,7 +33,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,7 +90,7 @@ class DirectWriter:
 
     __slots__ = ("_send",)
 
-    def __init__(self, send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[dict[str, Any]], Coroutine[Any, Any, None]]) -> None:
         self._send = send
 
     @classmethod

@@ -15,7 +15,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
@@ -751,7 +751,7 @@ def _run_generation_steps(claim: Claim) -> int:
 
 def _render_missing(
     job: Job, image: Any, platform_ids: list[str]
-) -> Iterator[tuple[str, RenderedImage]]:
+) -> Generator[tuple[str, RenderedImage], None, None]:
     targets = [(p, PLATFORMS[p].width, PLATFORMS[p].height) for p in platform_ids]
     return render_platforms(
         image,

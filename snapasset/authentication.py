@@ -95,7 +95,7 @@ def supabase_jwt_decode(token: str) -> dict[str, Any]:
         algorithms = JWKS_ALGORITHMS
     else:
         raise jwt.InvalidAlgorithmError(f"algorithm {algorithm!r} is not accepted")
-    options: dict[str, Any] = {"require": ["exp", "sub"]}
+    options: jwt.types.Options = {"require": ["exp", "sub"]}
     kwargs: dict[str, Any] = {"audience": settings.SUPABASE_JWT_AUDIENCE or None}
     if not settings.SUPABASE_JWT_AUDIENCE:
         options["verify_aud"] = False
@@ -112,7 +112,9 @@ def user_for_supabase_claims(claims: dict[str, Any]) -> Any:
     max_length = user_model._meta.get_field(user_model.USERNAME_FIELD).max_length or 150
     if not isinstance(sub, str) or not sub or len(sub) > max_length:
         raise exceptions.AuthenticationFailed(INVALID_JWT)
-    email = claims.get("email") if isinstance(claims.get("email"), str) else ""
+    email = claims.get("email")
+    if not isinstance(email, str):
+        email = ""
     lookup = {user_model.USERNAME_FIELD: sub}
     user = user_model._default_manager.filter(**lookup).first()
     if user is None:

@@ -53,15 +53,17 @@ class LocalProvider:
         lines = textwrap.wrap(prompt, width=28)[:6] or [" "]
         text = "\n".join(lines)
         left, top, right, bottom = draw.multiline_textbbox((0, 0), text, font=font, align="center")
-        x = (SIZE - (right - left)) / 2
-        y = (SIZE - (bottom - top)) / 2
+        text_x = (SIZE - (right - left)) / 2
+        text_y = (SIZE - (bottom - top)) / 2
         pad = 28
         draw.rounded_rectangle(
-            (x - pad, y - pad, x + right - left + pad, y + bottom - top + pad),
+            (text_x - pad, text_y - pad, text_x + right - left + pad, text_y + bottom - top + pad),
             radius=24,
             fill=(0, 0, 0, 140),
         )
-        draw.multiline_text((x - left, y - top), text, font=font, fill="white", align="center")
+        draw.multiline_text(
+            (text_x - left, text_y - top), text, font=font, fill="white", align="center"
+        )
 
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, "PNG", compress_level=1)
