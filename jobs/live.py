@@ -421,7 +421,7 @@ async def job_event_stream(
     request: with it, the hub writes live events straight to the client (DirectWriter)."""
     channel = events.job_channel(job_id)
     subscriber = hub.subscribe(channel)
-    writer = DirectWriter.for_server(send) if send is not None else None
+    writer = DirectWriter.for_server(send)
     try:
         try:
             await hub.wait_ready()

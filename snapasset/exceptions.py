@@ -75,6 +75,18 @@ class TransientError(JobError):
     permanent = False
 
 
+class PermanentError(JobError):
+    permanent = True
+
+
+class JobCancelled(Exception):
+    """Raised inside the pipeline when the job's cancel flag is seen between steps."""
+
+
+class LeaseLost(Exception):
+    """Raised when another attempt has claimed the job: this one must stop writing."""
+
+
 def parse_retry_after(headers: Any) -> float | None:
     """Seconds to wait from ``retry-after-ms`` / ``retry-after`` (seconds or an HTTP date)."""
     if headers is None:
@@ -95,25 +107,18 @@ def parse_retry_after(headers: Any) -> float | None:
     return None
 
 
-class PermanentError(JobError):
-    permanent = True
-
-
-class JobCancelled(Exception):
-    """Raised inside the pipeline when the job's cancel flag is seen between steps."""
-
-
-class LeaseLost(Exception):
-    """Raised when another attempt has claimed the job: this one must stop writing."""
-
-
 def _error_body(message: str, **extra: Any) -> dict[str, Any]:
     return {"error": message, **extra}
 
 
+def _whole_seconds(retry_after: float) -> int:
+    """A Retry-After value: whole seconds, at least 1."""
+    return max(1, math.ceil(retry_after))
+
+
 def _too_many_requests(message: str, retry_after: float) -> Response:
-    """429 with a Retry-After header (whole seconds, at least 1) and the same in the body."""
-    seconds = max(1, math.ceil(retry_after))
+    """429 with a Retry-After header and the same in the body."""
+    seconds = _whole_seconds(retry_after)
     return Response(
         _error_body(message, retryAfter=seconds),
         status=status.HTTP_429_TOO_MANY_REQUESTS,
@@ -149,7 +154,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
         if exc.retry_after is not None:
-            response["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+            response["Retry-After"] = str(_whole_seconds(exc.retry_after))
         return response
     if isinstance(exc, Http404):
         return Response(_error_body("Not found"), status=status.HTTP_404_NOT_FOUND)
