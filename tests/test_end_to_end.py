@@ -120,13 +120,6 @@ def embedded_env(var_dir: Path, web_port: int, redis_port: int) -> dict[str, str
     return env
 
 
-def start_procfile(
-    env: dict[str, str], log_dir: Path, name: str, processes: list[str]
-) -> ManagedProcess:
-    argv = [sys.executable, "-m", "honcho", "-f", "Procfile.dev", "start", *processes]
-    return ManagedProcess(name, argv, env, log_dir)
-
-
 def manage(env: dict[str, str], *args: str) -> str:
     out = subprocess.run(
         [sys.executable, "manage.py", *args],
@@ -140,26 +133,46 @@ def manage(env: dict[str, str], *args: str) -> str:
     return out.stdout
 
 
-def test_the_embedded_default_runs_jobs_and_keeps_them_across_a_restart(tmp_path: Path) -> None:
-    """`make run` with no environment: SQLite and the embedded Redis, no server installed.
-    A job submitted while no worker runs survives a full stop and runs after the restart."""
-    web_port, redis_port = free_port(), free_port()
-    env = embedded_env(tmp_path / "var", web_port, redis_port)
-    manage(env, "migrate", "--noinput")
-    token = manage(env, "create_api_token", "alice").strip().splitlines()[-1]
-    headers = {"Authorization": f"Token {token}"}
-    base = f"http://127.0.0.1:{web_port}"
+class EmbeddedDefault:
+    """`make run`'s embedded default (SQLite, the embedded Redis, files on disk) in a folder
+    of its own: migrated, with a token for alice; ``start`` runs Procfile.dev processes."""
 
-    def web_up() -> bool:
+    def __init__(self, tmp_path: Path) -> None:
+        web_port, redis_port = free_port(), free_port()
+        self.log_dir = tmp_path
+        self.env = embedded_env(tmp_path / "var", web_port, redis_port)
+        manage(self.env, "migrate", "--noinput")
+        token = manage(self.env, "create_api_token", "alice").strip().splitlines()[-1]
+        self.headers = {"Authorization": f"Token {token}"}
+        self.base = f"http://127.0.0.1:{web_port}"
+
+    def web_up(self) -> bool:
         try:
-            return httpx.get(f"{base}/health", timeout=2).status_code == 200
+            return httpx.get(f"{self.base}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
             return False
 
+    def start(self, name: str, processes: list[str]) -> ManagedProcess:
+        """Start ``processes`` with honcho, as `make run` does, once the web answers."""
+        argv = [sys.executable, "-m", "honcho", "-f", "Procfile.dev", "start", *processes]
+        stack = ManagedProcess(name, argv, self.env, self.log_dir)
+        try:
+            wait_until(self.web_up, timeout=60, what=f"the embedded stack ({name})")
+        except BaseException:
+            stack.stop(timeout=30)
+            raise
+        return stack
+
+
+def test_the_embedded_default_runs_jobs_and_keeps_them_across_a_restart(tmp_path: Path) -> None:
+    """`make run` with no environment: SQLite and the embedded Redis, no server installed.
+    A job submitted while no worker runs survives a full stop and runs after the restart."""
+    embedded = EmbeddedDefault(tmp_path)
+    base, headers = embedded.base, embedded.headers
+
     # First run: web and broker only, so the job waits in the embedded Redis.
-    first = start_procfile(env, tmp_path, "first", ["web", "redis"])
+    first = embedded.start("first", ["web", "redis"])
     try:
-        wait_until(web_up, timeout=60, what="web and embedded redis")
         response = httpx.post(
             f"{base}/api/jobs/generate",
             json={
@@ -178,9 +191,8 @@ def test_the_embedded_default_runs_jobs_and_keeps_them_across_a_restart(tmp_path
     assert first.proc.poll() is not None
 
     # Second run: everything `make run` starts.
-    second = start_procfile(env, tmp_path, "second", ["web", "worker", "cleanup", "beat", "redis"])
+    second = embedded.start("second", ["web", "worker", "cleanup", "beat", "redis"])
     try:
-        wait_until(web_up, timeout=60, what="the embedded stack to restart")
         body = poll_until_finished(base, headers, job_id, timeout=120)
         assert body["status"] == "completed", (body, second.output()[-3000:])
         assert_images_downloadable(base, headers, job_id, ["twitter-post", "instagram-story"])

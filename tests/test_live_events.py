@@ -421,25 +421,12 @@ def test_live_events_of_another_redis_db_are_not_heard() -> None:
 
 def test_the_embedded_default_streams_live_too(tmp_path: Any) -> None:
     """`make run` with no environment (SQLite + the embedded Redis): a stream follows a job."""
-    from tests.conftest import free_port
-    from tests.test_end_to_end import embedded_env, manage, start_procfile
+    from tests.test_end_to_end import EmbeddedDefault
 
-    web_port, redis_port = free_port(), free_port()
-    env = embedded_env(tmp_path / "var", web_port, redis_port)
-    manage(env, "migrate", "--noinput")
-    token = manage(env, "create_api_token", "alice").strip().splitlines()[-1]
-    headers = {"Authorization": f"Token {token}"}
-    base = f"http://127.0.0.1:{web_port}"
-    stack = start_procfile(env, tmp_path, "embedded", ["web", "worker", "redis"])
+    embedded = EmbeddedDefault(tmp_path)
+    base, headers = embedded.base, embedded.headers
+    stack = embedded.start("embedded", ["web", "worker", "redis"])
     try:
-
-        def web_up() -> bool:
-            try:
-                return httpx.get(f"{base}/health", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(web_up, timeout=60, what="the embedded stack")
         job_id = submit(base, headers, platforms=["twitter-post"])
         with sse(base, f"/api/sse/jobs/{job_id}", headers) as stream:
             received = stream.until_final()
