@@ -12,13 +12,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# The runtime lock only (every hash checked): no process runner, no embedded Redis, no
+# test or lint tools; those are in requirements-run.txt / requirements-dev.txt.
 COPY requirements.txt .
-RUN pip install -r requirements.txt
+RUN pip install --require-hashes -r requirements.txt
 
 COPY . .
 
 # Static files are collected at build time (whitenoise serves them); a throwaway key is
-# enough for collectstatic, the real one comes from the environment at run time.
+# enough for collectstatic, the real one comes from the environment at run time. Containers
+# run in production mode (DEBUG unset): example secrets refuse to start.
 RUN DEBUG=false SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost REDIS_URL=redis://localhost:6379/0 \
         python manage.py collectstatic --noinput -v0 \
     && useradd --system --uid 1000 --home-dir /app snapasset \

@@ -1,52 +1,99 @@
-# The two commands: `make run` and `make test`. Both set up .venv on first use.
+# The two commands: `make run` and `make test`. Both set up .venv on first use, from the lock
+# files (pip checks every hash): `make run` installs requirements-run.txt (what running needs),
+# every other target requirements-dev.txt (that, plus tests and tools). `make lock` re-resolves
+# the locks from pyproject.toml.
 PORT ?= 8000
 HOST ?= 127.0.0.1
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
-# Without REDIS_URL, `make run` also starts the embedded Redis (see README).
-PROCESSES := web worker cleanup beat $(if $(REDIS_URL),,redis)
+# One stamp per lock and content: a changed lock installs again.
+stamp = $(VENV)/.installed-$(1)-$(shell cksum < $(2) | cut -d' ' -f1)
+RUN_STAMP := $(call stamp,run,requirements-run.txt)
+DEV_STAMP := $(call stamp,dev,requirements-dev.txt)
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test setup migrate bench lint clean
+.PHONY: run test coverage test-watch setup setup-run migrate bench lint lock clean
 
-$(STAMP): requirements.txt requirements-dev.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements-dev.txt
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(RUN_STAMP): requirements-run.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-run.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-setup: $(STAMP)
+# requirements-dev.txt holds requirements-run.txt at the same versions (tests/core/test_packaging.py).
+$(DEV_STAMP): requirements-dev.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q --require-hashes -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $@ $(RUN_STAMP)
 
-migrate: setup
+setup: $(DEV_STAMP)
+setup-run: $(RUN_STAMP)
+
+# Development mode (DEBUG=true: the built-in secret key, any host, text logs) is switched on
+# here, for `make run` and the migrations it runs first, and nowhere else: every other way
+# of starting SnapAsset is production unless told otherwise. `make run DEBUG=false` tries
+# the production settings locally (they then need a real SECRET_KEY).
+run migrate: export DEBUG ?= true
+
+migrate: setup-run
 	mkdir -p var
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
 
+# honcho reads no .env itself (it would let the file win over the environment):
+# `python -m snapasset.env` loads it as every SnapAsset process does, environment first, and
+# the embedded Redis starts only when REDIS_URL is set nowhere.
 run: migrate
 	rm -rf var/metrics  # prometheus_client multiprocess files of the previous run
-	WEB_PORT=$(PORT) HOST=$(HOST) exec $(BIN)/honcho -f Procfile.dev start $(PROCESSES)
+	WEB_PORT=$(PORT) HOST=$(HOST) exec $(BIN)/python -m snapasset.env sh -c \
+		'exec honcho --env /dev/null -f Procfile.dev start web worker cleanup beat $$(test -n "$$REDIS_URL" || echo redis)'
 
 # Tests use the machine's real Postgres and Redis: a database of their own per run
-# (pytest-django creates test_<name> and drops it) and a Redis db number of their own.
+# (pytest-django creates test_<name> and drops it) and a Redis db number of their own. They
+# run in development mode, as `make run` does; the tests of production behaviour start
+# their processes without it.
 RUN_ID := $(shell echo $$$$)
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/snapasset_$(RUN_ID)
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/$(shell expr $(RUN_ID) % 15 + 1)
+TEST_ENV = DEBUG=true DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) \
+	IMAGE_PROVIDER=local SNAPASSET_VAR_DIR=$(CURDIR)/var/test-$(RUN_ID)
 
 test: setup
-	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) IMAGE_PROVIDER=local \
-		SNAPASSET_VAR_DIR=$(CURDIR)/var/test-$(RUN_ID) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS) $(COVERAGE_ARGS)
+
+# `make test` with a coverage report (the web and worker processes the tests start count
+# too); CI runs this and prints the total.
+coverage: COVERAGE_ARGS = --cov --cov-report=term:skip-covered
+coverage: test
+
+# Re-runs the tests affected by a saved change (pytest-testmon picks them; the first run
+# runs all of PYTEST_ARGS' selection to learn what each test touches).
+test-watch: setup
+	$(TEST_ENV) $(BIN)/ptw --now . --testmon $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy jobs snapasset cleanup
+	$(BIN)/deptry .
+	$(BIN)/deptry tests bench --exclude '\.venv' --ignore DEP002,DEP004
+
+# Resolve pyproject.toml into the three locks, keeping current pins where they still fit
+# (`make lock UPGRADE=--upgrade` takes the newest). The dev lock is resolved first; the run
+# and runtime locks are constrained to it, so all three agree on every version.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+	--annotation-style line --custom-compile-command "make lock" $(UPGRADE) pyproject.toml
+lock: setup
+	$(UV_COMPILE) --group dev -o requirements-dev.txt
+	$(UV_COMPILE) --group run -c requirements-dev.txt -o requirements-run.txt
+	$(UV_COMPILE) -c requirements-dev.txt -o requirements.txt
 
 bench: setup
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache .coverage .coverage.* .testmondata*

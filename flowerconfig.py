@@ -3,13 +3,19 @@
 Flower shows every task's arguments (prompts) and can revoke tasks and shut workers down, so
 it refuses to start without basic auth, in development too: set
 FLOWER_BASIC_AUTH=user:password (comma-separate several pairs). Flower itself reads every
-FLOWER_* variable (FLOWER_PORT, FLOWER_ADDRESS, FLOWER_URL_PREFIX...) before this file runs.
+FLOWER_* variable (FLOWER_PORT, FLOWER_ADDRESS, FLOWER_URL_PREFIX...) before this file runs,
+the project's `.env` included (snapasset/env.py loads it when `-A snapasset` is imported).
 """
 
 import os
 import sys
 
+from django.conf import settings
 from tornado.options import options
+
+# The project's settings, loaded now: outside development mode they refuse to start with an
+# example secret (FLOWER_BASIC_AUTH=admin:change-me of .env.example included).
+settings.DEBUG  # noqa: B018
 
 _pairs = [pair for pair in (options.basic_auth or []) if ":" in pair and pair.split(":", 1)[1]]
 if not (_pairs or options.auth):

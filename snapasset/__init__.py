@@ -1,7 +1,12 @@
 from __future__ import annotations
 
-from snapasset.celery import app as celery_app
-from snapasset.logs import install_excepthooks
+from snapasset import env
+
+# Before anything reads the environment (Celery, Flower's options, the settings): `.env`.
+env.load()
+
+from snapasset.celery import app as celery_app  # noqa: E402
+from snapasset.logs import install_excepthooks  # noqa: E402
 
 # Every process (web, worker, beat, flower, manage.py) logs its uncaught exceptions.
 install_excepthooks()

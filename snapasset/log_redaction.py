@@ -5,12 +5,20 @@ writes, whichever logger made it. It rewrites the formatted message, a formatted
 and string ``extra`` fields: Authorization header values, DRF token keys, JWTs, OpenAI-style
 keys, ``password=`` / ``token=`` / ``api_key=`` pairs, and the configured secrets verbatim.
 A ``prompt`` passed as an extra field is cut to PROMPT_LOG_CHARS characters.
+
+Django's error pages and reports (DEBUG's technical 500 page, the text of an error e-mail)
+are redacted the same way: :class:`RedactingExceptionReporterFilter` (settings, request
+headers, cookies) and :class:`RedactingExceptionReporter` (the exception, the frames' local
+variables, the query string), named in settings.DEFAULT_EXCEPTION_REPORTER[_FILTER].
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from typing import Any
+
+from django.views.debug import ExceptionReporter, SafeExceptionReporterFilter
 
 REDACTED = "[redacted]"
 PROMPT_LOG_CHARS = 80
@@ -21,6 +29,7 @@ SECRET_SETTINGS = (
     "SUPABASE_SERVICE_KEY",
     "SUPABASE_JWT_SECRET",
     "METRICS_TOKEN",
+    "FLOWER_BASIC_AUTH",
 )
 SENSITIVE_FIELD = re.compile(r"authorization|token|secret|password|api_?key|cookie", re.I)
 _PATTERNS = [
@@ -103,3 +112,34 @@ class RedactSecretsFilter(logging.Filter):
                 # django.request passes the request; its repr carries the query string.
                 setattr(record, name, redact_secrets(repr(value)))
         return True
+
+
+class RedactingExceptionReporterFilter(SafeExceptionReporterFilter):
+    """Django's filter hides settings by name (KEY, TOKEN, PASS...); this one also redacts
+    values whatever their name: DATABASE_URL, CELERY_BROKER_URL, CACHES' LOCATION and
+    request headers carry passwords in URLs."""
+
+    def cleanse_setting(self, key: Any, value: Any) -> Any:
+        cleansed = super().cleanse_setting(key, value)
+        return redact_secrets(cleansed) if isinstance(cleansed, str) else cleansed
+
+
+class RedactingExceptionReporter(ExceptionReporter):
+    """What the filter leaves as text: the exception's message and notes, its causes, every
+    frame's local variables (already formatted), the query string and the URI."""
+
+    def get_traceback_data(self) -> dict[str, Any]:
+        data = super().get_traceback_data()
+        for key in ("exception_value", "exception_notes", "request_insecure_uri", "user_str"):
+            if isinstance(data.get(key), str):
+                data[key] = redact_secrets(data[key])
+        if "request_GET_items" in data:
+            data["request_GET_items"] = [
+                (name, REDACTED if SENSITIVE_FIELD.search(name) else redact_secrets(str(value)))
+                for name, value in data["request_GET_items"]
+            ]
+        for frame in data.get("frames", []):
+            frame["vars"] = [(name, redact_secrets(value)) for name, value in frame.get("vars", [])]
+            if frame.get("exc_cause") is not None:
+                frame["exc_cause"] = redact_secrets(str(frame["exc_cause"]))
+        return data

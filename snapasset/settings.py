@@ -1,8 +1,12 @@
 """SnapAsset settings: the one settings module, driven by the environment.
 
-Every knob reads an environment variable with a safe development default. The helpers
-below fail loudly (``ImproperlyConfigured``) on a value they cannot parse, so a typo in a
-deployment stops the process at start instead of surfacing as odd behaviour later.
+Every knob reads an environment variable (the process environment, then the project's
+`.env`, loaded once by snapasset/env.py before this module runs); docs/configuration.md
+describes each one. Defaults are production-safe: DEBUG is off unless development mode is
+switched on (`make run` does), and outside it the built-in and example secrets refuse to
+start. The helpers below fail loudly (``ImproperlyConfigured``) on a value they cannot
+parse, so a typo in a deployment stops the process at start instead of surfacing as odd
+behaviour later.
 """
 
 from __future__ import annotations
@@ -74,11 +78,11 @@ def env_crontab(name: str, default: str) -> crontab:
 # --- Core -------------------------------------------------------------------------------
 
 VAR_DIR = Path(env_str("SNAPASSET_VAR_DIR", str(BASE_DIR / "var")))
-DEBUG = env_bool("DEBUG", True)
+# Development mode: `make run` (and `make test`) set DEBUG=true; nothing else does, so a
+# process started any other way is production (see "Secrets" at the end).
+DEBUG = env_bool("DEBUG", False)
 _DEV_SECRET_KEY = "dev-insecure-snapasset-secret-key-change-me"
 SECRET_KEY = env_str("SECRET_KEY", _DEV_SECRET_KEY)
-if not DEBUG and SECRET_KEY == _DEV_SECRET_KEY:
-    raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is false")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["*"] if DEBUG else [])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
 
@@ -437,6 +441,9 @@ PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
 # /metrics answers staff (session or API token) and `Authorization: Bearer $METRICS_TOKEN`.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
+# Flower's `user:password` pairs: Flower reads the variable itself; here only to refuse the
+# example's outside development (flowerconfig.py refuses to start without any).
+FLOWER_BASIC_AUTH = env_str("FLOWER_BASIC_AUTH")
 # When set, each worker also serves its machine's metrics (no auth) on this port: bind it to
 # an internal network only.
 WORKER_METRICS_PORT = env_int("WORKER_METRICS_PORT", 0, minimum=0)
@@ -499,3 +506,39 @@ LOGGING = build_logging(
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+
+# Error pages (DEBUG's technical page) and error reports (e-mails, logs) show settings, local
+# variables and the request: passwords in URLs (DATABASE_URL, the broker's), API keys and
+# tokens are replaced there as in the logs (snapasset/log_redaction.py).
+DEFAULT_EXCEPTION_REPORTER = "snapasset.log_redaction.RedactingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "snapasset.log_redaction.RedactingExceptionReporterFilter"
+
+# --- Secrets ----------------------------------------------------------------------------
+# Outside development mode, a secret that is public refuses to start: the built-in
+# development key, and the placeholders of .env.example (they all contain "change-me").
+EXAMPLE_SECRET_MARK = "change-me"
+
+
+def is_public_secret(value: str) -> bool:
+    return value == _DEV_SECRET_KEY or EXAMPLE_SECRET_MARK in value.lower()
+
+
+if not DEBUG:
+    _public = [
+        name
+        for name, value in (
+            ("SECRET_KEY", SECRET_KEY),
+            ("METRICS_TOKEN", METRICS_TOKEN),
+            ("FLOWER_BASIC_AUTH", FLOWER_BASIC_AUTH),
+            ("DATABASE_URL's password", str(DATABASES["default"].get("PASSWORD") or "")),
+        )
+        if value and is_public_secret(value)
+    ]
+    if _public:
+        raise ImproperlyConfigured(
+            f"Refusing to start outside development mode with a built-in or example secret: "
+            f"{', '.join(_public)}. These values are public (the development SECRET_KEY, the "
+            f"change-me values of .env.example): set real ones, e.g. "
+            f"python -c 'import secrets; print(secrets.token_urlsafe(50))', or set DEBUG=true "
+            f"on a development machine (make run does). See docs/configuration.md."
+        )

@@ -108,7 +108,10 @@ def database_url_of_test_db() -> str:
     return f"postgres://{user}{password}@{host}:{port}/{db['NAME']}"
 
 
-def child_env(**overrides: str) -> dict[str, str]:
+def child_env(**overrides: str | None) -> dict[str, str]:
+    """The environment of a child process: this run's, on the test database and Redis, with
+    ``overrides`` (None removes a variable). It inherits development mode (DEBUG=true) from
+    `make test`; a test of production behaviour removes it."""
     env = dict(os.environ)
     env.update(
         {
@@ -119,19 +122,25 @@ def child_env(**overrides: str) -> dict[str, str]:
             "PYTHONUNBUFFERED": "1",
         }
     )
-    env.update(overrides)
+    for name, value in overrides.items():
+        if value is None:
+            env.pop(name, None)
+        else:
+            env[name] = value
     return env
 
 
 class ManagedProcess:
     """A child process with its output in a log file, stopped (and reaped) on exit."""
 
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self, name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: Path = ROOT
+    ) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+            argv, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )  # fmt: skip
 
@@ -202,7 +211,7 @@ def start_web(tmp_path: Path, transactional_db: None) -> Iterator[Callable[..., 
     started: list[ManagedProcess] = []
     proc_by_base: dict[str, ManagedProcess] = {}
 
-    def start(*, env: dict[str, str] | None = None, access_log: bool = False) -> str:
+    def start(*, env: dict[str, str | None] | None = None, access_log: bool = False) -> str:
         port = free_port()
         argv = [
             sys.executable, "-m", "uvicorn", "snapasset.asgi:application",
