@@ -70,10 +70,13 @@ test: setup
 coverage: COVERAGE_ARGS = --cov --cov-report=term:skip-covered
 coverage: test
 
-# Re-runs the tests affected by a saved change (pytest-testmon picks them; the first run
-# runs all of PYTEST_ARGS' selection to learn what each test touches).
+# Re-runs the tests affected by a saved .py file: watchfiles watches the code (not .venv,
+# whose reads would flood a watcher of the whole folder) and restarts pytest, and
+# pytest-testmon picks the tests that the change affects (its first run runs all of
+# PYTEST_ARGS' selection to learn what each test touches).
 test-watch: setup
-	$(TEST_ENV) $(BIN)/ptw --now . --testmon $(PYTEST_ARGS)
+	$(TEST_ENV) $(BIN)/watchfiles --filter python \
+		'$(BIN)/python -m pytest --testmon $(PYTEST_ARGS)' snapasset jobs cleanup tests bench
 
 lint: setup
 	$(BIN)/ruff format --check .

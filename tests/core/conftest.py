@@ -20,9 +20,11 @@ CODE = [
     "requirements.txt", "requirements-run.txt", "requirements-dev.txt", ".env.example",
     "snapasset", "jobs", "cleanup", "templates",
 ]  # fmt: skip
-# The variables of `make test`'s own environment that a checkout must get from its `.env`.
+# The variables of `make test`'s own environment that a checkout must get from its `.env`
+# (make's, and `make coverage`'s, which would measure the checkout's copy of the code).
 MAKE_TEST_VARIABLES = {"DEBUG", "DATABASE_URL", "REDIS_URL", "IMAGE_PROVIDER", "SNAPASSET_VAR_DIR",
-                       "MEDIA_ROOT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}  # fmt: skip
+                       "MEDIA_ROOT", "MAKEFLAGS", "MFLAGS", "MAKELEVEL", "COVERAGE_PROCESS_CONFIG",
+                       "COVERAGE_PROCESS_START"}  # fmt: skip
 
 
 class Checkout:

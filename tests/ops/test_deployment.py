@@ -159,25 +159,3 @@ def test_the_dockerfile_builds_a_slim_non_root_image_with_static_files() -> None
     assert signature(web[-1]) == ("uvicorn", "snapasset.asgi:application")
     for argv in web:
         check_invocation(argv)
-
-
-def test_every_variable_of_the_env_example_is_read_by_the_project() -> None:
-    sources = "".join(
-        path.read_text()
-        for path in [
-            ROOT / "snapasset" / "settings.py",
-            ROOT / "flowerconfig.py",
-            ROOT / "docker-compose.yml",
-        ]
-    )
-    names = [
-        line.split("=", 1)[0].lstrip("# ").strip()
-        for line in (ROOT / ".env.example").read_text().splitlines()
-        if "=" in line
-    ]
-    assert names
-    for name in names:
-        assert name in sources or name.startswith("FLOWER_"), name
-    readme = (ROOT / "README.md").read_text()
-    for name in names:
-        assert name in readme, f"{name} is not documented in README.md"
