@@ -43,6 +43,7 @@ def test_the_cleanup_time_comes_from_CLEANUP_CRON() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=True,
-        env={"CLEANUP_CRON": "30 3 * * 1-5", "PATH": "/usr/bin:/bin", "LOG_TO_FILES": "false"},
+        env={"CLEANUP_CRON": "30 3 * * 1-5", "PATH": "/usr/bin:/bin", "LOG_TO_FILES": "false",
+             "DEBUG": "true"},
     )  # fmt: skip
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[30], [3], [1, 2, 3, 4, 5]]
