@@ -40,10 +40,17 @@ test: setup
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) IMAGE_PROVIDER=local \
 		SNAPASSET_VAR_DIR=$(CURDIR)/var/test-$(RUN_ID) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The suite without the tests marked slow (the 1,000-job load, the multi-process runs of a
+# minute or more): a couple of minutes. `make test` (CI) still runs everything.
+.PHONY: test-fast
+test-fast: override PYTEST_ARGS := -m "not slow" $(PYTEST_ARGS)
+test-fast: test
+
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy jobs snapasset cleanup
+	$(BIN)/lint-imports
 
 bench: setup
 	$(BIN)/python -m bench

@@ -316,7 +316,7 @@ def test_a_step_outliving_the_shutdown_grace_period_has_its_job_released_and_fen
     grace period end, gives the job back to the queue, and the late step can write nothing."""
     from jobs import shutdown
     from jobs.services import job_claim, job_heartbeat, job_set_progress
-    from snapasset.exceptions import LeaseLost
+    from snapasset.core.exceptions import LeaseLost
 
     settings.JOB_SHUTDOWN_GRACE_SECONDS = 1
     job = Job.objects.create(

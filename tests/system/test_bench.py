@@ -6,12 +6,12 @@ import importlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 MODULES = [
     "bench",
     "bench.__main__",
