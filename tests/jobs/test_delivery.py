@@ -47,6 +47,7 @@ def assert_one_set_of_images(job: Job, platforms: list[str] | tuple[str, ...]) -
 # --- Delivery after a dead worker ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_worker_killed_after_the_generation_step_is_replaced_and_the_job_completes_paying_once(
     stack: Stack, media_root: Path
 ) -> None:
@@ -71,6 +72,7 @@ def test_a_worker_killed_after_the_generation_step_is_replaced_and_the_job_compl
     assert len(outputs) == len(PLATFORM_IDS)
 
 
+@pytest.mark.slow
 def test_a_job_whose_worker_keeps_dying_fails_after_two_re_runs(stack: Stack) -> None:
     stack.web()
     stack.maintenance()
@@ -119,6 +121,7 @@ def test_two_deliveries_of_the_same_message_at_once_make_one_set_of_images(stack
     assert job.attempts_made == 1 and job.generation_calls == 1
 
 
+@pytest.mark.slow
 def test_a_pool_process_killed_mid_job_is_redelivered_and_completes_without_the_sweeper(
     stack: Stack,
 ) -> None:
@@ -157,6 +160,7 @@ def test_jobs_waiting_when_the_broker_is_flushed_all_complete(
         assert_one_set_of_images(job, ["twitter-post"])
 
 
+@pytest.mark.slow
 def test_a_job_submitted_while_the_broker_is_down_answers_202_quickly_and_runs_when_it_returns(
     stack: Stack, broker: RedisServer
 ) -> None:

@@ -56,6 +56,7 @@ def _run_bench(*argv: str) -> str:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None:
     out = _run_bench(
         "bench.submit",
@@ -72,6 +73,7 @@ def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None:
     out = _run_bench(
         "bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1"
