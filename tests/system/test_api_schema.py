@@ -86,6 +86,7 @@ def use_known_job(case: Any, known_job_ids: list[str]) -> None:
         case.path_parameters["job_id"] = known_job_ids[number % len(known_job_ids)]
 
 
+@pytest.mark.slow
 def test_the_api_answers_as_its_schema_says(
     web_base: str, staff_token: str, known_job_ids: list[str], subtests: Any, tmp_path: Path
 ) -> None:

@@ -421,6 +421,7 @@ def test_live_events_of_another_redis_db_are_not_heard() -> None:
     assert pubsub_channel() == f"snapasset:live-events:db{db}"
 
 
+@pytest.mark.slow
 def test_the_embedded_default_streams_live_too(tmp_path: Any) -> None:
     """`make run` with no environment (SQLite + the embedded Redis): a stream follows a job."""
     from tests.system.test_end_to_end import EmbeddedDefault
