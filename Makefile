@@ -78,12 +78,19 @@ test-watch: setup
 	$(TEST_ENV) $(BIN)/watchfiles --filter python \
 		'$(BIN)/python -m pytest --testmon $(PYTEST_ARGS)' snapasset jobs cleanup tests bench
 
+# The suite without the tests marked slow (the 1,000-job load, the multi-process runs of a
+# minute or more): a couple of minutes. `make test` (CI) still runs everything.
+.PHONY: test-fast
+test-fast: override PYTEST_ARGS := -m "not slow" $(PYTEST_ARGS)
+test-fast: test
+
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy jobs snapasset cleanup
 	$(BIN)/deptry .
 	$(BIN)/deptry tests bench --exclude '\.venv' --ignore DEP002,DEP004
+	$(BIN)/lint-imports
 
 # Resolve pyproject.toml into the three locks, keeping current pins where they still fit
 # (`make lock UPGRADE=--upgrade` takes the newest). The dev lock is resolved first; the run

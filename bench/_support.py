@@ -294,7 +294,3 @@ def bench_env() -> Iterator[BenchEnv]:
     env = BenchEnv()
     with env:
         yield env
-
-
-def fmt_ms(seconds: float) -> str:
-    return f"{seconds * 1000:.2f} ms"

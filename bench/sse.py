@@ -122,18 +122,20 @@ def publisher_main(job_id: str, count: int, interval: float) -> None:
     import django
 
     django.setup()
-    from jobs import events
+    from jobs.live import publish
+    from jobs.live.channels import job_channel
+    from jobs.live.storage import store_event
 
     sent: dict[int, list[float]] = {}
-    channel = events.job_channel(job_id)
+    channel = job_channel(job_id)
     for progress in range(1, count + 1):
         data = json.dumps(
             {"type": "update", "jobId": job_id, "status": "active", "progress": progress}
         )
         t0 = time.monotonic()
-        event_id = events.store_event(channel, "update", data)
+        event_id = store_event(channel, "update", data)
         t1 = time.monotonic()
-        events._publish({"c": channel, "i": event_id, "t": "update", "d": data})
+        publish._publish({"c": channel, "i": event_id, "t": "update", "d": data})
         assert event_id is not None
         sent[event_id] = [t0, t1]
         time.sleep(interval)

@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
+from jobs import metrics
 from jobs import services as job_services
+from jobs.live.publish import publish_job_event
 from jobs.models import FINISHED_STATUSES, GeneratedImage, Job, JobKind, JobStatus
-from snapasset.exceptions import JobCancelled, LeaseLost
+from snapasset.core.exceptions import JobCancelled, LeaseLost
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +126,6 @@ def cleanup_task_results_batch(*, older_than_days: int, dry_run: bool = False) -
     when none are left, the result backend's own cleanup runs too (result_expires)."""
     from django_celery_results.models import TaskResult
 
-    from snapasset.celery import app as celery_app
-
     cutoff = timezone.now() - timedelta(days=older_than_days)
     ids = list(
         TaskResult.objects.filter(date_done__lt=cutoff)
@@ -138,7 +139,7 @@ def cleanup_task_results_batch(*, older_than_days: int, dry_run: bool = False) -
         return batch
     batch.deleted_task_results = TaskResult.objects.filter(pk__in=ids).delete()[0]
     if not batch.more:
-        celery_app.backend.cleanup()
+        current_app.backend.cleanup()
     return batch
 
 
@@ -225,8 +226,33 @@ def cleanup_run(*, job_id: str) -> None:
         logger.info("cleanup %s stopped (cancelled or taken over)", job_id)
 
 
+@transaction.atomic
+def cleanup_create(*, actor: Any, cleanup_type: str, older_than_days: int | None) -> Job:
+    """Insert a waiting cleanup job and enqueue it after commit (POST /api/jobs/cleanup)."""
+    params = {
+        "type": cleanup_type,
+        "olderThanDays": (
+            older_than_days
+            if older_than_days is not None
+            else default_older_than_days(cleanup_type)
+        ),
+    }
+    job = Job.objects.create(
+        owner=actor,
+        kind=JobKind.FILE_CLEANUP,
+        params=params,
+        # Cleanup runs before queued image work on its own queue; priority is irrelevant.
+        priority=0,
+        enqueued_at=timezone.now(),
+    )
+    job_services.job_enqueue_on_commit(job)
+    publish_job_event(job)
+    metrics.record_job_submitted(kind=job.kind)
+    return job
+
+
 def cleanup_schedule() -> Job:
     """The daily run from celery beat: a system-owned cleanup job of type `all`."""
-    return job_services.job_create_cleanup(
+    return cleanup_create(
         actor=None, cleanup_type="all", older_than_days=settings.CLEANUP_FAILED_AFTER_DAYS
     )

@@ -22,7 +22,7 @@ from rest_framework.authtoken.models import TokenProxy
 
 from jobs import services
 from jobs.models import GeneratedImage, Job
-from snapasset.exceptions import ApplicationError
+from snapasset.core.exceptions import ApplicationError
 
 THUMBNAIL_HEIGHT = 72
 SHORT_ID = re.compile(r"[0-9a-f]{8}")

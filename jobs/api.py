@@ -12,15 +12,15 @@ from django.http import StreamingHttpResponse
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import permissions, status
+from rest_framework import status
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import archive, openapi, selectors, serializers, services
 from jobs.platforms import PLATFORMS
-from snapasset.exceptions import ApplicationError
-from snapasset.throttling import SubmitRateThrottle
+from snapasset.core.exceptions import ApplicationError
+from snapasset.core.throttling import SubmitRateThrottle
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
@@ -226,38 +226,6 @@ class JobStatsApi(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response({**selectors.job_stats(user=request.user), "timestamp": _now_ms()})
-
-
-class CleanupCreateApi(APIView):
-    permission_classes = [permissions.IsAdminUser]
-
-    @extend_schema(
-        operation_id="jobs_cleanup",
-        summary="Queue a cleanup job (staff only)",
-        request=serializers.CleanupInputSerializer,
-        responses={
-            202: openapi.CleanupQueuedSerializer,
-            **openapi.errors(400, 403, 413, 415),
-        },
-    )
-    def post(self, request: Request) -> Response:
-        body = serializers.CleanupInputSerializer(data=request.data)
-        body.is_valid(raise_exception=True)
-        job = services.job_create_cleanup(
-            actor=request.user,
-            cleanup_type=body.validated_data["type"],
-            older_than_days=body.validated_data.get("olderThanDays"),
-        )
-        return Response(
-            {
-                "jobId": str(job.id),
-                "type": job.params["type"],
-                "olderThanDays": job.params["olderThanDays"],
-                "status": "queued",
-                "message": "Cleanup job queued",
-            },
-            status=status.HTTP_202_ACCEPTED,
-        )
 
 
 class PlatformListApi(APIView):

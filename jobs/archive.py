@@ -16,7 +16,7 @@ from django.core.files.storage import default_storage
 
 from jobs.models import Job, JobKind, JobStatus
 from jobs.pipeline import EXTENSIONS
-from snapasset.exceptions import GoneError, InvalidStateError
+from snapasset.core.exceptions import GoneError, InvalidStateError
 
 # Bytes read from storage per step: big enough for few round trips to a remote storage,
 # small enough that a streaming response holds little in memory.

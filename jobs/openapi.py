@@ -180,14 +180,6 @@ class JobStatsSerializer(serializers.Serializer):
     timestamp = serializers.IntegerField(help_text="ms since the epoch.")
 
 
-class CleanupQueuedSerializer(serializers.Serializer):
-    jobId = serializers.UUIDField()
-    type = serializers.CharField()
-    olderThanDays = serializers.IntegerField()
-    status = serializers.CharField(help_text='Always "queued".')
-    message = serializers.CharField()
-
-
 class PlatformSerializer(serializers.Serializer):
     id = serializers.ChoiceField(choices=PLATFORM_IDS)
     name = serializers.CharField()
@@ -197,13 +189,3 @@ class PlatformSerializer(serializers.Serializer):
 
 class PlatformListSerializer(serializers.Serializer):
     platforms = PlatformSerializer(many=True)
-
-
-class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok", "degraded"])
-    uptime = serializers.FloatField(help_text="Seconds since the web process started.")
-    timestamp = serializers.IntegerField(help_text="ms since the epoch.")
-    services = serializers.DictField(
-        child=serializers.JSONField(),
-        help_text="database, broker, storage, provider, queues... each with its `status`.",
-    )

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from snapasset.exceptions import PermanentError
+from snapasset.core.exceptions import PermanentError
 
 # Pillow refuses images over this many pixels (decompression-bomb guard); a provider's
 # 1024x1024 (or 1536x1024) answer is far below it.

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, QuerySet
 
 from jobs.models import Job, JobKind, JobStatus
-from snapasset.exceptions import NotFoundError
+from snapasset.core.exceptions import NotFoundError
 
 User = AbstractBaseUser | AnonymousUser
 

@@ -15,7 +15,6 @@ PROMPT_MAX_LENGTH = 4000
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 100
 LIST_OFFSET_MAX = 1_000_000_000
-CLEANUP_TYPES = ("temp-files", "failed-generations", "completed-jobs", "task-results", "all")
 
 
 class StrictCharField(serializers.CharField):
@@ -80,11 +79,6 @@ class JobGenerateInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
         if duplicates:
             raise serializers.ValidationError(f"Duplicate platforms: {', '.join(duplicates)}.")
         return value
-
-
-class CleanupInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
-    type = StrictChoiceField(choices=CLEANUP_TYPES, required=False, default="all")
-    olderThanDays = StrictIntegerField(min_value=0, max_value=3650, required=False)
 
 
 class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):

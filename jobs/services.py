@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -29,7 +30,8 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import events
+from jobs import metrics
+from jobs.live.publish import publish_job_event
 from jobs.models import (
     FINISHED_STATUSES,
     PENDING_STATUSES,
@@ -50,19 +52,16 @@ from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
 from jobs.shutdown import worker_is_shutting_down, worker_shutdown_started_at
 from jobs.storage import file_with_content_type, recordable_url
-from snapasset import metrics
-from snapasset.celery import app as celery_app
-from snapasset.exceptions import (
+from snapasset.core.exceptions import (
     ApplicationError,
     InvalidStateError,
     JobCancelled,
     LeaseLost,
-    NotFoundError,
     PermanentError,
     TooManyPendingJobsError,
     TransientError,
 )
-from snapasset.log_redaction import redact_secrets, truncate_prompt
+from snapasset.core.log_redaction import redact_secrets, truncate_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -205,8 +204,8 @@ def _job_insert_generation(
         if existing is None:
             raise
         return _idempotent_replay(existing, fields)
-    _enqueue_on_commit(job)
-    events.publish_job_event(job, to_job_channel=False)
+    job_enqueue_on_commit(job)
+    publish_job_event(job, to_job_channel=False)
     metrics.record_job_submitted(kind=job.kind)
     return Submission(job=job, created=True)
 
@@ -232,32 +231,6 @@ def _idempotent_replay(job: Job, fields: dict[str, Any]) -> Submission:
     return Submission(job=job, created=False)
 
 
-@transaction.atomic
-def job_create_cleanup(*, actor: Any, cleanup_type: str, older_than_days: int | None) -> Job:
-    from cleanup.services import default_older_than_days
-
-    params = {
-        "type": cleanup_type,
-        "olderThanDays": (
-            older_than_days
-            if older_than_days is not None
-            else default_older_than_days(cleanup_type)
-        ),
-    }
-    job = Job.objects.create(
-        owner=actor,
-        kind=JobKind.FILE_CLEANUP,
-        params=params,
-        # Cleanup runs before queued image work on its own queue; priority is irrelevant.
-        priority=0,
-        enqueued_at=timezone.now(),
-    )
-    _enqueue_on_commit(job)
-    events.publish_job_event(job)
-    metrics.record_job_submitted(kind=job.kind)
-    return job
-
-
 # --- Delivery -----------------------------------------------------------------------------
 
 
@@ -266,7 +239,7 @@ def celery_priority(priority: int) -> int:
     return 9 - max(0, min(9, priority))
 
 
-def _enqueue_on_commit(job: Job) -> None:
+def job_enqueue_on_commit(job: Job) -> None:
     job_id, kind, priority = str(job.id), job.kind, job.priority
     transaction.on_commit(lambda: job_send_message(job_id=job_id, kind=kind, priority=priority))
 
@@ -277,7 +250,7 @@ def job_send_message(
     """Send the Celery message for a job. A broker outage is logged, not raised: the row is
     committed and the sweeper sends the message again once it is overdue."""
     try:
-        celery_app.send_task(
+        current_app.send_task(
             TASK_FOR_KIND[JobKind(kind)],
             args=[job_id],
             task_id=job_id,
@@ -357,7 +330,7 @@ def job_claim(*, job_id: str) -> Claim | None:
                 "retry_at", "progress", "stalled_count", "updated_at",
             ]
         )  # fmt: skip
-        events.publish_job_event(job)
+        publish_job_event(job)
     return Claim(job=job, token=token)
 
 
@@ -385,7 +358,7 @@ def _fenced_update(claim: Claim, **fields: Any) -> None:
             _raise_for_lost_claim(claim)
         for name, value in fields.items():
             setattr(claim.job, name, value)
-        events.publish_job_event(claim.job)
+        publish_job_event(claim.job)
 
 
 def _raise_for_lost_claim(claim: Claim) -> None:
@@ -459,8 +432,8 @@ def job_release(claim: Claim, *, reason: str) -> bool:
                 "updated_at",
             ]
         )  # fmt: skip
-        events.publish_job_event(job)
-        _enqueue_on_commit(job)
+        publish_job_event(job)
+        job_enqueue_on_commit(job)
     logger.info("job %s released to the queue: %s", job.pk, reason)
     return True
 
@@ -510,7 +483,7 @@ def job_requeue(claim: Claim, *, result: dict[str, Any]) -> None:
     _fenced_update(
         claim, status=JobStatus.WAITING, claim_token=None, result=result, enqueued_at=timezone.now()
     )
-    _enqueue_on_commit(claim.job)
+    job_enqueue_on_commit(claim.job)
 
 
 def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
@@ -526,7 +499,7 @@ def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
         job.failed_reason = redact_secrets(reason)[:2000]
         job.finished_at = timezone.now()
         job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
-        events.publish_job_event(job)
+        publish_job_event(job)
         _record_finished(job)
 
 
@@ -554,7 +527,7 @@ def job_schedule_retry(
             job.failed_reason = redact_secrets(reason)[:2000]
             job.finished_at = timezone.now()
             job.save(update_fields=["status", "failed_reason", "finished_at", "updated_at"])
-            events.publish_job_event(job)
+            publish_job_event(job)
             _record_finished(job)
             return None
         countdown = retry_countdown(attempts_made=job.attempts_made, retry_after=retry_after)
@@ -573,7 +546,7 @@ def job_schedule_retry(
                 "updated_at",
             ]
         )
-        events.publish_job_event(job)
+        publish_job_event(job)
         return countdown
 
 
@@ -595,7 +568,7 @@ def job_cancel(*, job: Job) -> Job:
     job.status = JobStatus.CANCELLED
     job.finished_at = timezone.now()
     job.save(update_fields=["cancel_requested", "status", "finished_at", "updated_at"])
-    events.publish_job_event(job)
+    publish_job_event(job)
     _record_finished(job)
     job_id = str(job.id)
     # Revoking is only an optimisation (the claim refuses a cancelled job anyway).
@@ -605,7 +578,7 @@ def job_cancel(*, job: Job) -> Job:
 
 def _revoke_quietly(job_id: str) -> None:
     try:
-        celery_app.control.revoke(job_id)
+        current_app.control.revoke(job_id)
     except Exception:
         logger.info("could not broadcast revoke for %s", job_id, exc_info=True)
 
@@ -637,8 +610,8 @@ def job_retry(*, job: Job, actor: Any | None = None) -> Job:
     job.finished_at = None
     job.enqueued_at = timezone.now()
     job.save()
-    _enqueue_on_commit(job)
-    events.publish_job_event(job)
+    job_enqueue_on_commit(job)
+    publish_job_event(job)
     return job
 
 
@@ -940,8 +913,8 @@ def jobs_sweep() -> dict[str, int]:
             job.claim_token = None
             job.enqueued_at = now
             job.save()
-            events.publish_job_event(job)
-            _enqueue_on_commit(job)
+            publish_job_event(job)
+            job_enqueue_on_commit(job)
             stalled += 1
     if resent or stalled or failed:
         logger.info("sweeper: resent %d, re-queued %d stalled, failed %d", resent, stalled, failed)
@@ -957,7 +930,7 @@ def _fail_stalled(job: Job, now: Any) -> None:
     job.finished_at = now
     job.claim_token = None
     job.save()
-    events.publish_job_event(job)
+    publish_job_event(job)
     _record_finished(job)
     logger.warning("job %s failed: %s", job.pk, job.failed_reason)
 
@@ -970,13 +943,13 @@ def _missing_from_broker(job_ids: set[str], *, since: float) -> set[str]:
     "missing": a needless resend costs one no-op delivery, a lost message a lost job."""
     if not job_ids:
         return set()
-    options = celery_app.conf.broker_transport_options or {}
+    options = current_app.conf.broker_transport_options or {}
     sep = options.get("sep", ":")
     steps = options.get("priority_steps") or [0]
     queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
     keys = [f"{queue}{sep}{step}" if step else queue for queue in sorted(queues) for step in steps]
     try:
-        with celery_app.connection_for_read() as conn:
+        with current_app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1)
             client = conn.default_channel.client
             pipe = client.pipeline(transaction=False)
@@ -1005,10 +978,3 @@ def _message_task_id(raw: Any) -> str:
     headers = message.get("headers") or {}
     properties = message.get("properties") or {}
     return str(headers.get("id") or properties.get("correlation_id") or "")
-
-
-def job_get_or_404(job_id: str) -> Job:
-    job = Job.objects.select_related("owner").filter(pk=job_id).first()
-    if job is None:
-        raise NotFoundError("Job not found")
-    return job

@@ -28,7 +28,7 @@ from django.core.files.storage import Storage
 from django.core.files.utils import validate_file_name
 from django.utils.deconstruct import deconstructible
 
-from snapasset.exceptions import JobError, PermanentError, TransientError, parse_retry_after
+from snapasset.core.exceptions import JobError, PermanentError, TransientError, parse_retry_after
 
 logger = logging.getLogger(__name__)
 

@@ -2,11 +2,11 @@ from __future__ import annotations
 
 from django.urls import path
 
-from jobs import api, sse
+from jobs import api
+from jobs.live import views as live_views
 
 urlpatterns = [
     path("jobs/generate", api.JobGenerateApi.as_view(), name="job-generate"),
-    path("jobs/cleanup", api.CleanupCreateApi.as_view(), name="job-cleanup"),
     path("jobs/stats/overview", api.JobStatsApi.as_view(), name="job-stats"),
     path("jobs", api.JobListApi.as_view(), name="job-list"),
     path("jobs/<str:job_id>/result", api.JobResultApi.as_view(), name="job-result"),
@@ -14,6 +14,6 @@ urlpatterns = [
     path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="job-retry"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="job-detail"),
     path("platforms", api.PlatformListApi.as_view(), name="platform-list"),
-    path("sse/jobs/<str:job_id>", sse.JobEventStreamApi.as_view(), name="sse-job"),
-    path("sse/stats", sse.StatsEventStreamApi.as_view(), name="sse-stats"),
+    path("sse/jobs/<str:job_id>", live_views.JobEventStreamApi.as_view(), name="sse-job"),
+    path("sse/stats", live_views.StatsEventStreamApi.as_view(), name="sse-stats"),
 ]

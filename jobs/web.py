@@ -11,22 +11,13 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.urls import Resolver404, path, resolve
+from django.urls import path
 from django.views.decorators.csrf import ensure_csrf_cookie
 
 from jobs.models import ImageFormat, ImageType
 from jobs.platforms import PLATFORMS
 
 HISTORY_LIMIT = 20
-
-
-def _live_events_available() -> bool:
-    """Whether this deployment serves the SSE endpoints; without them the page polls."""
-    try:
-        resolve("/api/sse/stats")
-    except Resolver404:
-        return False
-    return True
 
 
 @login_required
@@ -38,7 +29,6 @@ def index(request: HttpRequest) -> HttpResponse:
         "formats": ImageFormat.choices,
         "is_staff": request.user.is_staff,
         "history_limit": HISTORY_LIMIT,
-        "live_events": _live_events_available(),
     }
     return render(request, "jobs/index.html", context)
 

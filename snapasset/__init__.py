@@ -6,7 +6,7 @@ from snapasset import env
 env.load()
 
 from snapasset.celery import app as celery_app  # noqa: E402
-from snapasset.logs import install_excepthooks  # noqa: E402
+from snapasset.core.logs import install_excepthooks  # noqa: E402
 
 # Every process (web, worker, beat, flower, manage.py) logs its uncaught exceptions.
 install_excepthooks()

@@ -46,7 +46,7 @@ def _enter_job_log_context(
 ) -> None:
     if task is None or task.name not in JOB_TASKS:
         return
-    from snapasset.logs import current_job_id
+    from snapasset.core.logs import current_job_id
 
     job_id = (args[0] if args else None) or (kwargs or {}).get("job_id")
     if job_id:
@@ -57,14 +57,14 @@ def _enter_job_log_context(
 def _leave_job_log_context(task_id: str = "", **_: Any) -> None:
     token = _job_log_tokens.pop(task_id, None)
     if token is not None:
-        from snapasset.logs import current_job_id
+        from snapasset.core.logs import current_job_id
 
         current_job_id.reset(token)
 
 
 @signals.worker_ready.connect
 def _worker_ready(sender: Any = None, **kwargs: Any) -> None:
-    from snapasset import heartbeat, metrics_server
+    from snapasset.ops import heartbeat, metrics_server
 
     heartbeat.on_worker_ready(sender=sender, **kwargs)
     metrics_server.start_for_worker()
@@ -72,13 +72,13 @@ def _worker_ready(sender: Any = None, **kwargs: Any) -> None:
 
 @signals.heartbeat_sent.connect
 def _heartbeat_sent(sender: Any = None, **kwargs: Any) -> None:
-    from snapasset import heartbeat
+    from snapasset.ops import heartbeat
 
     heartbeat.on_heartbeat_sent(sender=sender, **kwargs)
 
 
 @signals.worker_shutdown.connect
 def _worker_shutdown(sender: Any = None, **kwargs: Any) -> None:
-    from snapasset import heartbeat
+    from snapasset.ops import heartbeat
 
     heartbeat.on_worker_shutdown(sender=sender, **kwargs)

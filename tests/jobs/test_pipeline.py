@@ -10,7 +10,7 @@ from PIL import Image
 from jobs.pipeline import cover_crop_box, decode_image, render_platform
 from jobs.platforms import PLATFORMS
 from jobs.providers.local import LocalProvider
-from snapasset.exceptions import PermanentError
+from snapasset.core.exceptions import PermanentError
 
 
 def quadrant_image(size: int = 1024) -> Image.Image:

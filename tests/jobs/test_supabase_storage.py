@@ -16,7 +16,7 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 
 from jobs.storage import SupabaseStorage, file_with_content_type
-from snapasset.exceptions import PermanentError, TransientError
+from snapasset.core.exceptions import PermanentError, TransientError
 from tests.conftest import ROOT, free_port
 from tests.fakes.fixtures import BUCKET, supabase_env
 from tests.fakes.supabase_server import SERVICE_KEY, FakeSupabase

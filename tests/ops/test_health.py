@@ -14,12 +14,11 @@ import pytest
 import redis
 from django.conf import settings
 from django.test import Client
+from rest_framework.test import APIClient
 
 from jobs.services import job_send_message
-from snapasset.health import _priority_queue_keys
+from snapasset.ops.health import _priority_queue_keys
 from tests.conftest import ROOT, ManagedProcess, free_port, wait_until
-
-pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
@@ -53,6 +52,7 @@ def _pings(url: str) -> bool:
         return False
 
 
+@pytest.mark.e2e
 def test_health_is_503_with_the_broker_named_when_the_broker_stops(
     own_redis: Any, start_web: Any
 ) -> None:
@@ -73,6 +73,7 @@ def test_health_is_503_with_the_broker_named_when_the_broker_stops(
     assert set(body["services"]["queues"]) == {"imageGeneration", "fileCleanup"}
 
 
+@pytest.mark.e2e
 def test_health_is_503_with_the_database_named_when_the_database_is_unreachable(
     start_web: Any,
 ) -> None:
@@ -88,6 +89,7 @@ def test_health_is_503_with_the_database_named_when_the_database_is_unreachable(
     assert "queues" not in body["services"]
 
 
+@pytest.mark.e2e
 def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> None:
     browser = Client()
     workers = browser.get("/health").json()["services"]["workers"]
@@ -114,7 +116,7 @@ def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> 
 
     # The compose health check of a worker: the same heartbeat, by node name.
     check = subprocess.run(
-        [sys.executable, "-m", "snapasset.heartbeat", node],
+        [sys.executable, "-m", "snapasset.ops.heartbeat", node],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -127,7 +129,7 @@ def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> 
     assert workers["status"] == "down"
     assert "workers" in browser.get("/health").json()["down"]
     check = subprocess.run(
-        [sys.executable, "-m", "snapasset.heartbeat", node],
+        [sys.executable, "-m", "snapasset.ops.heartbeat", node],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -136,6 +138,7 @@ def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> 
     assert check.returncode == 1
 
 
+@pytest.mark.e2e
 def test_health_counts_messages_waiting_in_the_broker_queues_at_every_priority(db: None) -> None:
     client = redis.Redis.from_url(settings.REDIS_URL)
     keys = _priority_queue_keys("images")
@@ -155,3 +158,34 @@ def test_health_counts_messages_waiting_in_the_broker_queues_at_every_priority(d
         assert body["services"]["queues"]["fileCleanup"]["brokerDepth"] == 0
     finally:
         client.delete(*keys)
+
+
+@pytest.mark.django_db
+def test_health_is_public_and_checks_database_and_broker(anon_client: APIClient) -> None:
+    response = anon_client.get("/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["services"]["database"]["status"] == "up"
+    assert body["services"]["broker"]["status"] == "up"
+    assert set(body["services"]["queues"]) == {"imageGeneration", "fileCleanup"}
+
+
+@pytest.mark.django_db
+def test_health_is_503_degraded_when_the_broker_is_down(
+    anon_client: APIClient, settings: Any
+) -> None:
+    from snapasset.celery import app
+
+    port = free_port()
+    original = app.conf.broker_url
+    app.conf.broker_url = f"redis://127.0.0.1:{port}/0"  # nothing listens there
+    try:
+        response = anon_client.get("/health")
+    finally:
+        app.conf.broker_url = original
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["services"]["broker"]["status"] == "down"
+    assert body["services"]["database"]["status"] == "up"

@@ -10,8 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rest_framework.authtoken.models import Token
 
 from jobs import services
-from snapasset.exceptions import TransientError
-from snapasset.metrics import render_metrics
+from snapasset.core.exceptions import TransientError
+from snapasset.ops.metrics import render_metrics
 from tests.conftest import free_port, make_user, wait_until
 from tests.factories import JobFactory
 

@@ -37,7 +37,6 @@ def test_signing_in_with_a_password_opens_the_page(alice: Any) -> None:
         assert platform.name in html
         assert f"{platform.width} × {platform.height}" in html
     assert 'name="csrf-token"' in html
-    assert 'data-live-events="true"' in html  # this deployment serves /api/sse/: use it
     assert "Live queue" not in html  # staff only
 
 

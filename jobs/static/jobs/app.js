@@ -13,7 +13,6 @@
   // page still checks the job now and then, so it never waits forever.
   var SAFETY_CHECK_MS = 10000;
   var STATS_POLL_MS = 3000;
-  var liveEvents = app.dataset.liveEvents === "true";
   var isStaff = app.dataset.staff === "true";
   var historyLimit = parseInt(app.dataset.historyLimit, 10) || 20;
   var csrfToken = document.querySelector('meta[name="csrf-token"]').content;
@@ -194,7 +193,7 @@
       finish({ status: current.status, progress: job.progress, failedReason: job.failedReason });
       return;
     }
-    if (liveEvents && "EventSource" in window) openStream(current);
+    if ("EventSource" in window) openStream(current);
     else startPolling(current);
   }
 
@@ -473,7 +472,7 @@
       tick();
     }
 
-    if (!(liveEvents && "EventSource" in window)) { poll(); return; }
+    if (!("EventSource" in window)) { poll(); return; }
     fetchOverview();
     var stream = new EventSource("/api/sse/stats");
     source.textContent = "Live";

@@ -6,12 +6,12 @@ import importlib
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
+
 MODULES = [
     "bench",
     "bench.__main__",
@@ -56,6 +56,7 @@ def _run_bench(*argv: str) -> str:
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None:
     out = _run_bench(
         "bench.submit",
@@ -72,6 +73,7 @@ def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None
 
 
 @pytest.mark.e2e
+@pytest.mark.slow
 def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None:
     out = _run_bench(
         "bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1"

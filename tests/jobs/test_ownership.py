@@ -1,5 +1,5 @@
-"""The ownership matrix: every endpoint of jobs/urls.py and /health x (owner, other user, staff,
-anonymous), in one table.
+"""The ownership matrix: every endpoint of jobs/urls.py, cleanup/urls.py and /health x
+(owner, other user, staff, anonymous), in one table.
 
 "owner" is alice, who owns the jobs in the paths; "other" is bob, an ordinary user who owns
 nothing here; "staff" is a staff user; "anonymous" sends no credentials. Another user's job
@@ -7,7 +7,7 @@ is a 404 (not a 403: existence does not leak) and stays untouched.
 
 The live-event streams and the zip download answer a stream when allowed (its content type
 is checked, the stream is not read: the stats stream never ends); their refusals are JSON
-like every other endpoint's. tests/test_live_events.py reads the streams themselves.
+like every other endpoint's. tests/jobs/live/test_streams.py reads the streams themselves.
 """
 
 from __future__ import annotations

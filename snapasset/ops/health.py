@@ -1,6 +1,6 @@
 """GET /health: real checks of the parts SnapAsset needs; 503 when the database or broker is down.
 
-Workers are reported (from the heartbeats they write, see snapasset/heartbeat.py) but their
+Workers are reported (from the heartbeats they write, see snapasset/ops/heartbeat.py) but their
 absence does not make the answer 503: /health is what a load balancer asks about the web
 process, and taking the API down because no worker runs would only hide the jobs' state.
 ``down`` lists every part that is not up, workers included, for monitors.
@@ -11,14 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
-
-from jobs.openapi import HealthSerializer
-from snapasset.celery import app as celery_app
 
 STARTED_AT = time.monotonic()
 BROKER_TIMEOUT_SECONDS = 2
@@ -36,7 +35,7 @@ def check_database() -> dict[str, Any]:
 
 def check_broker() -> dict[str, Any]:
     try:
-        with celery_app.connection_for_read() as conn:
+        with current_app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
             conn.default_channel.client.ping()
     except Exception as exc:
@@ -75,7 +74,7 @@ def _priority_queue_keys(queue: str) -> list[str]:
 
 def broker_queue_depths() -> dict[str, int]:
     """Messages waiting in each Celery queue (all priority lists), LLEN in one round trip."""
-    with celery_app.connection_for_read() as conn:
+    with current_app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
         client = conn.default_channel.client
         queues = settings.WORKER_QUEUES
@@ -88,9 +87,9 @@ def broker_queue_depths() -> dict[str, int]:
 
 
 def live_workers() -> list[dict[str, Any]]:
-    from snapasset.heartbeat import read_live_workers
+    from snapasset.ops.heartbeat import read_live_workers
 
-    with celery_app.connection_for_read() as conn:
+    with current_app.connection_for_read() as conn:
         conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
         return read_live_workers(conn.default_channel.client)
 
@@ -126,6 +125,16 @@ def queue_counts(depths: dict[str, int] | None) -> dict[str, dict[str, int]]:
         if depths is not None:
             counts[name]["brokerDepth"] = depths.get(QUEUE_BROKER_NAME[name], 0)
     return counts
+
+
+class HealthSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=["ok", "degraded"])
+    uptime = serializers.FloatField(help_text="Seconds since the web process started.")
+    timestamp = serializers.IntegerField(help_text="ms since the epoch.")
+    services = serializers.DictField(
+        child=serializers.JSONField(),
+        help_text="database, broker, storage, provider, queues... each with its `status`.",
+    )
 
 
 @extend_schema(

@@ -101,14 +101,14 @@ def read_live_workers(client: Any) -> list[dict[str, Any]]:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m snapasset.heartbeat NODE`: exit 0 when that worker's heartbeat is fresh
+    """`python -m snapasset.ops.heartbeat NODE`: exit 0 when that worker's heartbeat is fresh
     (the container health check of a worker; `NODE` as given to `-n`, e.g. images@host)."""
     import django
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "snapasset.settings")
     django.setup()
     if len(argv) != 1:
-        print("usage: python -m snapasset.heartbeat NODE_NAME", file=sys.stderr)
+        print("usage: python -m snapasset.ops.heartbeat NODE_NAME", file=sys.stderr)
         return 2
     alive = bool(_client().exists(worker_key(argv[0])))
     print("alive" if alive else "no heartbeat")

@@ -23,7 +23,9 @@ import redis
 from django.conf import settings
 from rest_framework.authtoken.models import Token
 
-from jobs import events
+from jobs.live import publish
+from jobs.live.channels import job_channel, pubsub_channel
+from jobs.live.storage import store_event
 from jobs.models import Job
 from tests.conftest import make_user, wait_until
 
@@ -116,7 +118,7 @@ def assert_contiguous(received: list[SseEvent]) -> None:
 def stored_event_count(job_id: str) -> int:
     from django_eventstream.utils import get_storage
 
-    return int(get_storage().get_current_id(events.job_channel(job_id)))
+    return int(get_storage().get_current_id(job_channel(job_id)))
 
 
 def test_a_client_on_one_web_process_sees_every_update_of_a_job_submitted_through_another(
@@ -284,11 +286,11 @@ def test_a_burst_of_events_arrives_complete_and_in_order(start_web: Any) -> None
     alice = make_user("alice")
     base = start_web()
     job_id = submit(base, auth(alice))
-    channel = events.job_channel(job_id)
+    channel = job_channel(job_id)
 
     def publish_burst() -> None:
         for n in range(1, 201):
-            events._send(
+            publish._send(
                 channel,
                 "update",
                 {"type": "update", "jobId": job_id, "status": "active", "progress": n // 2},
@@ -340,7 +342,7 @@ def test_a_client_that_stops_reading_gets_every_event_in_order_once_it_reads_aga
     alice = make_user("alice")
     base = start_web()
     job_id = submit(base, auth(alice))
-    channel = events.job_channel(job_id)
+    channel = job_channel(job_id)
     port = int(base.rsplit(":", 1)[1])
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window: fills fast
@@ -358,10 +360,10 @@ def test_a_client_that_stops_reading_gets_every_event_in_order_once_it_reads_aga
     # About 5 MB while the client reads nothing: more than the kernel and uvicorn buffer.
     padding = "x" * 16384
     for n in range(1, 301):
-        events._send(
+        publish._send(
             channel, "update", {"type": "update", "jobId": job_id, "progress": n, "pad": padding}
         )
-    events._send(channel, "final", {"type": "final", "jobId": job_id, "status": "completed"})
+    publish._send(channel, "final", {"type": "final", "jobId": job_id, "status": "completed"})
 
     received = read_sse_over_raw_socket(sock, start)
     sock.close()
@@ -376,14 +378,14 @@ def test_an_event_whose_redis_message_was_lost_is_read_from_storage(start_web: A
     alice = make_user("alice")
     base = start_web()
     job_id = submit(base, auth(alice))
-    channel = events.job_channel(job_id)
+    channel = job_channel(job_id)
     with sse(base, f"/api/sse/jobs/{job_id}", auth(alice)) as stream:
         assert stream.next_event() is not None
         # Stored but never published, as when Redis drops a message:
-        events.store_event(
+        store_event(
             channel, "update", json.dumps({"type": "update", "jobId": job_id, "progress": 10})
         )
-        events._send(channel, "update", {"type": "update", "jobId": job_id, "progress": 20})
+        publish._send(channel, "update", {"type": "update", "jobId": job_id, "progress": 20})
         first, second = stream.next_event(), stream.next_event()
     assert first is not None and second is not None
     assert (first.data["progress"], second.data["progress"]) == (10, 20)
@@ -396,7 +398,7 @@ def test_a_web_process_that_loses_its_redis_connection_catches_up_from_storage(
     alice = make_user("alice")
     base = start_web()
     job_id = submit(base, auth(alice))
-    channel = events.job_channel(job_id)
+    channel = job_channel(job_id)
     admin = redis.Redis.from_url(settings.REDIS_URL)
     with sse(base, f"/api/sse/jobs/{job_id}", auth(alice)) as stream:
         assert stream.next_event() is not None
@@ -408,7 +410,7 @@ def test_a_web_process_that_loses_its_redis_connection_catches_up_from_storage(
         for client in ours:
             admin.client_kill_filter(_id=client["id"])
         # Published while the hub is away (or before it resubscribes): lost to pub/sub.
-        events._send(channel, "update", {"type": "update", "jobId": job_id, "progress": 40})
+        publish._send(channel, "update", {"type": "update", "jobId": job_id, "progress": 40})
         event = stream.next_event()
     assert event is not None and event.data["progress"] == 40
 
@@ -416,12 +418,13 @@ def test_a_web_process_that_loses_its_redis_connection_catches_up_from_storage(
 def test_live_events_of_another_redis_db_are_not_heard() -> None:
     """Redis pub/sub ignores db numbers; our channel name carries the db of REDIS_URL."""
     db = settings.EVENTSTREAM_REDIS.get("db", 0)
-    assert events.pubsub_channel() == f"snapasset:live-events:db{db}"
+    assert pubsub_channel() == f"snapasset:live-events:db{db}"
 
 
+@pytest.mark.slow
 def test_the_embedded_default_streams_live_too(tmp_path: Any) -> None:
     """`make run` with no environment (SQLite + the embedded Redis): a stream follows a job."""
-    from tests.test_end_to_end import EmbeddedDefault
+    from tests.system.test_end_to_end import EmbeddedDefault
 
     embedded = EmbeddedDefault(tmp_path)
     base, headers = embedded.base, embedded.headers

@@ -69,7 +69,7 @@ def known_job_ids(staff_token: str) -> list[str]:
 @pytest.fixture
 def web_base(start_web: Any) -> str:
     # No throttle and no pending cap here: let submissions succeed so their 202 bodies are
-    # checked too (tests/test_limits.py covers the 429s).
+    # checked too (tests/jobs/test_limits.py covers the 429s).
     return start_web(env={"SUBMIT_RATE": "off", "JOB_MAX_PENDING_PER_USER": "1000000"})
 
 
@@ -86,6 +86,7 @@ def use_known_job(case: Any, known_job_ids: list[str]) -> None:
         case.path_parameters["job_id"] = known_job_ids[number % len(known_job_ids)]
 
 
+@pytest.mark.slow
 def test_the_api_answers_as_its_schema_says(
     web_base: str, staff_token: str, known_job_ids: list[str], subtests: Any, tmp_path: Path
 ) -> None:
@@ -94,7 +95,7 @@ def test_the_api_answers_as_its_schema_says(
     schema = schemathesis.openapi.from_url(f"{web_base}/api/schema/", headers=headers, timeout=30)
     schema.config.generation.update(with_security_parameters=False)
     # The live-event streams stay open (keep-alives), so they are not fuzzed here; their
-    # refusals are in the ownership matrix and tests/test_live_events.py reads them.
+    # refusals are in the ownership matrix and tests/jobs/live/test_streams.py reads them.
     operations = [
         op
         for op in (result.ok() for result in schema.get_all_operations())

@@ -13,7 +13,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from jobs.models import JobStatus
 from jobs.services import job_fail
-from snapasset.log_redaction import RedactSecretsFilter, redact_secrets
+from snapasset.core.log_redaction import RedactSecretsFilter, redact_secrets
 from tests.factories import JobFactory
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJlLWJ5dGVz"

@@ -5,7 +5,8 @@ or the session cookie of the web page), and refusals are JSON answered BEFORE an
 401 without credentials, 404 for a job that is not the caller's (the channel manager
 decides), 403 for a non-staff stats stream. An EventSource treats any non-200 answer as
 final and does not reconnect. The view returns a StreamingHttpResponse over an async
-iterator (jobs.live), which Django streams under ASGI (uvicorn) without holding a thread.
+iterator (jobs.live.job_stream, jobs.live.stats_stream), which Django streams under ASGI
+(uvicorn) without holding a thread.
 
 The API token is not accepted in the query string: it is long-lived, and URLs end up in
 proxy logs and browser history. Browsers use the session; scripts send the header.
@@ -26,9 +27,13 @@ from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from jobs import events, live, openapi
+from jobs import openapi
+from jobs.live.channels import STATS_CHANNEL, job_channel
+from jobs.live.direct import SERVER_SEND_KEY
+from jobs.live.job_stream import job_event_stream
+from jobs.live.stats_stream import stats_event_stream
 from jobs.models import Job
-from snapasset.exceptions import NotFoundError
+from snapasset.core.exceptions import NotFoundError
 
 
 def event_stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -88,7 +93,7 @@ class JobEventStreamApi(EventStreamApi):
             job_id = str(uuid.UUID(job_id))
         except ValueError:
             raise NotFoundError("Job not found") from None
-        channel = events.job_channel(job_id)
+        channel = job_channel(job_id)
         if not get_channelmanager().can_read_channel(request.user, channel):
             raise NotFoundError("Job not found")
         job = Job.objects.filter(pk=job_id).only("id", "status").first()
@@ -104,10 +109,10 @@ class JobEventStreamApi(EventStreamApi):
             # reconnecting.
             return HttpResponse(status=204)
         return event_stream_response(
-            live.job_event_stream(
+            job_event_stream(
                 job_id=str(job.id),
                 last_event_id=last_event_id,
-                send=getattr(request, "scope", {}).get(live.SERVER_SEND_KEY),
+                send=getattr(request, "scope", {}).get(SERVER_SEND_KEY),
             )
         )
 
@@ -125,6 +130,6 @@ class StatsEventStreamApi(EventStreamApi):
         },
     )
     def get(self, request: Request) -> Any:
-        if not get_channelmanager().can_read_channel(request.user, events.STATS_CHANNEL):
+        if not get_channelmanager().can_read_channel(request.user, STATS_CHANNEL):
             raise PermissionDenied("The stats stream is for staff only")
-        return event_stream_response(live.stats_event_stream())
+        return event_stream_response(stats_event_stream())

@@ -20,8 +20,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from snapasset.log_redaction import redact_secrets as redact
-from snapasset.log_redaction import truncate_prompt  # noqa: F401  (re-exported)
+from snapasset.core.log_redaction import redact_secrets as redact
+from snapasset.core.log_redaction import truncate_prompt  # noqa: F401  (re-exported)
 
 current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "current_job_id", default=None
@@ -105,16 +105,16 @@ def build_logging(*, level: str, fmt: str, log_dir: str | None) -> dict[str, Any
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {
-            "job_context": {"()": "snapasset.logs.JobContextFilter"},
-            "redact": {"()": "snapasset.log_redaction.RedactSecretsFilter"},
+            "job_context": {"()": "snapasset.core.logs.JobContextFilter"},
+            "redact": {"()": "snapasset.core.log_redaction.RedactSecretsFilter"},
         },
         "formatters": {
             "text": {
-                "()": "snapasset.logs.TextFormatter",
+                "()": "snapasset.core.logs.TextFormatter",
                 "format": "%(asctime)s %(levelname)s %(name)s%(job_tag)s %(message)s",
             },
             "json": {
-                "()": "snapasset.logs.JobJsonFormatter",
+                "()": "snapasset.core.logs.JobJsonFormatter",
                 "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
                 "rename_fields": {"asctime": "timestamp", "levelname": "level", "name": "logger"},
             },

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from jobs.live import DirectWriter
+from jobs.live.direct import DirectWriter
 
 
 class UvicornLikeCycle:

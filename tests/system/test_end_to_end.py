@@ -164,6 +164,7 @@ class EmbeddedDefault:
         return stack
 
 
+@pytest.mark.slow
 def test_the_embedded_default_runs_jobs_and_keeps_them_across_a_restart(tmp_path: Path) -> None:
     """`make run` with no environment: SQLite and the embedded Redis, no server installed.
     A job submitted while no worker runs survives a full stop and runs after the restart."""

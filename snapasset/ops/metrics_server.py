@@ -1,6 +1,6 @@
 """Metrics on an internal port, without the web process or its auth.
 
-`python -m snapasset.metrics_server [PORT]` serves this machine's metrics (the
+`python -m snapasset.ops.metrics_server [PORT]` serves this machine's metrics (the
 PROMETHEUS_MULTIPROC_DIR files plus the cluster state) on METRICS_BIND_ADDRESS; a worker
 started with WORKER_METRICS_PORT serves the same from its main process. For machines that
 run only workers, and for setups that keep /metrics off the public web port.
@@ -20,7 +20,7 @@ def serve(port: int) -> None:
     from django.conf import settings
     from prometheus_client import start_http_server
 
-    from snapasset.metrics import build_registry
+    from snapasset.ops.metrics import build_registry
 
     start_http_server(port, addr=settings.METRICS_BIND_ADDRESS, registry=build_registry())
     logger.info("metrics on http://%s:%d/metrics", settings.METRICS_BIND_ADDRESS, port)

@@ -160,7 +160,7 @@ class SupabaseJWTAuthentication(authentication.BaseAuthentication):
 
 
 class TokenAuthScheme(OpenApiAuthenticationExtension):
-    target_class = "snapasset.authentication.TokenAuthentication"
+    target_class = "snapasset.core.authentication.TokenAuthentication"
     name = "tokenAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
@@ -174,7 +174,7 @@ class TokenAuthScheme(OpenApiAuthenticationExtension):
 
 
 class BearerAuthScheme(OpenApiAuthenticationExtension):
-    target_class = "snapasset.authentication.BearerTokenAuthentication"
+    target_class = "snapasset.core.authentication.BearerTokenAuthentication"
     name = "bearerAuth"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
@@ -186,7 +186,7 @@ class BearerAuthScheme(OpenApiAuthenticationExtension):
 
 
 class SupabaseJWTScheme(OpenApiAuthenticationExtension):
-    target_class = "snapasset.authentication.SupabaseJWTAuthentication"
+    target_class = "snapasset.core.authentication.SupabaseJWTAuthentication"
     name = "supabaseJWT"
 
     def get_security_definition(self, auto_schema: Any) -> dict[str, str]:

@@ -17,8 +17,8 @@ from django.conf import settings
 from rest_framework.authtoken.models import Token
 
 from jobs.models import Job
-from snapasset.log_redaction import RedactSecretsFilter as RedactingFilter
-from snapasset.logs import JobContextFilter, JobJsonFormatter, job_log_context
+from snapasset.core.log_redaction import RedactSecretsFilter as RedactingFilter
+from snapasset.core.logs import JobContextFilter, JobJsonFormatter, job_log_context
 from tests.conftest import ROOT, child_env, make_user, wait_until
 
 

@@ -56,14 +56,8 @@ class TooManyPendingJobsError(ApplicationError):
     retry_after_seconds = 10
 
 
-class ServiceUnavailableError(ApplicationError):
-    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
-
-
 class JobError(Exception):
-    """A failure while running a job. ``permanent`` says whether a retry could succeed."""
-
-    permanent = False
+    """A failure while running a job; its subclass says whether a retry could succeed."""
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -72,11 +66,11 @@ class JobError(Exception):
 
 
 class TransientError(JobError):
-    permanent = False
+    """Retrying can help (network, timeout, 429, 5xx): the job is retried with backoff."""
 
 
 class PermanentError(JobError):
-    permanent = True
+    """Retrying cannot help (content policy, invalid input): the job fails at once."""
 
 
 class JobCancelled(Exception):

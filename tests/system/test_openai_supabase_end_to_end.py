@@ -17,7 +17,7 @@ from tests.conftest import make_user
 from tests.fakes.fixtures import BUCKET, openai_env, supabase_env
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.supabase_server import FakeSupabase
-from tests.test_end_to_end import poll_until_finished
+from tests.system.test_end_to_end import poll_until_finished
 
 pytestmark = pytest.mark.e2e
 

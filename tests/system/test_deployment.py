@@ -121,7 +121,7 @@ def test_each_compose_command_exists_in_the_project(compose: dict[str, Any], ser
     test = definition["healthcheck"]["test"]
     if test[0] == "CMD" and test[1] == "python":
         check_invocation(test[1:])
-    if "snapasset.heartbeat" in test:
+    if "snapasset.ops.heartbeat" in test:
         # The checked node is the one the worker runs as: -n NAME@%h with the hostname.
         worker = commands_of(definition["command"])[0]
         node = option(worker, "-n").replace("%h", definition["hostname"])

@@ -1,0 +1,21 @@
+"""The cleanup endpoint's input (validation) and, for the schema, the shape of its answer."""
+
+from __future__ import annotations
+
+from rest_framework import serializers
+
+from cleanup.services import CLEANUP_TYPES
+from jobs.serializers import NoUnknownFieldsMixin, StrictChoiceField, StrictIntegerField
+
+
+class CleanupInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
+    type = StrictChoiceField(choices=CLEANUP_TYPES, required=False, default="all")
+    olderThanDays = StrictIntegerField(min_value=0, max_value=3650, required=False)
+
+
+class CleanupQueuedSerializer(serializers.Serializer):
+    jobId = serializers.UUIDField()
+    type = serializers.CharField()
+    olderThanDays = serializers.IntegerField()
+    status = serializers.CharField(help_text='Always "queued".')
+    message = serializers.CharField()

@@ -1,0 +1,158 @@
+"""One job's stream: GET /api/sse/jobs/{jobId}, from `connected` (or a replay) to `final`.
+
+Correctness of a job stream (no loss, no duplicates, in order):
+1. subscribe to the hub and wait until the Redis subscription is confirmed;
+2. then read the storage's current id and the job row (``connected``), or replay the
+   events after Last-Event-ID from storage;
+3. then deliver live events, skipping ids already sent; an id beyond last+1 means a message
+   was missed (or two publishers raced) and the hole is read from storage; after a Redis
+   reconnect every stream re-reads storage from its last id.
+Events committed before step 2 are in the snapshot; later ones arrive through step 3.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from jobs.live.channels import job_channel
+from jobs.live.direct import DirectWriter
+from jobs.live.frames import KEEP_ALIVE, RETRY, LiveEvent, error_frame, sse_frame
+from jobs.live.hub import Subscriber, hub
+from jobs.live.publish import job_event_payload
+from jobs.live.storage import stored_events_after
+
+
+@dataclass(frozen=True)
+class JobSnapshot:
+    current_id: int
+    replay: list[LiveEvent] | None  # None: nothing to resume from (a fresh stream)
+    connected: dict[str, Any] | None
+    final: dict[str, Any] | None
+    missing: bool = False
+
+
+def job_snapshot(job_id: str, last_event_id: int | None) -> JobSnapshot:
+    """Storage position first, then the row: an event committed in between is delivered
+    live (same state twice at worst), never skipped."""
+    from django_eventstream.utils import get_storage
+
+    from jobs.models import Job
+    from jobs.serializers import job_final_payload
+
+    channel = job_channel(job_id)
+    current_id = int(get_storage().get_current_id(channel))
+    replay = stored_events_after(channel, last_event_id) if last_event_id is not None else None
+    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+    if job is None:
+        return JobSnapshot(current_id, None, None, None, missing=True)
+    connected = job_event_payload(job, event_type="connected")
+    final = None
+    if job.is_finished:
+        final = job_event_payload(job, event_type="final") | job_final_payload(job)
+    return JobSnapshot(current_id, replay, connected, final)
+
+
+async def job_event_stream(
+    *, job_id: str, last_event_id: int | None, send: Any = None
+) -> AsyncIterator[bytes]:
+    """The SSE body of one job: connected (or the replay after Last-Event-ID), updates as
+    they happen, then final, then the end. ``send`` is the ASGI server's own send of this
+    request: with it, the hub writes live events straight to the client (DirectWriter)."""
+    channel = job_channel(job_id)
+    subscriber = hub.subscribe(channel)
+    writer = DirectWriter.for_server(send)
+    try:
+        try:
+            await hub.wait_ready()
+        except TimeoutError:
+            yield error_frame(job_id, "Live events are unavailable; try again")
+            return
+        snapshot = await sync_to_async(job_snapshot)(job_id, last_event_id)
+        if snapshot.missing:
+            yield error_frame(job_id, "Job not found")
+            return
+        subscriber.last_id = snapshot.current_id
+        if snapshot.replay is not None:
+            # Resuming: the client has everything up to last_event_id; send what followed.
+            subscriber.last_id = last_event_id or 0
+            body = RETRY
+            for event in snapshot.replay:
+                body += event.frame
+                subscriber.last_id = event.id if event.id is not None else subscriber.last_id
+                if event.final:
+                    yield body
+                    return
+            yield body
+        else:
+            yield RETRY + sse_frame(json.dumps(snapshot.connected), snapshot.current_id)
+        if snapshot.final is not None:
+            yield sse_frame(
+                json.dumps(snapshot.final), max(subscriber.last_id, snapshot.current_id)
+            )
+            return
+
+        keep_alive = settings.SSE_KEEPALIVE_SECONDS
+        while True:
+            # Caught up, and not writing: the hub may write the next events itself. Our own
+            # writes below go through Django's response, so the hub must not write meanwhile.
+            subscriber.writer = writer
+            await subscriber.wait(keep_alive)
+            subscriber.writer = None
+            if subscriber.ended:  # the hub wrote the final event
+                return
+            if subscriber.resync:
+                subscriber.resync = False
+                subscriber.items.clear()
+                catch_up = await sync_to_async(stored_events_after)(channel, subscriber.last_id)
+                if catch_up is None:  # the storage lost our position: start over
+                    yield error_frame(job_id, "Event history expired; reconnect")
+                    return
+                pending = list(catch_up)
+            elif subscriber.items:
+                pending, subscriber.items = subscriber.items, []
+            else:
+                yield KEEP_ALIVE
+                continue
+            body, final = await frames_after(channel, subscriber, pending)
+            if body:
+                yield body
+            if final:
+                return
+    finally:
+        hub.unsubscribe(subscriber)
+
+
+async def frames_after(
+    channel: str, subscriber: Subscriber, pending: list[LiveEvent]
+) -> tuple[bytes, bool]:
+    """The frames of ``pending`` that follow the subscriber's last id, in order, with any
+    hole read from storage; and whether they end with the final event."""
+    body = b""
+    for event in pending:
+        if event.id is not None:
+            if event.id <= subscriber.last_id:
+                continue  # already sent (snapshot, replay or a catch-up read)
+            if event.id > subscriber.last_id + 1:
+                # A hole: a message was lost, or two publishers raced. Storage has every
+                # event up to this id; read them in order.
+                filled = await sync_to_async(stored_events_after)(channel, subscriber.last_id)
+                for stored in filled or [event]:
+                    if stored.id is not None and stored.id <= subscriber.last_id:
+                        continue
+                    body += stored.frame
+                    if stored.id is not None:
+                        subscriber.last_id = stored.id
+                    if stored.final:
+                        return body, True
+                continue
+            subscriber.last_id = event.id
+        body += event.frame
+        if event.final:
+            return body, True
+    return body, False

@@ -1,0 +1,66 @@
+"""Stored events, for Last-Event-ID replay: django-eventstream's storage (ids per channel, no
+holes), in Redis by default (``LiveEventStorage``) or its DjangoModelStorage with
+EVENTSTREAM_STORAGE=database."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from django_eventstream.event import Event
+from django_eventstream.storage import EVENT_TIMEOUT, RedisStorage
+
+from jobs.live.frames import LiveEvent, sse_frame
+
+logger = logging.getLogger(__name__)
+
+# Most events replayed from storage in one read (a job has ~10).
+REPLAY_LIMIT = 1000
+
+
+def store_event(channel: str, event_type: str, data: str) -> int | None:
+    """Append the event to django-eventstream's storage; its id, or None if not stored."""
+    from django_eventstream.utils import get_channelmanager, get_storage
+
+    storage = get_storage()
+    if storage is None or not get_channelmanager().is_channel_reliable(channel):
+        return None
+    try:
+        return int(storage.append_event(channel, event_type, data).id)
+    except Exception:
+        logger.warning("could not store %s event on %s", event_type, channel, exc_info=True)
+        return None
+
+
+def stored_events_after(channel: str, last_id: int) -> list[LiveEvent] | None:
+    """Stored events after ``last_id``, or None when that id is unknown (expired)."""
+    from django_eventstream.storage import EventDoesNotExist
+    from django_eventstream.utils import get_storage
+
+    storage = get_storage()
+    try:
+        stored = storage.get_events(channel, last_id, limit=REPLAY_LIMIT)
+    except EventDoesNotExist:
+        return None
+    return [LiveEvent(e.id, sse_frame(e.data, e.id), e.type == "final") for e in stored]
+
+
+class LiveEventStorage(RedisStorage):
+    """django-eventstream's RedisStorage, with the per-channel counter expiring like the
+    events it numbers (upstream keeps one counter key per channel, so one per job, forever)
+    and the event written in the same transaction as the counter's expiry."""
+
+    def append_event(self, channel: str, event_type: str, data: Any) -> Event:
+        counter = f"event_counter:{channel}"
+        ttl = EVENT_TIMEOUT * 60
+        event_id = int(self.redis.incr(counter))
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(
+                f"event:{channel}:{event_id}",
+                json.dumps({"type": event_type, "data": data}),
+                ex=ttl,
+            )
+            pipe.expire(counter, ttl)
+            pipe.execute()
+        return Event(channel, event_type, data, id=event_id)
