@@ -212,18 +212,7 @@ def test_an_invalid_content_length_answers_json_400(alice: Any) -> None:
     assert response.json()["error"]
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    "path", ["/api/jobs/cleanup", f"/api/jobs/{JOB}/retry", f"/api/jobs/{JOB}"]
-)
-def test_bodies_over_one_mebibyte_are_refused_413_on_every_endpoint(
-    staff_client: APIClient, path: str
-) -> None:
-    response = staff_client.post(
-        path, b"[" + b"0," * 600_000 + b"0]", content_type="application/json"
-    )
-    assert response.status_code == 413
-    assert response.json()["error"]
+# Bodies over 1 MiB: tests/core/test_body_limit.py (a real uvicorn: the limit is ASGI's).
 
 
 @pytest.mark.django_db
