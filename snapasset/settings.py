@@ -90,7 +90,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # Tokens made before keys were hashed lived here; core's migration 0001 moved them to knox.
     "rest_framework.authtoken",
+    "knox",
     "corsheaders",
     "django_celery_results",
     "django_eventstream",
@@ -195,6 +197,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# API tokens (django-rest-knox): the database keeps a digest of each key, never the key, and
+# a key is shown once, when it is made (snapasset/core/tokens.py). They do not expire.
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "SnapAsset API",
     "DESCRIPTION": "Turn a text prompt into ready-to-post images for social platforms.",

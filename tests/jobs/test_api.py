@@ -6,14 +6,14 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from jobs.models import GeneratedImage, Job, JobKind, JobStatus
 from jobs.platforms import PLATFORM_IDS
-from tests.conftest import client_for
+from tests.conftest import api_key_for, client_for
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -53,10 +53,10 @@ def test_every_api_endpoint_needs_credentials(
 
 
 def test_it_accepts_token_and_bearer_keywords(alice: Any) -> None:
-    token = Token.objects.create(user=alice)
+    key = api_key_for(alice)
     for keyword in ("Token", "Bearer"):
         client = APIClient()
-        client.credentials(HTTP_AUTHORIZATION=f"{keyword} {token.key}")
+        client.credentials(HTTP_AUTHORIZATION=f"{keyword} {key}")
         assert client.get("/api/jobs").status_code == 200
 
 
@@ -67,14 +67,27 @@ def test_a_wrong_token_is_refused(anon_client: APIClient) -> None:
     assert response.json()["error"] == "Invalid token."
 
 
-def test_create_api_token_creates_the_user_and_prints_the_token_last(capsys: Any) -> None:
-    call_command("create_api_token", "carol", "--staff")
-    key = capsys.readouterr().out.strip().splitlines()[-1]
-    token = Token.objects.get(key=key)
-    assert token.user.username == "carol"
-    assert token.user.is_staff
-    call_command("create_api_token", "carol")
-    assert capsys.readouterr().out.strip().splitlines()[-1] == key
+def test_create_api_token_creates_the_user_and_prints_a_new_key_last(capsys: Any) -> None:
+    def create(*args: str) -> APIClient:
+        call_command("create_api_token", *args)
+        client = APIClient()
+        key = capsys.readouterr().out.strip().splitlines()[-1]
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        return client
+
+    first = create("carol", "--staff")
+    carol = get_user_model().objects.get(username="carol")
+    assert carol.is_staff
+    assert first.get("/api/jobs").status_code == 200
+    # Keys cannot be shown again: each call makes another, and the older ones keep working.
+    second = create("carol")
+    assert second.get("/api/jobs").status_code == 200
+    assert first.get("/api/jobs").status_code == 200
+    # --rotate revokes the older ones.
+    third = create("carol", "--rotate")
+    assert third.get("/api/jobs").status_code == 200
+    assert first.get("/api/jobs").status_code == 401
+    assert second.get("/api/jobs").status_code == 401
 
 
 # --- POST /api/jobs/generate -------------------------------------------------------------------

@@ -9,11 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from jobs.models import Job, JobStatus
-from tests.conftest import client_for, make_user
+from tests.conftest import api_key_for, client_for, make_user
 from tests.factories import JobFactory
 
 GENERATE = "/api/jobs/generate"
@@ -85,7 +84,7 @@ def test_submit_rate_off_disables_the_limit(fresh_users: list[Any], settings: An
 @pytest.mark.e2e
 def test_the_rate_limit_holds_across_web_processes(start_web: Any) -> None:
     user = make_user(f"u-{uuid.uuid4().hex[:12]}")
-    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    headers = {"Authorization": f"Token {api_key_for(user)}"}
     env = {"SUBMIT_RATE": "2/min"}
     first, second = start_web(env=env), start_web(env=env)
 

@@ -18,7 +18,6 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
-from rest_framework.authtoken.models import Token
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -29,7 +28,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from jobs.models import GeneratedImage, JobKind, JobStatus
-from tests.conftest import make_user
+from tests.conftest import api_key_for, make_user
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.e2e
@@ -46,7 +45,7 @@ CHECKS = [
 
 @pytest.fixture
 def staff_token(transactional_db: None) -> str:
-    return Token.objects.create(user=make_user("schema-staff", staff=True)).key
+    return api_key_for(make_user("schema-staff", staff=True))
 
 
 @pytest.fixture
