@@ -68,6 +68,20 @@ def test_the_rate_limit_only_counts_submissions(fresh_users: list[Any], settings
     assert submit(client).status_code == 202
 
 
+def test_retries_count_against_the_submit_rate(fresh_users: list[Any], settings: Any) -> None:
+    settings.SUBMIT_RATE = "3/min"
+    user = fresh_users[0]
+    client = client_for(user)
+    failed = JobFactory.create_batch(3, owner=user, status=JobStatus.FAILED)
+    assert submit(client).status_code == 202
+    assert client.post(f"/api/jobs/{failed[0].pk}/retry").status_code == 200
+    assert client.post(f"/api/jobs/{failed[1].pk}/retry").status_code == 200
+    assert_429_shape(client.post(f"/api/jobs/{failed[2].pk}/retry"))
+    assert_429_shape(submit(client))
+    failed[2].refresh_from_db()
+    assert failed[2].status == JobStatus.FAILED
+
+
 def test_the_rate_limit_history_is_kept_in_redis(fresh_users: list[Any], settings: Any) -> None:
     settings.SUBMIT_RATE = "5/min"
     user = fresh_users[0]
