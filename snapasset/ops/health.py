@@ -25,6 +25,7 @@ from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 
 STARTED_AT = time.monotonic()
@@ -228,7 +229,7 @@ public_health = PublicHealth(PUBLIC_CACHE_SECONDS)
     responses={200: HealthSerializer, 503: HealthSerializer},
 )
 @api_view(["GET"])
-@permission_classes([])
+@permission_classes([AllowAny])
 def health(request: Request) -> JsonResponse:
     user = request.user
     status, body = detailed_health() if user.is_active and user.is_staff else public_health.get()
