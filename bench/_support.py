@@ -208,13 +208,13 @@ class BenchEnv:
 
     def users_with_tokens(self, count: int) -> list[tuple[int, str]]:
         from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
+
+        from snapasset.core.tokens import api_token_create
 
         result = []
         for index in range(count):
             user, _ = get_user_model().objects.get_or_create(username=f"bench{index}")
-            token, _ = Token.objects.get_or_create(user=user)
-            result.append((user.pk, token.key))
+            result.append((user.pk, api_token_create(user=user)))
         return result
 
     def finish_pending_jobs(self) -> None:

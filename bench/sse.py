@@ -244,12 +244,12 @@ def run_sql(sql: str) -> None:
 
 def make_fixtures(streams: int) -> tuple[str, list[str], str]:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from jobs.models import Job, JobKind
+    from snapasset.core.tokens import api_token_create
 
     user = get_user_model().objects.create_user(username="bench")
-    token = Token.objects.create(user=user).key
+    token = api_token_create(user=user)
     jobs = Job.objects.bulk_create(
         [Job(owner=user, kind=JobKind.IMAGE_GENERATION, prompt="bench") for _ in range(streams + 1)]
     )

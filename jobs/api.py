@@ -173,6 +173,9 @@ class JobDownloadApi(APIView):
 
 
 class JobRetryApi(APIView):
+    # A retry queues the job again, as a submission does: it counts against the same rate.
+    throttle_classes = [SubmitRateThrottle]
+
     @extend_schema(
         operation_id="jobs_retry",
         summary="Queue a failed or cancelled job again",

@@ -81,7 +81,10 @@ class JobGenerateInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
         return value
 
 
-class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):
+class JobListQuerySerializer(serializers.Serializer):
+    """GET /api/jobs's query. Unknown parameters are ignored, as on any read: clients add
+    cache-busters (`_=1733000000`) and tracking parameters that must not break them."""
+
     status = serializers.CharField(required=False)
     limit = serializers.IntegerField(min_value=1, required=False, default=LIST_LIMIT_DEFAULT)
     # Bounded so a huge offset is a 400, not a database integer overflow.

@@ -58,6 +58,7 @@ from snapasset.core.exceptions import (
     JobCancelled,
     LeaseLost,
     PermanentError,
+    PermissionDeniedError,
     TooManyPendingJobsError,
     TransientError,
 )
@@ -100,7 +101,7 @@ def _resolve_owner(*, actor: Any, user_id: str | None) -> Any:
     if not user_id or user_id in {actor.get_username(), str(actor.pk)}:
         return actor
     if not actor.is_staff:
-        raise ApplicationError(
+        raise PermissionDeniedError(
             "userId does not match your credentials; jobs belong to the authenticated user",
             extra={"details": {"userId": ["Only staff may submit for another user."]}},
         ) from None

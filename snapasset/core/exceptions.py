@@ -35,6 +35,12 @@ class ApplicationError(Exception):
         self.extra = extra or {}
 
 
+class PermissionDeniedError(ApplicationError):
+    """The caller is known but may not do this (a user naming another user's userId)."""
+
+    status_code = status.HTTP_403_FORBIDDEN
+
+
 class NotFoundError(ApplicationError):
     status_code = status.HTTP_404_NOT_FOUND
 

@@ -1,26 +1,40 @@
 """GET /health: real checks of the parts SnapAsset needs; 503 when the database or broker is down.
 
+Anyone may ask, so the public answer is cheap and says little: the database and the broker,
+up or down (``SELECT 1`` and a ping), computed at most once per PUBLIC_CACHE_SECONDS per
+process however often it is asked, so a flood of probes costs no more than one. Staff
+(session, API key or JWT) get the detailed answer, computed on every request: each check
+with its error, storage, the provider, live workers, job counts and broker queue depths.
+
 Workers are reported (from the heartbeats they write, see snapasset/ops/heartbeat.py) but their
 absence does not make the answer 503: /health is what a load balancer asks about the web
 process, and taking the API down because no worker runs would only hide the jobs' state.
-``down`` lists every part that is not up, workers included, for monitors.
+``down`` lists every part that is not up (in the public answer: of the two it shows).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 from celery import current_app
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
 
 STARTED_AT = time.monotonic()
 BROKER_TIMEOUT_SECONDS = 2
+# One immediate retry (a refused connection is known at once; kombu would wait 2 s first).
+BROKER_CONNECT = {"max_retries": 1, "interval_start": 0, "timeout": BROKER_TIMEOUT_SECONDS}
+# The public answer is reused this long: with the database or broker gone, /health turns 503
+# within this plus one check (the broker's connect timeout at worst).
+PUBLIC_CACHE_SECONDS = 1.0
 
 
 def check_database() -> dict[str, Any]:
@@ -36,7 +50,7 @@ def check_database() -> dict[str, Any]:
 def check_broker() -> dict[str, Any]:
     try:
         with current_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+            conn.ensure_connection(**BROKER_CONNECT)
             conn.default_channel.client.ping()
     except Exception as exc:
         return {"status": "down", "error": exc.__class__.__name__}
@@ -75,7 +89,7 @@ def _priority_queue_keys(queue: str) -> list[str]:
 def broker_queue_depths() -> dict[str, int]:
     """Messages waiting in each Celery queue (all priority lists), LLEN in one round trip."""
     with current_app.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+        conn.ensure_connection(**BROKER_CONNECT)
         client = conn.default_channel.client
         queues = settings.WORKER_QUEUES
         pipe = client.pipeline(transaction=False)
@@ -90,7 +104,7 @@ def live_workers() -> list[dict[str, Any]]:
     from snapasset.ops.heartbeat import read_live_workers
 
     with current_app.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
+        conn.ensure_connection(**BROKER_CONNECT)
         return read_live_workers(conn.default_channel.client)
 
 
@@ -133,19 +147,31 @@ class HealthSerializer(serializers.Serializer):
     timestamp = serializers.IntegerField(help_text="ms since the epoch.")
     services = serializers.DictField(
         child=serializers.JSONField(),
-        help_text="database, broker, storage, provider, queues... each with its `status`.",
+        help_text="Each part with its `status`. Public: database and broker. Staff: also "
+        "storage, provider, workers and queues, with errors and details.",
+    )
+    down = serializers.ListField(
+        child=serializers.CharField(), help_text="The parts (of those shown) that are not up."
     )
 
 
-@extend_schema(
-    operation_id="health",
-    summary="Liveness and dependencies (public)",
-    responses={200: HealthSerializer, 503: HealthSerializer},
-)
-@api_view(["GET"])
-@authentication_classes([])
-@permission_classes([])
-def health(request: HttpRequest) -> JsonResponse:
+def _answer(services: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    healthy = services["database"]["status"] == "up" and services["broker"]["status"] == "up"
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "uptime": round(time.monotonic() - STARTED_AT, 1),
+        "timestamp": int(time.time() * 1000),
+        "services": services,
+        "down": [
+            name
+            for name, part in services.items()
+            if name != "queues" and part.get("status") != "up"
+        ],
+    }
+    return (200 if healthy else 503), body
+
+
+def detailed_health() -> tuple[int, dict[str, Any]]:
     database = check_database()
     broker = check_broker()
     services: dict[str, Any] = {
@@ -163,16 +189,48 @@ def health(request: HttpRequest) -> JsonResponse:
             broker["status"], broker["error"] = "down", exc.__class__.__name__
     if database["status"] == "up":
         services["queues"] = queue_counts(depths)
-    healthy = services["database"]["status"] == "up" and services["broker"]["status"] == "up"
-    body = {
-        "status": "ok" if healthy else "degraded",
-        "uptime": round(time.monotonic() - STARTED_AT, 1),
-        "timestamp": int(time.time() * 1000),
-        "services": services,
-        "down": [
-            name
-            for name, part in services.items()
-            if name != "queues" and part.get("status") != "up"
-        ],
-    }
-    return JsonResponse(body, status=200 if healthy else 503)
+    return _answer(services)
+
+
+class PublicHealth:
+    """The public answer, computed by one request at a time and reused for a second."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._answer: tuple[int, dict[str, Any]] | None = None
+        self._expires = 0.0
+
+    def get(self) -> tuple[int, dict[str, Any]]:
+        with self._lock:  # requests arriving meanwhile wait for this check, not run their own
+            if self._answer is None or time.monotonic() >= self._expires:
+                services = {
+                    "database": {"status": check_database()["status"]},
+                    "broker": {"status": check_broker()["status"]},
+                }
+                self._answer = _answer(services)
+                self._expires = time.monotonic() + self.max_age
+            return self._answer
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answer = None
+
+
+public_health = PublicHealth(PUBLIC_CACHE_SECONDS)
+
+
+@extend_schema(
+    operation_id="health",
+    summary="Liveness and dependencies (public; details for staff)",
+    description="Anyone: `{status, uptime, timestamp, services: {database, broker}, down}` "
+    "with each service's `status` only, reused for up to a second. Staff credentials: every "
+    "check (storage, provider, workers, queues) with its details, computed per request.",
+    responses={200: HealthSerializer, 503: HealthSerializer},
+)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def health(request: Request) -> JsonResponse:
+    user = request.user
+    status, body = detailed_health() if user.is_active and user.is_staff else public_health.get()
+    return JsonResponse(body, status=status)

@@ -21,13 +21,12 @@ import httpx
 import pytest
 import redis
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from jobs.live import publish
 from jobs.live.channels import job_channel, pubsub_channel
 from jobs.live.storage import store_event
 from jobs.models import Job
-from tests.conftest import make_user, wait_until
+from tests.conftest import api_key_for, make_user, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +93,7 @@ def sse(base: str, path: str, headers: dict[str, str], timeout: float = 60) -> I
 
 
 def auth(user: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {Token.objects.get_or_create(user=user)[0].key}"}
+    return {"Authorization": f"Bearer {api_key_for(user)}"}
 
 
 def submit(base: str, headers: dict[str, str], platforms: list[str] = PLATFORMS) -> str:
