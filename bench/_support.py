@@ -195,14 +195,12 @@ class BenchEnv:
             print(f"bench: child logs and files kept in {self.tmp}", file=sys.stderr)
 
     def flush_redis(self) -> None:
-        import redis
-
-        redis.Redis.from_url(self.redis_url).flushdb()
+        self.redis().flushdb()
 
     def redis(self) -> Any:
-        import redis
+        from snapasset.core.redis_clients import redis_client
 
-        return redis.Redis.from_url(self.redis_url)
+        return redis_client(url=self.redis_url, timeout=None)
 
     # --- fixtures of the bench database -------------------------------------------------
 

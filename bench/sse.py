@@ -135,7 +135,7 @@ def publisher_main(job_id: str, count: int, interval: float) -> None:
         t0 = time.monotonic()
         event_id = store_event(channel, "update", data)
         t1 = time.monotonic()
-        publish._publish({"c": channel, "i": event_id, "t": "update", "d": data})
+        publish.publish_stored_event(channel, event_id=event_id, event_type="update", data=data)
         assert event_id is not None
         sent[event_id] = [t0, t1]
         time.sleep(interval)

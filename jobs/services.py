@@ -9,7 +9,6 @@ generated original is kept as a checkpoint so that no retry pays the image model
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -30,7 +29,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import metrics
+from jobs import broker, metrics
 from jobs.live.publish import publish_job_event
 from jobs.models import (
     FINISHED_STATUSES,
@@ -943,38 +942,13 @@ def _missing_from_broker(job_ids: set[str], *, since: float) -> set[str]:
     "missing": a needless resend costs one no-op delivery, a lost message a lost job."""
     if not job_ids:
         return set()
-    options = current_app.conf.broker_transport_options or {}
-    sep = options.get("sep", ":")
-    steps = options.get("priority_steps") or [0]
-    queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
-    keys = [f"{queue}{sep}{step}" if step else queue for queue in sorted(queues) for step in steps]
+    queues = sorted({route["queue"] for route in settings.CELERY_TASK_ROUTES.values()})
     try:
-        with current_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1)
-            client = conn.default_channel.client
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.llen(key)
-            if sum(pipe.execute()) > SWEEP_SCAN_LIMIT:
-                logger.info("sweeper: backlog over %d messages; not resending", SWEEP_SCAN_LIMIT)
-                return set()
-            for key in keys:
-                pipe.lrange(key, 0, -1)
-            raw_messages = [raw for items in pipe.execute() for raw in items]
-            index_key = options.get("unacked_index_key", "unacked_index")
-            tags = client.zrangebyscore(index_key, since, "+inf")
-            if tags:
-                unacked = client.hmget(options.get("unacked_key", "unacked"), tags)
-                # Each entry is [message, exchange, routing_key].
-                raw_messages += [json.loads(entry)[0] for entry in unacked if entry]
-            return job_ids - {_message_task_id(raw) for raw in raw_messages}
+        held = broker.held_task_ids(queues, since=since, scan_limit=SWEEP_SCAN_LIMIT)
     except Exception:
         logger.warning("sweeper: could not read the broker's queues", exc_info=True)
         return job_ids
-
-
-def _message_task_id(raw: Any) -> str:
-    message = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
-    headers = message.get("headers") or {}
-    properties = message.get("properties") or {}
-    return str(headers.get("id") or properties.get("correlation_id") or "")
+    if held is None:
+        logger.info("sweeper: backlog over %d messages; not resending", SWEEP_SCAN_LIMIT)
+        return set()
+    return job_ids - held

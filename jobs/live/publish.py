@@ -21,6 +21,7 @@ from django.db import transaction
 
 from jobs.live.channels import STATS_CHANNEL, job_channel, pubsub_channel
 from jobs.live.storage import store_event
+from snapasset.core.redis_clients import redis_client
 
 if TYPE_CHECKING:
     from jobs.models import Job
@@ -65,7 +66,7 @@ def publish_job_event(job: Job, *, to_job_channel: bool = True) -> None:
     channel = job_channel(job.id)
     # One message per state change: every web process also takes it as a nudge to refresh
     # the stats stream, so there is no separate stats message.
-    transaction.on_commit(lambda: _send(channel, event_type, payload))
+    transaction.on_commit(lambda: send_event(channel, event_type, payload))
 
 
 def publish_stats_changed() -> None:
@@ -73,8 +74,9 @@ def publish_stats_changed() -> None:
     transaction.on_commit(lambda: _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"}))
 
 
-def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
-    """Store the event (it gets its id, for Last-Event-ID replay) and publish it to Redis.
+def send_event(channel: str, event_type: str, payload: dict[str, Any]) -> None:
+    """Store the event (it gets its id, for Last-Event-ID replay) and publish it to Redis,
+    now (the services call ``publish_job_event``, which waits for the commit).
 
     django-eventstream's ``send_event`` is not used: it publishes on one fixed pub/sub
     channel for every deployment ("events_channel"), and its listener drops messages during
@@ -84,31 +86,23 @@ def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)
     event_id = store_event(channel, event_type, data)
+    publish_stored_event(channel, event_id=event_id, event_type=event_type, data=data)
+
+
+def publish_stored_event(channel: str, *, event_id: int | None, event_type: str, data: str) -> None:
+    """Publish an event already stored (``store_event`` gave its id) to every web process."""
     _publish({"c": channel, "i": event_id, "t": event_type, "d": data})
 
 
-_redis_client: Any = None
-
-
 def _publish(message: dict[str, Any]) -> None:
-    global _redis_client
     try:
-        if _redis_client is None:
-            import redis
-
-            # Short timeouts: a Redis outage must not hold a worker's state change for long
-            # (the event is stored; a reconnecting client gets it from storage).
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            # One immediate retry covers a stale pooled connection; redis-py's default
-            # retries with backoff made a submit with Redis down take seconds per event.
-            _redis_client = redis.Redis(
-                **settings.EVENTSTREAM_REDIS,
-                socket_connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT,
-                socket_timeout=2,
-                retry=Retry(NoBackoff(), 1),
-            )
-        _redis_client.publish(pubsub_channel(), json.dumps(message))
+        # Short timeouts: a Redis outage must not hold a worker's state change for long
+        # (the event is stored; a reconnecting client gets it from storage). One immediate
+        # retry covers a stale pooled connection; redis-py's default retries with backoff
+        # made a submit with Redis down take seconds per event.
+        client = redis_client(
+            timeout=2, connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT, retries=1
+        )
+        client.publish(pubsub_channel(), json.dumps(message))
     except Exception:
         logger.warning("could not publish live event on %s", message.get("c"), exc_info=True)

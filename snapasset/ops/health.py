@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
@@ -19,8 +18,10 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.decorators import api_view, authentication_classes, permission_classes
 
+from jobs import broker
+from snapasset.ops.heartbeat import read_live_workers
+
 STARTED_AT = time.monotonic()
-BROKER_TIMEOUT_SECONDS = 2
 
 
 def check_database() -> dict[str, Any]:
@@ -35,9 +36,7 @@ def check_database() -> dict[str, Any]:
 
 def check_broker() -> dict[str, Any]:
     try:
-        with current_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-            conn.default_channel.client.ping()
+        broker.probe_client().ping()
     except Exception as exc:
         return {"status": "down", "error": exc.__class__.__name__}
     return {"status": "up", "embedded": settings.EMBEDDED_REDIS}
@@ -64,34 +63,13 @@ QUEUE_KIND = {"imageGeneration": "image-generation", "fileCleanup": "file-cleanu
 QUEUE_BROKER_NAME = {"imageGeneration": "images", "fileCleanup": "cleanup"}
 
 
-def _priority_queue_keys(queue: str) -> list[str]:
-    """The Redis lists kombu keeps for one queue: `images`, then `images:1`..`images:9`."""
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    sep = options.get("sep", "\x06\x16")
-    steps = options.get("priority_steps", [0, 3, 6, 9])
-    return [queue if step == 0 else f"{queue}{sep}{step}" for step in steps]
-
-
 def broker_queue_depths() -> dict[str, int]:
-    """Messages waiting in each Celery queue (all priority lists), LLEN in one round trip."""
-    with current_app.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-        client = conn.default_channel.client
-        queues = settings.WORKER_QUEUES
-        pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            for key in _priority_queue_keys(queue):
-                pipe.llen(key)
-        lengths = iter(pipe.execute())
-        return {queue: sum(next(lengths) for _ in _priority_queue_keys(queue)) for queue in queues}
+    """Messages waiting in each Celery queue this deployment's workers consume."""
+    return broker.queue_depths(list(settings.WORKER_QUEUES))
 
 
 def live_workers() -> list[dict[str, Any]]:
-    from snapasset.ops.heartbeat import read_live_workers
-
-    with current_app.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-        return read_live_workers(conn.default_channel.client)
+    return read_live_workers(broker.probe_client())
 
 
 def check_workers() -> dict[str, Any]:

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.test import Client
 from rest_framework.test import APIClient
 
+from jobs.broker import queue_keys
 from jobs.services import job_send_message
-from snapasset.ops.health import _priority_queue_keys
 from tests.conftest import ROOT, ManagedProcess, free_port, wait_until
 
 
@@ -141,7 +141,7 @@ def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> 
 @pytest.mark.e2e
 def test_health_counts_messages_waiting_in_the_broker_queues_at_every_priority(db: None) -> None:
     client = redis.Redis.from_url(settings.REDIS_URL)
-    keys = _priority_queue_keys("images")
+    keys = queue_keys("images")
     assert keys[0] == "images" and "images:4" in keys and "images:9" in keys
     client.delete(*keys)
     try:
