@@ -34,6 +34,7 @@ from jobs.live.publish import publish_job_event
 from jobs.models import (
     FINISHED_STATUSES,
     PENDING_STATUSES,
+    TASK_FOR_KIND,
     GeneratedImage,
     Job,
     JobKind,
@@ -64,10 +65,6 @@ from snapasset.core.log_redaction import redact_secrets, truncate_prompt
 
 logger = logging.getLogger(__name__)
 
-TASK_FOR_KIND = {
-    JobKind.IMAGE_GENERATION: "jobs.generate_images",
-    JobKind.FILE_CLEANUP: "cleanup.run_cleanup",
-}
 # Progress milestones of an image job: claimed, original ready, then the platforms share
 # the rest evenly.
 PROGRESS_CLAIMED = 5
