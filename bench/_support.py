@@ -217,9 +217,9 @@ class BenchEnv:
 
     def finish_pending_jobs(self) -> None:
         """Keep each bench user's pending count small and steady between rounds."""
-        from jobs.models import Job
+        from jobs.models import PENDING_STATUSES, Job, JobStatus
 
-        Job.objects.filter(status__in=["waiting", "active", "delayed"]).update(status="completed")
+        Job.objects.filter(status__in=PENDING_STATUSES).update(status=JobStatus.COMPLETED)
 
     # --- child processes ----------------------------------------------------------------
 

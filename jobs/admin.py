@@ -1,6 +1,5 @@
-"""The operators' admin: jobs with their images, retry/cancel through the API's services,
-Celery task results and API tokens. Staff users may use it without per-model permissions
-(the admin itself refuses non-staff); superusers keep every right as usual."""
+"""The operators' admin of jobs: jobs with their images, retry/cancel through the API's
+services. Staff users may use it without per-model permissions (snapasset.core.admin)."""
 
 from __future__ import annotations
 
@@ -15,45 +14,14 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
-from django_celery_results.admin import GroupResultAdmin, TaskResultAdmin
-from django_celery_results.models import GroupResult, TaskResult
-from rest_framework.authtoken.admin import TokenAdmin
-from rest_framework.authtoken.models import TokenProxy
 
 from jobs import services
 from jobs.models import GeneratedImage, Job
+from snapasset.core.admin import StaffAccessMixin, is_staff
 from snapasset.core.exceptions import ApplicationError
 
 THUMBNAIL_HEIGHT = 72
 SHORT_ID = re.compile(r"[0-9a-f]{8}")
-
-
-def _is_staff(request: HttpRequest) -> bool:
-    user = request.user
-    return bool(user.is_active and user.is_staff)
-
-
-class StaffAccessMixin:
-    """View (and the listed rights) for every active staff user."""
-
-    staff_can_change = False
-    staff_can_delete = False
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return _is_staff(request) or super().has_module_permission(request)  # type: ignore[misc]
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _is_staff(request) or super().has_view_permission(request, obj)  # type: ignore[misc]
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if self.staff_can_change and _is_staff(request):
-            return True
-        return super().has_change_permission(request, obj)  # type: ignore[misc]
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if self.staff_can_delete and _is_staff(request):
-            return True
-        return super().has_delete_permission(request, obj)  # type: ignore[misc]
 
 
 class GeneratedImageInline(admin.TabularInline):
@@ -70,7 +38,7 @@ class GeneratedImageInline(admin.TabularInline):
         return False
 
     def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _is_staff(request) or super().has_view_permission(request, obj)
+        return is_staff(request) or super().has_view_permission(request, obj)
 
     @admin.display(description="image")
     def thumbnail(self, image: GeneratedImage) -> str:
@@ -214,29 +182,3 @@ class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
     @admin.action(description="Cancel selected jobs")
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._run_action(request, queryset, verb="Cancelled", service=services.job_cancel)
-
-
-# django-celery-results registers its admin; staff see the task results beside the jobs
-# (and may delete them), without a per-model permission.
-class StaffTaskResultAdmin(StaffAccessMixin, TaskResultAdmin):
-    staff_can_delete = True
-
-
-class StaffGroupResultAdmin(StaffAccessMixin, GroupResultAdmin):
-    staff_can_delete = True
-
-
-# DRF registers its token admin: staff may list tokens and revoke (delete) them; creating one
-# stays with superusers (or `manage.py create_api_token`).
-class StaffTokenAdmin(StaffAccessMixin, TokenAdmin):
-    staff_can_delete = True
-
-
-for model, model_admin in (
-    (TaskResult, StaffTaskResultAdmin),
-    (GroupResult, StaffGroupResultAdmin),
-    (TokenProxy, StaffTokenAdmin),
-):
-    if admin.site.is_registered(model):
-        admin.site.unregister(model)
-    admin.site.register(model, model_admin)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -21,10 +21,8 @@ from django.db import transaction
 
 from jobs.live.channels import STATS_CHANNEL, job_channel, pubsub_channel
 from jobs.live.storage import store_event
+from jobs.models import Job, JobStatus
 from snapasset.core.redis_clients import redis_client
-
-if TYPE_CHECKING:
-    from jobs.models import Job
 
 logger = logging.getLogger(__name__)
 
@@ -38,9 +36,21 @@ def job_event_payload(job: Job, *, event_type: str) -> dict[str, Any]:
         "attemptsMade": job.attempts_made,
         "timestamp": int(time.time() * 1000),
     }
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         payload["failedReason"] = job.failed_reason
     return payload
+
+
+def job_final_payload(job: Job) -> dict[str, Any]:
+    """What a `final` event adds: the result (as GET .../result has it, URLs as stored), the
+    failure reason or the cancellation."""
+    from jobs.serializers import JobResultBodyField
+
+    if job.status == JobStatus.COMPLETED:
+        return {"result": JobResultBodyField().to_representation(job)}
+    if job.status == JobStatus.FAILED:
+        return {"failedReason": job.failed_reason}
+    return {"cancelled": True}
 
 
 def job_event_type(job: Job) -> str:
@@ -54,8 +64,6 @@ def publish_job_event(job: Job, *, to_job_channel: bool = True) -> None:
     listen on a job's channel before the response that names the job, and a stream sends
     the current state when it connects. That event was about half the cost of a submit.
     """
-    from jobs.serializers import job_final_payload
-
     if not to_job_channel:
         publish_stats_changed()
         return

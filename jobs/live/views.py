@@ -34,6 +34,7 @@ from jobs.live.job_stream import job_event_stream
 from jobs.live.stats_stream import stats_event_stream
 from jobs.models import Job
 from snapasset.core.exceptions import NotFoundError
+from snapasset.core.openapi import errors
 
 
 def event_stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -85,7 +86,7 @@ class JobEventStreamApi(EventStreamApi):
                 "`data:` JSON {type: connected|update|final|error, jobId, status, progress, ...}; "
                 "ends after `final`. Last-Event-ID replays missed events."
             ),
-            **openapi.errors(404),
+            **errors(404),
         },
     )
     def get(self, request: Request, job_id: str) -> HttpResponse:
@@ -126,7 +127,7 @@ class StatsEventStreamApi(EventStreamApi):
                 "`data:` JSON {type: stats, imageGeneration, fileCleanup, timestamp} when counts "
                 "change (at most once a second), with keep-alive comments."
             ),
-            **openapi.errors(403),
+            **errors(403),
         },
     )
     def get(self, request: Request) -> Any:

@@ -94,12 +94,16 @@ def check_workers() -> dict[str, Any]:
 
 
 def queue_counts(depths: dict[str, int] | None) -> dict[str, dict[str, int]]:
+    from jobs.models import JobStatus
     from jobs.selectors import job_stats
 
     stats = job_stats(user=None)
     counts: dict[str, dict[str, int]] = {}
     for name, row in stats.items():
-        counts[name] = {"waiting": row["waiting"] + row["delayed"], "active": row["active"]}
+        counts[name] = {
+            "waiting": row[JobStatus.WAITING] + row[JobStatus.DELAYED],
+            "active": row[JobStatus.ACTIVE],
+        }
         if depths is not None:
             counts[name]["brokerDepth"] = depths.get(QUEUE_BROKER_NAME[name], 0)
     return counts
@@ -112,6 +116,9 @@ class HealthSerializer(serializers.Serializer):
     services = serializers.DictField(
         child=serializers.JSONField(),
         help_text="database, broker, storage, provider, queues... each with its `status`.",
+    )
+    down = serializers.ListField(
+        child=serializers.CharField(), help_text="The services that are not up, workers included."
     )
 
 
@@ -153,4 +160,4 @@ def health(request: HttpRequest) -> JsonResponse:
             if name != "queues" and part.get("status") != "up"
         ],
     }
-    return JsonResponse(body, status=200 if healthy else 503)
+    return JsonResponse(HealthSerializer(body).data, status=200 if healthy else 503)
