@@ -125,12 +125,13 @@ def publisher_main(job_id: str, count: int, interval: float) -> None:
     from jobs.live import publish
     from jobs.live.channels import job_channel
     from jobs.live.storage import store_event
+    from jobs.models import JobStatus
 
     sent: dict[int, list[float]] = {}
     channel = job_channel(job_id)
     for progress in range(1, count + 1):
         data = json.dumps(
-            {"type": "update", "jobId": job_id, "status": "active", "progress": progress}
+            {"type": "update", "jobId": job_id, "status": JobStatus.ACTIVE, "progress": progress}
         )
         t0 = time.monotonic()
         event_id = store_event(channel, "update", data)
