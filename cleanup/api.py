@@ -32,7 +32,7 @@ class CleanupCreateApi(APIView):
             cleanup_type=body.validated_data["type"],
             older_than_days=body.validated_data.get("olderThanDays"),
         )
-        body = serializers.CleanupQueuedSerializer(
+        answer = serializers.CleanupQueuedSerializer(
             {
                 "jobId": job.id,
                 "type": job.params["type"],
@@ -41,4 +41,4 @@ class CleanupCreateApi(APIView):
                 "message": "Cleanup job queued",
             }
         )
-        return Response(body.data, status=status.HTTP_202_ACCEPTED)
+        return Response(answer.data, status=status.HTTP_202_ACCEPTED)

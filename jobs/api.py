@@ -72,7 +72,7 @@ class JobGenerateApi(APIView):
             idempotency_key=key,
         )
         job = submission.job
-        body = serializers.JobSubmittedSerializer(
+        answer = serializers.JobSubmittedSerializer(
             {
                 "jobId": job.id,
                 "generationId": job.generation_id,
@@ -84,7 +84,7 @@ class JobGenerateApi(APIView):
             }
         )
         return Response(
-            body.data,
+            answer.data,
             status=status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK,
         )
 

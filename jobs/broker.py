@@ -10,7 +10,7 @@ but have not acknowledged in a hash (``unacked``) indexed by delivery time (``un
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from celery import current_app
 
@@ -79,7 +79,11 @@ def held_task_ids(queues: list[str], *, since: float, scan_limit: int) -> set[st
     for key in keys:
         pipe.lrange(key, 0, -1)
     raw_messages = [raw for items in pipe.execute() for raw in items]
-    tags = client.zrangebyscore(options.get("unacked_index_key", "unacked_index"), since, "+inf")
+    # Without decode_responses (the factory's default) Redis answers bytes.
+    tags = cast(
+        "list[bytes]",
+        client.zrangebyscore(options.get("unacked_index_key", "unacked_index"), since, "+inf"),
+    )
     if tags:
         unacked = client.hmget(options.get("unacked_key", "unacked"), tags)
         # Each entry is [message, exchange, routing_key].

@@ -25,7 +25,7 @@ JOBS_SUBMITTED = Counter("snapasset_jobs_submitted", "Jobs submitted", ["kind"])
 JOBS_COMPLETED = Counter("snapasset_jobs_completed", "Jobs completed", ["kind"])
 JOBS_FAILED = Counter("snapasset_jobs_failed", "Jobs failed for good", ["kind"])
 JOBS_CANCELLED = Counter("snapasset_jobs_cancelled", "Jobs cancelled", ["kind"])
-_FINISHED_COUNTERS = {
+_FINISHED_COUNTERS: dict[str, Counter] = {
     JobStatus.COMPLETED: JOBS_COMPLETED,
     JobStatus.FAILED: JOBS_FAILED,
     JobStatus.CANCELLED: JOBS_CANCELLED,

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.core.files.storage import default_storage
 from django.db.models import prefetch_related_objects
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
@@ -73,24 +74,26 @@ class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):
 # --- Output: the camelCase JSON of API.md, rendered by the views and described by the schema
 
 
-class EpochMillisecondsField(serializers.IntegerField):
+@extend_schema_field(OpenApiTypes.INT)
+class EpochMillisecondsField(serializers.Field):
     """A datetime as milliseconds since the epoch, as the old server sent its timestamps."""
 
-    def to_representation(self, value: datetime) -> int:  # type: ignore[override]
+    def to_representation(self, value: datetime) -> int:
         return int(value.timestamp() * 1000)
 
 
 class IsoDateTimeField(serializers.DateTimeField):
     """A datetime in ISO 8601 as Python writes it (`+00:00`, not DRF's `Z`)."""
 
-    def to_representation(self, value: datetime) -> str:  # type: ignore[override]
+    def to_representation(self, value: datetime) -> str:
         return value.isoformat()
 
 
-class BlankAsNullCharField(serializers.CharField):
+@extend_schema_field(OpenApiTypes.STR)
+class BlankAsNullCharField(serializers.Field):
     """A text column that is "" when unset, answered as null."""
 
-    def to_representation(self, value: str) -> str | None:  # type: ignore[override]
+    def to_representation(self, value: str) -> str | None:
         return str(value) or None
 
 
@@ -145,7 +148,8 @@ class JobSummarySerializer(serializers.Serializer):
     jobId = serializers.UUIDField(source="id")
     queue = serializers.ChoiceField(source="queue_name", choices=JobKind.choices)
     status = serializers.ChoiceField(choices=JobStatus.choices)
-    data = JobDataField()
+    # DRF takes declared fields off the class, so `Serializer.data` stays the property.
+    data = JobDataField()  # type: ignore[assignment]
     progress = serializers.IntegerField(min_value=0, max_value=100)
     timestamp = EpochMillisecondsField(
         source="created_at", help_text="Created, ms since the epoch."
@@ -160,7 +164,8 @@ class JobDetailSerializer(serializers.Serializer):
     queue = serializers.ChoiceField(source="queue_name", choices=JobKind.choices)
     status = serializers.ChoiceField(choices=JobStatus.choices)
     progress = serializers.IntegerField(min_value=0, max_value=100)
-    data = JobDataField()
+    # DRF takes declared fields off the class, so `Serializer.data` stays the property.
+    data = JobDataField()  # type: ignore[assignment]
     attemptsMade = serializers.IntegerField(source="attempts_made", min_value=0)
     timestamp = EpochMillisecondsField(
         source="created_at", help_text="Created, ms since the epoch."

@@ -615,6 +615,7 @@ def job_retry(*, job: Job, actor: Any | None = None) -> Job:
 
 
 def storage_prefix(job: Job) -> str:
+    assert job.owner is not None, "an image job always has an owner"
     return f"{job.owner.get_username()}/{job.generation_id}"
 
 

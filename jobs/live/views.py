@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django_eventstream.utils import get_channelmanager, get_storage
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -89,7 +90,7 @@ class JobEventStreamApi(EventStreamApi):
             **errors(404),
         },
     )
-    def get(self, request: Request, job_id: str) -> HttpResponse:
+    def get(self, request: Request, job_id: str) -> HttpResponseBase:
         try:
             job_id = str(uuid.UUID(job_id))
         except ValueError:
@@ -130,7 +131,7 @@ class StatsEventStreamApi(EventStreamApi):
             **errors(403),
         },
     )
-    def get(self, request: Request) -> Any:
+    def get(self, request: Request) -> HttpResponseBase:
         if not get_channelmanager().can_read_channel(request.user, STATS_CHANNEL):
             raise PermissionDenied("The stats stream is for staff only")
         return event_stream_response(stats_event_stream())

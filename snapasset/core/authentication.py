@@ -109,7 +109,8 @@ def user_for_supabase_claims(claims: dict[str, Any]) -> Any:
     """The Django user whose username is the token's `sub`, created on first sight."""
     user_model = get_user_model()
     sub = claims.get("sub")
-    max_length = user_model._meta.get_field(user_model.USERNAME_FIELD).max_length or 150
+    username_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    max_length = getattr(username_field, "max_length", None) or 150
     if not isinstance(sub, str) or not sub or len(sub) > max_length:
         raise exceptions.AuthenticationFailed(INVALID_JWT)
     email = claims.get("email")
