@@ -1,4 +1,4 @@
-"""Input serializers (validation) and output serializers (the camelCase JSON of API.md).
+"""Input serializers (validation) and output serializers (the camelCase JSON of docs/API.md).
 
 The output serializers are the one description of each response body: the views render
 them and drf-spectacular publishes them as the schema at /api/schema/, which the tests check
@@ -71,7 +71,7 @@ class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):
         return min(value, LIST_LIMIT_MAX)
 
 
-# --- Output: the camelCase JSON of API.md, rendered by the views and described by the schema
+# --- Output: the camelCase JSON of docs/API.md, rendered by the views and described by the schema
 
 
 @extend_schema_field(OpenApiTypes.INT)

@@ -1,4 +1,4 @@
-"""The SSE endpoints: GET /api/sse/jobs/{jobId} and GET /api/sse/stats (API.md).
+"""The SSE endpoints: GET /api/sse/jobs/{jobId} and GET /api/sse/stats (docs/API.md).
 
 Plain DRF views, so credentials work as on every other endpoint (Token or Bearer header,
 or the session cookie of the web page), and refusals are JSON answered BEFORE any event:
