@@ -391,7 +391,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # threads and connections) before its first query, ~13 ms of worker CPU even for a no-op
 # task (bench.worker). With this it closes them only every N tasks (and still in each new
 # pool process, whose inherited pool belongs to the parent); between tasks, connections go
-# back to the pool as after a web request (snapasset/celery.py).
+# back to the pool as after a web request (snapasset/core/receivers.py).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
 # Redis only: a worker fetches a message only when one of its processes is free, so a
 # message never waits in a busy worker's buffer while another worker is idle.

@@ -1,4 +1,4 @@
-"""The SSE endpoints: GET /api/sse/jobs/{jobId} and GET /api/sse/stats (API.md).
+"""The SSE endpoints: GET /api/sse/jobs/{jobId} and GET /api/sse/stats (docs/API.md).
 
 Plain DRF views, so credentials work as on every other endpoint (Token or Bearer header,
 or the session cookie of the web page), and refusals are JSON answered BEFORE any event:
@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django_eventstream.utils import get_channelmanager, get_storage
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
@@ -34,6 +35,7 @@ from jobs.live.job_stream import job_event_stream
 from jobs.live.stats_stream import stats_event_stream
 from jobs.models import Job
 from snapasset.core.exceptions import NotFoundError
+from snapasset.core.openapi import errors
 
 
 def event_stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -85,10 +87,10 @@ class JobEventStreamApi(EventStreamApi):
                 "`data:` JSON {type: connected|update|final|error, jobId, status, progress, ...}; "
                 "ends after `final`. Last-Event-ID replays missed events."
             ),
-            **openapi.errors(404),
+            **errors(404),
         },
     )
-    def get(self, request: Request, job_id: str) -> HttpResponse:
+    def get(self, request: Request, job_id: str) -> HttpResponseBase:
         try:
             job_id = str(uuid.UUID(job_id))
         except ValueError:
@@ -126,10 +128,10 @@ class StatsEventStreamApi(EventStreamApi):
                 "`data:` JSON {type: stats, imageGeneration, fileCleanup, timestamp} when counts "
                 "change (at most once a second), with keep-alive comments."
             ),
-            **openapi.errors(403),
+            **errors(403),
         },
     )
-    def get(self, request: Request) -> Any:
+    def get(self, request: Request) -> HttpResponseBase:
         if not get_channelmanager().can_read_channel(request.user, STATS_CHANNEL):
             raise PermissionDenied("The stats stream is for staff only")
         return event_stream_response(stats_event_stream())

@@ -65,7 +65,7 @@ class TokenAuthentication(KnoxTokenAuthentication):
         # be one, and must be a 401, not a 500.
         if not token.isalnum():
             raise exceptions.AuthenticationFailed("Invalid token.")
-        return super().authenticate_credentials(token)  # type: ignore[no-any-return]
+        return super().authenticate_credentials(token)
 
 
 class BearerTokenAuthentication(TokenAuthentication):
@@ -75,7 +75,7 @@ class BearerTokenAuthentication(TokenAuthentication):
         value = _bearer_value(request)
         if value is not None and looks_like_jwt(value):
             return None  # a Supabase access token: SupabaseJWTAuthentication's
-        return super().authenticate(request)  # type: ignore[no-any-return]
+        return super().authenticate(request)
 
 
 class JWKSUnavailable(exceptions.APIException):
@@ -123,7 +123,8 @@ def user_for_supabase_claims(claims: dict[str, Any]) -> Any:
     """The Django user whose username is the token's `sub`, created on first sight."""
     user_model = get_user_model()
     sub = claims.get("sub")
-    max_length = user_model._meta.get_field(user_model.USERNAME_FIELD).max_length or 150
+    username_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    max_length = getattr(username_field, "max_length", None) or 150
     if not isinstance(sub, str) or not sub or len(sub) > max_length:
         raise exceptions.AuthenticationFailed(INVALID_JWT)
     email = claims.get("email")

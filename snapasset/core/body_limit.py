@@ -27,7 +27,8 @@ from typing import Any
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[MutableMapping[str, Any], Receive, Send], Awaitable[None]]
+# Loose on purpose: Django's and uvicorn's own ASGI types differ in variance.
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 
 def _json_response(status: int, body: dict[str, Any]) -> tuple[Message, Message]:

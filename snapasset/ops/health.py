@@ -18,7 +18,6 @@ import threading
 import time
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.db import connection
 from django.http import JsonResponse
@@ -28,12 +27,12 @@ from rest_framework.decorators import api_view, permission_classes
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 
+from jobs import broker
+from snapasset.ops.heartbeat import read_live_workers
+
 STARTED_AT = time.monotonic()
-BROKER_TIMEOUT_SECONDS = 2
-# One immediate retry (a refused connection is known at once; kombu would wait 2 s first).
-BROKER_CONNECT = {"max_retries": 1, "interval_start": 0, "timeout": BROKER_TIMEOUT_SECONDS}
 # The public answer is reused this long: with the database or broker gone, /health turns 503
-# within this plus one check (the broker's connect timeout at worst).
+# within this plus one check (the broker probe's timeout at worst).
 PUBLIC_CACHE_SECONDS = 1.0
 
 
@@ -49,9 +48,7 @@ def check_database() -> dict[str, Any]:
 
 def check_broker() -> dict[str, Any]:
     try:
-        with current_app.connection_for_read() as conn:
-            conn.ensure_connection(**BROKER_CONNECT)
-            conn.default_channel.client.ping()
+        broker.probe_client().ping()
     except Exception as exc:
         return {"status": "down", "error": exc.__class__.__name__}
     return {"status": "up", "embedded": settings.EMBEDDED_REDIS}
@@ -78,34 +75,13 @@ QUEUE_KIND = {"imageGeneration": "image-generation", "fileCleanup": "file-cleanu
 QUEUE_BROKER_NAME = {"imageGeneration": "images", "fileCleanup": "cleanup"}
 
 
-def _priority_queue_keys(queue: str) -> list[str]:
-    """The Redis lists kombu keeps for one queue: `images`, then `images:1`..`images:9`."""
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    sep = options.get("sep", "\x06\x16")
-    steps = options.get("priority_steps", [0, 3, 6, 9])
-    return [queue if step == 0 else f"{queue}{sep}{step}" for step in steps]
-
-
 def broker_queue_depths() -> dict[str, int]:
-    """Messages waiting in each Celery queue (all priority lists), LLEN in one round trip."""
-    with current_app.connection_for_read() as conn:
-        conn.ensure_connection(**BROKER_CONNECT)
-        client = conn.default_channel.client
-        queues = settings.WORKER_QUEUES
-        pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            for key in _priority_queue_keys(queue):
-                pipe.llen(key)
-        lengths = iter(pipe.execute())
-        return {queue: sum(next(lengths) for _ in _priority_queue_keys(queue)) for queue in queues}
+    """Messages waiting in each Celery queue this deployment's workers consume."""
+    return broker.queue_depths(list(settings.WORKER_QUEUES))
 
 
 def live_workers() -> list[dict[str, Any]]:
-    from snapasset.ops.heartbeat import read_live_workers
-
-    with current_app.connection_for_read() as conn:
-        conn.ensure_connection(**BROKER_CONNECT)
-        return read_live_workers(conn.default_channel.client)
+    return read_live_workers(broker.probe_client())
 
 
 def check_workers() -> dict[str, Any]:
@@ -130,12 +106,16 @@ def check_workers() -> dict[str, Any]:
 
 
 def queue_counts(depths: dict[str, int] | None) -> dict[str, dict[str, int]]:
+    from jobs.models import JobStatus
     from jobs.selectors import job_stats
 
     stats = job_stats(user=None)
     counts: dict[str, dict[str, int]] = {}
     for name, row in stats.items():
-        counts[name] = {"waiting": row["waiting"] + row["delayed"], "active": row["active"]}
+        counts[name] = {
+            "waiting": row[JobStatus.WAITING] + row[JobStatus.DELAYED],
+            "active": row[JobStatus.ACTIVE],
+        }
         if depths is not None:
             counts[name]["brokerDepth"] = depths.get(QUEUE_BROKER_NAME[name], 0)
     return counts
@@ -168,7 +148,7 @@ def _answer(services: dict[str, Any]) -> tuple[int, dict[str, Any]]:
             if name != "queues" and part.get("status") != "up"
         ],
     }
-    return (200 if healthy else 503), body
+    return (200 if healthy else 503), dict(HealthSerializer(body).data)
 
 
 def detailed_health() -> tuple[int, dict[str, Any]]:

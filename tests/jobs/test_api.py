@@ -1,4 +1,4 @@
-"""The HTTP contract of API.md, endpoint by endpoint: shapes, status codes, auth, ownership."""
+"""The HTTP contract of docs/API.md, endpoint by endpoint: shapes, status codes, auth, ownership."""
 
 from __future__ import annotations
 

@@ -20,9 +20,10 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from jobs.broker import queue_keys
 from jobs.services import job_send_message
 from snapasset.ops import health
-from snapasset.ops.health import _priority_queue_keys, public_health
+from snapasset.ops.health import public_health
 from tests.conftest import ROOT, ManagedProcess, api_key_for, free_port, make_user, wait_until
 
 
@@ -171,7 +172,7 @@ def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> 
 @pytest.mark.e2e
 def test_health_counts_messages_waiting_in_the_broker_queues_at_every_priority(db: None) -> None:
     client = redis.Redis.from_url(settings.REDIS_URL)
-    keys = _priority_queue_keys("images")
+    keys = queue_keys("images")
     assert keys[0] == "images" and "images:4" in keys and "images:9" in keys
     client.delete(*keys)
     try:

@@ -26,7 +26,8 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, username: str, staff: bool, rotate: bool, **options: Any) -> None:
         user_model = get_user_model()
-        user, created = user_model.objects.get_or_create(**{user_model.USERNAME_FIELD: username})
+        lookup = {user_model.USERNAME_FIELD: username}
+        user, created = user_model.objects.get_or_create(defaults=None, **lookup)
         if created:
             user.set_unusable_password()
         if staff and not user.is_staff:
