@@ -29,7 +29,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import broker, metrics
+from jobs import broker, metrics, signals
 from jobs.live.publish import publish_job_event
 from jobs.models import (
     FINISHED_STATUSES,
@@ -473,6 +473,7 @@ def _record_finished(job: Job) -> None:
     metrics.record_job_finished(
         kind=job.kind, status=job.status, created_at=job.created_at, finished_at=job.finished_at
     )
+    signals.send_after_commit(signals.job_finished, job_id=str(job.pk), status=str(job.status))
 
 
 def job_requeue(claim: Claim, *, result: dict[str, Any]) -> None:
