@@ -52,6 +52,7 @@ class OwnSecretsAdmin(admin.ModelAdmin):
 
 
 class WebhookEndpointForm(forms.ModelForm):
+    url = forms.URLField(max_length=2048, assume_scheme="https")
     event_types = forms.MultipleChoiceField(
         choices=EventType.choices,
         required=False,

@@ -88,8 +88,8 @@ def forbidden_reason(address: IPAddress) -> str | None:
         ("loopback", address.is_loopback),
         ("link-local", address.is_link_local),
         ("multicast", address.is_multicast),
-        ("private", address.is_private),
         ("reserved", address.is_reserved),
+        ("private", address.is_private),
         # Shared (CGNAT 100.64/10), documentation, benchmarking...: not on the internet.
         ("non-global", not address.is_global),
     )
@@ -181,7 +181,7 @@ def check_url(
         parsed.append(address)
         reason = forbidden_reason(address)
         if reason and not (named or allow.covers(address)):
-            shown = host if literal is not None else f"{host} resolves to {address}, which"
+            shown = host if literal is not None else f"{host} resolves to {text}, which"
             raise ForbiddenTarget(
                 f"{shown} is a {reason} address; webhooks go to public addresses only "
                 "(operators may allow a host with WEBHOOK_ALLOWED_HOSTS)."
