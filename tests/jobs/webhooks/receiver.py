@@ -53,7 +53,10 @@ class Receiver:
 
 @contextmanager
 def running_receiver(
-    answers: list[int | str], *, secret: Callable[[], str | None] = lambda: None, path: str = "/hook"
+    answers: list[int | str],
+    *,
+    secret: Callable[[], str | None] = lambda: None,
+    path: str = "/hook",
 ) -> Iterator[Receiver]:
     receiver = Receiver(answers=answers, secret=secret)
     lock = threading.Lock()
