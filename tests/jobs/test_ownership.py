@@ -48,6 +48,15 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
         None,
         {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401},
     ),
+    (
+        "get",
+        "/api/jobs/{completed}/deliveries",
+        None,
+        {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401},
+    ),
+    # Each user's own secret: nobody reaches another's.
+    ("get", "/api/webhooks/secret", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
+    ("post", "/api/webhooks/secret", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/api/sse/jobs/{completed}", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("get", "/api/sse/stats", None, {OWNER: 403, OTHER: 403, STAFF: 200, ANON: 401}),
     ("get", "/api/platforms", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
