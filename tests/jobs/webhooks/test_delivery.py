@@ -394,3 +394,14 @@ def test_endpoints_in_the_admin_are_checked_and_their_secret_shown_to_their_owne
     )
     endpoint.refresh_from_db()
     assert endpoint.secret != old and endpoint.previous_secret == old
+
+
+def test_beat_runs_the_dispatcher_and_webhook_tasks_have_a_queue_of_their_own() -> None:
+    from snapasset.celery import app
+
+    entry = app.conf.beat_schedule["webhooks-dispatch"]
+    assert (entry["task"], entry["schedule"]) == ("webhooks.dispatch_due", 30.0)
+    app.loader.import_default_modules()
+    for name in ("webhooks.deliver", "webhooks.dispatch_due"):
+        assert name in app.tasks
+        assert app.amqp.router.route({}, name)["queue"].name == "webhooks"
