@@ -87,7 +87,8 @@ test-fast: test
 lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
-	$(BIN)/mypy jobs snapasset cleanup
+	# django-stubs loads the settings: development mode, as for the tests.
+	DEBUG=true $(BIN)/mypy jobs snapasset cleanup
 	$(BIN)/deptry .
 	$(BIN)/deptry tests bench --exclude '\.venv' --ignore DEP002,DEP004
 	$(BIN)/lint-imports

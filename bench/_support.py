@@ -195,33 +195,31 @@ class BenchEnv:
             print(f"bench: child logs and files kept in {self.tmp}", file=sys.stderr)
 
     def flush_redis(self) -> None:
-        import redis
-
-        redis.Redis.from_url(self.redis_url).flushdb()
+        self.redis().flushdb()
 
     def redis(self) -> Any:
-        import redis
+        from snapasset.core.redis_clients import redis_client
 
-        return redis.Redis.from_url(self.redis_url)
+        return redis_client(url=self.redis_url, timeout=None)
 
     # --- fixtures of the bench database -------------------------------------------------
 
     def users_with_tokens(self, count: int) -> list[tuple[int, str]]:
         from django.contrib.auth import get_user_model
-        from rest_framework.authtoken.models import Token
+
+        from snapasset.core.tokens import api_token_create
 
         result = []
         for index in range(count):
             user, _ = get_user_model().objects.get_or_create(username=f"bench{index}")
-            token, _ = Token.objects.get_or_create(user=user)
-            result.append((user.pk, token.key))
+            result.append((user.pk, api_token_create(user=user)))
         return result
 
     def finish_pending_jobs(self) -> None:
         """Keep each bench user's pending count small and steady between rounds."""
-        from jobs.models import Job
+        from jobs.models import PENDING_STATUSES, Job, JobStatus
 
-        Job.objects.filter(status__in=["waiting", "active", "delayed"]).update(status="completed")
+        Job.objects.filter(status__in=PENDING_STATUSES).update(status=JobStatus.COMPLETED)
 
     # --- child processes ----------------------------------------------------------------
 

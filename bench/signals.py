@@ -11,22 +11,17 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from celery.signals import task_prerun, worker_process_init
-from django.conf import settings
 
-_client: Any = None
+from snapasset.core.redis_clients import redis_client
 
 
 @task_prerun.connect
 def record_start(task_id: str | None = None, **kwargs: Any) -> None:
-    global _client
     started = time.time()
-    if _client is None:
-        import redis
-
-        _client = redis.Redis.from_url(settings.REDIS_URL)
+    client = redis_client(timeout=None)
     key = f"bench:start:{task_id}"
-    _client.rpush(key, repr(started))
-    _client.expire(key, 600)
+    client.rpush(key, repr(started))
+    client.expire(key, 600)
 
 
 class TinyProvider:

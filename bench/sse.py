@@ -125,17 +125,18 @@ def publisher_main(job_id: str, count: int, interval: float) -> None:
     from jobs.live import publish
     from jobs.live.channels import job_channel
     from jobs.live.storage import store_event
+    from jobs.models import JobStatus
 
     sent: dict[int, list[float]] = {}
     channel = job_channel(job_id)
     for progress in range(1, count + 1):
         data = json.dumps(
-            {"type": "update", "jobId": job_id, "status": "active", "progress": progress}
+            {"type": "update", "jobId": job_id, "status": JobStatus.ACTIVE, "progress": progress}
         )
         t0 = time.monotonic()
         event_id = store_event(channel, "update", data)
         t1 = time.monotonic()
-        publish._publish({"c": channel, "i": event_id, "t": "update", "d": data})
+        publish.publish_stored_event(channel, event_id=event_id, event_type="update", data=data)
         assert event_id is not None
         sent[event_id] = [t0, t1]
         time.sleep(interval)
@@ -244,12 +245,12 @@ def run_sql(sql: str) -> None:
 
 def make_fixtures(streams: int) -> tuple[str, list[str], str]:
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from jobs.models import Job, JobKind
+    from snapasset.core.tokens import api_token_create
 
     user = get_user_model().objects.create_user(username="bench")
-    token = Token.objects.create(user=user).key
+    token = api_token_create(user=user)
     jobs = Job.objects.bulk_create(
         [Job(owner=user, kind=JobKind.IMAGE_GENERATION, prompt="bench") for _ in range(streams + 1)]
     )

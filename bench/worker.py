@@ -59,17 +59,13 @@ def _new_jobs(owner: Any, count: int, platforms: list[str], fmt: str = "png") ->
 
 
 def _wait_finished(job_ids: list[Any], timeout: float) -> None:
-    from jobs.models import Job
+    from jobs.models import FINISHED_STATUSES, Job, JobStatus
 
     def done() -> bool:
-        return (
-            not Job.objects.filter(pk__in=job_ids)
-            .exclude(status__in=["completed", "failed", "cancelled"])
-            .exists()
-        )
+        return not Job.objects.filter(pk__in=job_ids).exclude(status__in=FINISHED_STATUSES).exists()
 
     wait_until(done, timeout=timeout, what=f"{len(job_ids)} jobs to finish")
-    failed = Job.objects.filter(pk__in=job_ids).exclude(status="completed").count()
+    failed = Job.objects.filter(pk__in=job_ids).exclude(status=JobStatus.COMPLETED).count()
     if failed:
         raise RuntimeError(f"{failed} bench jobs did not complete")
 

@@ -9,7 +9,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from cleanup import serializers, services
-from jobs import openapi
+from snapasset.core.openapi import errors
 
 
 class CleanupCreateApi(APIView):
@@ -21,7 +21,7 @@ class CleanupCreateApi(APIView):
         request=serializers.CleanupInputSerializer,
         responses={
             202: serializers.CleanupQueuedSerializer,
-            **openapi.errors(400, 403, 413, 415),
+            **errors(400, 403, 413, 415),
         },
     )
     def post(self, request: Request) -> Response:
@@ -32,13 +32,13 @@ class CleanupCreateApi(APIView):
             cleanup_type=body.validated_data["type"],
             older_than_days=body.validated_data.get("olderThanDays"),
         )
-        return Response(
+        answer = serializers.CleanupQueuedSerializer(
             {
-                "jobId": str(job.id),
+                "jobId": job.id,
                 "type": job.params["type"],
                 "olderThanDays": job.params["olderThanDays"],
                 "status": "queued",
                 "message": "Cleanup job queued",
-            },
-            status=status.HTTP_202_ACCEPTED,
+            }
         )
+        return Response(answer.data, status=status.HTTP_202_ACCEPTED)

@@ -1,11 +1,15 @@
-"""The cleanup endpoint's input (validation) and, for the schema, the shape of its answer."""
+"""The cleanup endpoint's input (validation) and output (its answer, and the schema's)."""
 
 from __future__ import annotations
 
 from rest_framework import serializers
 
 from cleanup.services import CLEANUP_TYPES
-from jobs.serializers import NoUnknownFieldsMixin, StrictChoiceField, StrictIntegerField
+from snapasset.core.serializers import (
+    NoUnknownFieldsMixin,
+    StrictChoiceField,
+    StrictIntegerField,
+)
 
 
 class CleanupInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from celery import shared_task
 
 from cleanup import services
+from jobs.models import TASK_FOR_KIND, JobKind
 
 
-@shared_task(name="cleanup.run_cleanup")
+@shared_task(name=TASK_FOR_KIND[JobKind.FILE_CLEANUP])
 def cleanup_task(job_id: str) -> None:
     services.cleanup_run(job_id=job_id)
 

@@ -1,6 +1,6 @@
-"""The operators' admin: jobs with their images, retry/cancel through the API's services,
-Celery task results and API tokens. Staff users may use it without per-model permissions
-(the admin itself refuses non-staff); superusers keep every right as usual."""
+"""The operators' admin: jobs with their images, retry/cancel through the API's services.
+Staff see and do what their model permissions allow (view jobs and images; change jobs to
+run the retry/cancel actions); Celery task results keep django-celery-results' admin."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.timesince import timesince
-from django_celery_results.admin import GroupResultAdmin, TaskResultAdmin
-from django_celery_results.models import GroupResult, TaskResult
-from rest_framework.authtoken.admin import TokenAdmin
-from rest_framework.authtoken.models import TokenProxy
 
 from jobs import services
 from jobs.models import GeneratedImage, Job
@@ -26,34 +22,6 @@ from snapasset.core.exceptions import ApplicationError
 
 THUMBNAIL_HEIGHT = 72
 SHORT_ID = re.compile(r"[0-9a-f]{8}")
-
-
-def _is_staff(request: HttpRequest) -> bool:
-    user = request.user
-    return bool(user.is_active and user.is_staff)
-
-
-class StaffAccessMixin:
-    """View (and the listed rights) for every active staff user."""
-
-    staff_can_change = False
-    staff_can_delete = False
-
-    def has_module_permission(self, request: HttpRequest) -> bool:
-        return _is_staff(request) or super().has_module_permission(request)  # type: ignore[misc]
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _is_staff(request) or super().has_view_permission(request, obj)  # type: ignore[misc]
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if self.staff_can_change and _is_staff(request):
-            return True
-        return super().has_change_permission(request, obj)  # type: ignore[misc]
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        if self.staff_can_delete and _is_staff(request):
-            return True
-        return super().has_delete_permission(request, obj)  # type: ignore[misc]
 
 
 class GeneratedImageInline(admin.TabularInline):
@@ -68,9 +36,6 @@ class GeneratedImageInline(admin.TabularInline):
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return _is_staff(request) or super().has_view_permission(request, obj)
 
     @admin.display(description="image")
     def thumbnail(self, image: GeneratedImage) -> str:
@@ -98,7 +63,7 @@ class GeneratedImageInline(admin.TabularInline):
 
 
 @admin.register(Job)
-class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
+class JobAdmin(admin.ModelAdmin):
     list_display = (
         "short_id", "status", "owner", "kind", "platform_list", "progress_bar",
         "attempts_made", "age", "created_at",
@@ -142,9 +107,7 @@ class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
     )  # fmt: skip
 
     # Jobs are created through the API and deleted by the cleanup; the admin reads them
-    # and runs the two actions, nothing else.
-    staff_can_change = True
-
+    # and runs the two actions (for those who may change jobs), nothing else.
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -207,36 +170,10 @@ class JobAdmin(StaffAccessMixin, admin.ModelAdmin):
                 request, f"{verb} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS
             )
 
-    @admin.action(description="Retry selected failed or cancelled jobs")
+    @admin.action(description="Retry selected failed or cancelled jobs", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._run_action(request, queryset, verb="Retried", service=services.job_retry)
 
-    @admin.action(description="Cancel selected jobs")
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
         self._run_action(request, queryset, verb="Cancelled", service=services.job_cancel)
-
-
-# django-celery-results registers its admin; staff see the task results beside the jobs
-# (and may delete them), without a per-model permission.
-class StaffTaskResultAdmin(StaffAccessMixin, TaskResultAdmin):
-    staff_can_delete = True
-
-
-class StaffGroupResultAdmin(StaffAccessMixin, GroupResultAdmin):
-    staff_can_delete = True
-
-
-# DRF registers its token admin: staff may list tokens and revoke (delete) them; creating one
-# stays with superusers (or `manage.py create_api_token`).
-class StaffTokenAdmin(StaffAccessMixin, TokenAdmin):
-    staff_can_delete = True
-
-
-for model, model_admin in (
-    (TaskResult, StaffTaskResultAdmin),
-    (GroupResult, StaffGroupResultAdmin),
-    (TokenProxy, StaffTokenAdmin),
-):
-    if admin.site.is_registered(model):
-        admin.site.unregister(model)
-    admin.site.register(model, model_admin)

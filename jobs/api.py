@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -18,8 +17,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import archive, openapi, selectors, serializers, services
+from jobs.models import JobStatus
 from jobs.platforms import PLATFORMS
-from snapasset.core.exceptions import ApplicationError
+from snapasset.core.exceptions import ApplicationError, InvalidStateError
+from snapasset.core.openapi import RETRY_AFTER_HEADER, errors
 from snapasset.core.throttling import SubmitRateThrottle
 
 IDEMPOTENCY_KEY_MAX_LENGTH = 255
@@ -27,14 +28,6 @@ IDEMPOTENCY_KEY_MAX_LENGTH = 255
 
 def _now_ms() -> int:
     return int(timezone.now().timestamp() * 1000)
-
-
-def _absolute_urls(request: Request, result: dict[str, Any]) -> dict[str, Any]:
-    """Storage URLs may be relative (/media/...) on local disk: make them absolute."""
-    for image in result.get("images", []):
-        if image["url"].startswith("/"):
-            image["url"] = request.build_absolute_uri(image["url"])
-    return result
 
 
 def _estimated_time() -> str:
@@ -48,14 +41,14 @@ class JobGenerateApi(APIView):
         operation_id="jobs_generate",
         summary="Submit an image generation job",
         request=serializers.JobGenerateInputSerializer,
-        parameters=[openapi.IDEMPOTENCY_KEY_HEADER, openapi.RETRY_AFTER_HEADER],
+        parameters=[openapi.IDEMPOTENCY_KEY_HEADER, RETRY_AFTER_HEADER],
         responses={
-            202: openapi.JobSubmittedSerializer,
+            202: serializers.JobSubmittedSerializer,
             200: OpenApiResponse(
-                openapi.JobSubmittedSerializer,
+                serializers.JobSubmittedSerializer,
                 description="The job first submitted with this Idempotency-Key.",
             ),
-            **openapi.errors(400, 403, 413, 415, 429),
+            **errors(400, 403, 413, 415, 429),
         },
     )
     def post(self, request: Request) -> Response:
@@ -79,16 +72,19 @@ class JobGenerateApi(APIView):
             idempotency_key=key,
         )
         job = submission.job
-        return Response(
+        answer = serializers.JobSubmittedSerializer(
             {
-                "jobId": str(job.id),
-                "generationId": str(job.generation_id),
+                "jobId": job.id,
+                "generationId": job.generation_id,
                 "status": "queued",
                 "message": "Image generation job queued"
                 if submission.created
                 else "Job already submitted with this Idempotency-Key",
                 "estimatedTime": _estimated_time(),
-            },
+            }
+        )
+        return Response(
+            answer.data,
             status=status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK,
         )
 
@@ -98,22 +94,25 @@ class JobDetailApi(APIView):
         operation_id="jobs_retrieve",
         summary="A job's status, progress and input",
         parameters=[openapi.JOB_ID_PARAMETER],
-        responses={200: openapi.JobDetailSerializer, **openapi.errors(404)},
+        responses={200: serializers.JobDetailSerializer, **errors(404)},
     )
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        return Response(serializers.job_detail_representation(job))
+        return Response(serializers.JobDetailSerializer(job).data)
 
     @extend_schema(
         operation_id="jobs_cancel",
         summary="Cancel a job (a running job stops at its next step)",
         parameters=[openapi.JOB_ID_PARAMETER],
-        responses={200: openapi.JobCancelledSerializer, **openapi.errors(400, 403, 404)},
+        responses={200: serializers.JobCancelledSerializer, **errors(400, 403, 404)},
     )
     def delete(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
         job = services.job_cancel(job=job)
-        return Response({"jobId": str(job.id), "status": "cancelled", "message": "Job cancelled"})
+        body = serializers.JobCancelledSerializer(
+            {"jobId": job.id, "status": JobStatus.CANCELLED, "message": "Job cancelled"}
+        )
+        return Response(body.data)
 
 
 class JobResultApi(APIView):
@@ -121,17 +120,15 @@ class JobResultApi(APIView):
         operation_id="jobs_result",
         summary="The images of a completed job",
         parameters=[openapi.JOB_ID_PARAMETER],
-        responses={200: openapi.JobResultSerializer, **openapi.errors(400, 404)},
+        responses={200: serializers.JobResultSerializer, **errors(400, 404)},
     )
     def get(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        if job.status != "completed":
-            return Response(
-                {"error": f"Job is not completed (status: {job.status})", "status": job.status},
-                status=status.HTTP_400_BAD_REQUEST,
+        if job.status != JobStatus.COMPLETED:
+            raise InvalidStateError(
+                f"Job is not completed (status: {job.status})", extra={"status": job.status}
             )
-        result = _absolute_urls(request, serializers.job_result_representation(job))
-        return Response({"jobId": str(job.id), "status": "completed", "result": result})
+        return Response(serializers.JobResultSerializer(job, context={"request": request}).data)
 
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes | None:
@@ -157,7 +154,7 @@ class JobDownloadApi(APIView):
             (200, "application/zip"): OpenApiResponse(
                 OpenApiTypes.BINARY, description="A zip of the job's images, streamed."
             ),
-            **openapi.errors(400, 404, 410),
+            **errors(400, 404, 410),
         },
     )
     def get(self, request: Request, job_id: str) -> StreamingHttpResponse:
@@ -173,19 +170,23 @@ class JobDownloadApi(APIView):
 
 
 class JobRetryApi(APIView):
+    # A retry queues the job again, as a submission does: it counts against the same rate.
+    throttle_classes = [SubmitRateThrottle]
+
     @extend_schema(
         operation_id="jobs_retry",
         summary="Queue a failed or cancelled job again",
         request=None,
-        parameters=[openapi.JOB_ID_PARAMETER, openapi.RETRY_AFTER_HEADER],
-        responses={200: openapi.JobRetryingSerializer, **openapi.errors(400, 403, 404, 429)},
+        parameters=[openapi.JOB_ID_PARAMETER, RETRY_AFTER_HEADER],
+        responses={200: serializers.JobRetryingSerializer, **errors(400, 403, 404, 429)},
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
         job = services.job_retry(job=job, actor=request.user)
-        return Response(
-            {"jobId": str(job.id), "status": "retrying", "message": "Job queued for retry"}
+        body = serializers.JobRetryingSerializer(
+            {"jobId": job.id, "status": "retrying", "message": "Job queued for retry"}
         )
+        return Response(body.data)
 
 
 class JobListApi(APIView):
@@ -193,7 +194,7 @@ class JobListApi(APIView):
         operation_id="jobs_list",
         summary="The caller's jobs (staff: everyone's), newest first",
         parameters=[serializers.JobListQuerySerializer],
-        responses={200: openapi.JobListSerializer, **openapi.errors(400)},
+        responses={200: serializers.JobListSerializer, **errors(400)},
     )
     def get(self, request: Request) -> Response:
         query = serializers.JobListQuerySerializer(data=request.query_params.dict())
@@ -207,39 +208,35 @@ class JobListApi(APIView):
             offset=params["offset"],
             kind=params.get("kind"),
         )
-        return Response(
+        body = serializers.JobListSerializer(
             {
-                "jobs": [serializers.job_summary_representation(job) for job in jobs],
+                "jobs": jobs,
                 "total": total,
                 "statuses": statuses,
                 "limit": params["limit"],
                 "offset": params["offset"],
             }
         )
+        return Response(body.data)
 
 
 class JobStatsApi(APIView):
     @extend_schema(
         operation_id="jobs_stats",
         summary="Job counts per kind and status: the caller's own (staff: everyone's)",
-        responses={200: openapi.JobStatsSerializer, **openapi.errors()},
+        responses={200: serializers.JobStatsSerializer, **errors()},
     )
     def get(self, request: Request) -> Response:
-        return Response({**selectors.job_stats(user=request.user), "timestamp": _now_ms()})
+        stats = {**selectors.job_stats(user=request.user), "timestamp": _now_ms()}
+        return Response(serializers.JobStatsSerializer(stats).data)
 
 
 class PlatformListApi(APIView):
     @extend_schema(
         operation_id="platforms_list",
         summary="The platforms SnapAsset renders for, with their sizes",
-        responses={200: openapi.PlatformListSerializer, **openapi.errors()},
+        responses={200: serializers.PlatformListSerializer, **errors()},
     )
     def get(self, request: Request) -> Response:
-        return Response(
-            {
-                "platforms": [
-                    {"id": p.id, "name": p.name, "width": p.width, "height": p.height}
-                    for p in PLATFORMS.values()
-                ]
-            }
-        )
+        body = serializers.PlatformListSerializer({"platforms": list(PLATFORMS.values())})
+        return Response(body.data)

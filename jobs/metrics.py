@@ -17,16 +17,18 @@ from typing import Any
 from django.db import transaction
 from prometheus_client import Counter, Histogram
 
+from jobs.models import JobStatus
+
 logger = logging.getLogger(__name__)
 
 JOBS_SUBMITTED = Counter("snapasset_jobs_submitted", "Jobs submitted", ["kind"])
 JOBS_COMPLETED = Counter("snapasset_jobs_completed", "Jobs completed", ["kind"])
 JOBS_FAILED = Counter("snapasset_jobs_failed", "Jobs failed for good", ["kind"])
 JOBS_CANCELLED = Counter("snapasset_jobs_cancelled", "Jobs cancelled", ["kind"])
-_FINISHED_COUNTERS = {
-    "completed": JOBS_COMPLETED,
-    "failed": JOBS_FAILED,
-    "cancelled": JOBS_CANCELLED,
+_FINISHED_COUNTERS: dict[str, Counter] = {
+    JobStatus.COMPLETED: JOBS_COMPLETED,
+    JobStatus.FAILED: JOBS_FAILED,
+    JobStatus.CANCELLED: JOBS_CANCELLED,
 }
 # From submission to the end, what a user waits: queueing, retries and the work.
 JOB_DURATION = Histogram(

@@ -14,6 +14,15 @@ class JobKind(models.TextChoices):
     FILE_CLEANUP = "file-cleanup", "File cleanup"
 
 
+# The Celery task that runs each kind of job; its one argument is the job id. Named here,
+# once: cleanup/tasks.py declares its task under this name, and jobs sends it by name (jobs
+# never imports cleanup).
+TASK_FOR_KIND = {
+    JobKind.IMAGE_GENERATION: "jobs.generate_images",
+    JobKind.FILE_CLEANUP: "cleanup.run_cleanup",
+}
+
+
 class JobStatus(models.TextChoices):
     WAITING = "waiting", "Waiting"
     ACTIVE = "active", "Active"

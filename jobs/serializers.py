@@ -1,4 +1,9 @@
-"""Input serializers (validation) and output representations (the camelCase JSON of API.md)."""
+"""Input serializers (validation) and output serializers (the camelCase JSON of docs/API.md).
+
+The output serializers are the one description of each response body: the views render
+them and drf-spectacular publishes them as the schema at /api/schema/, which the tests check
+real responses against.
+"""
 
 from __future__ import annotations
 
@@ -6,62 +11,24 @@ from datetime import datetime
 from typing import Any
 
 from django.core.files.storage import default_storage
+from django.db.models import prefetch_related_objects
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from jobs.models import GeneratedImage, ImageFormat, ImageType, Job, JobKind, JobStatus
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
+from snapasset.core.serializers import (
+    NoUnknownFieldsMixin,
+    StrictCharField,
+    StrictChoiceField,
+    StrictIntegerField,
+)
 
 PROMPT_MAX_LENGTH = 4000
 PRIORITY_MIN, PRIORITY_MAX = 0, 9
 LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX = 10, 100
 LIST_OFFSET_MAX = 1_000_000_000
-
-
-class StrictCharField(serializers.CharField):
-    """A CharField that refuses numbers, booleans and objects instead of str()-ing them."""
-
-    default_error_messages = {
-        "invalid": "Not a valid string.",
-        "surrogates": "Not valid Unicode (lone surrogate characters).",
-    }
-
-    def to_internal_value(self, data: Any) -> str:
-        if not isinstance(data, str):
-            self.fail("invalid")
-        try:
-            data.encode("utf-8")
-        except UnicodeEncodeError:
-            # JSON may escape lone surrogates ("\ud800"); the database cannot store them.
-            self.fail("surrogates")
-        return super().to_internal_value(data)
-
-
-class StrictIntegerField(serializers.IntegerField):
-    """An IntegerField that refuses booleans, floats and numeric strings."""
-
-    def to_internal_value(self, data: Any) -> int:
-        if isinstance(data, bool) or not isinstance(data, int):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-class StrictChoiceField(serializers.ChoiceField):
-    def to_internal_value(self, data: Any) -> Any:
-        if not isinstance(data, str):
-            self.fail("invalid_choice", input=data)
-        return super().to_internal_value(data)
-
-
-class NoUnknownFieldsMixin:
-    """Unknown fields are an error, so a typo (`platfroms`) is not silently ignored."""
-
-    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
-        known = set(self.fields)  # type: ignore[attr-defined]
-        initial = getattr(self, "initial_data", {})
-        unknown = sorted(set(initial) - known) if isinstance(initial, dict) else []
-        if unknown:
-            raise serializers.ValidationError({name: ["Unknown field."] for name in unknown})
-        return attrs
 
 
 class JobGenerateInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
@@ -81,7 +48,10 @@ class JobGenerateInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
         return value
 
 
-class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):
+class JobListQuerySerializer(serializers.Serializer):
+    """GET /api/jobs's query. Unknown parameters are ignored, as on any read: clients add
+    cache-busters (`_=1733000000`) and tracking parameters that must not break them."""
+
     status = serializers.CharField(required=False)
     limit = serializers.IntegerField(min_value=1, required=False, default=LIST_LIMIT_DEFAULT)
     # Bounded so a huge offset is a 400, not a database integer overflow.
@@ -104,91 +74,286 @@ class JobListQuerySerializer(NoUnknownFieldsMixin, serializers.Serializer):
         return min(value, LIST_LIMIT_MAX)
 
 
-# --- Output ------------------------------------------------------------------------------
+# --- Output: the camelCase JSON of docs/API.md, rendered by the views and described by the schema
 
 
-def epoch_ms(value: datetime | None) -> int | None:
-    return int(value.timestamp() * 1000) if value else None
+@extend_schema_field(OpenApiTypes.INT)
+class EpochMillisecondsField(serializers.Field):
+    """A datetime as milliseconds since the epoch, as the old server sent its timestamps."""
+
+    def to_representation(self, value: datetime) -> int:
+        return int(value.timestamp() * 1000)
 
 
-def job_data_representation(job: Job) -> dict[str, Any]:
-    user_id = job.owner.get_username() if job.owner else None
-    if job.kind == JobKind.FILE_CLEANUP:
-        return {"userId": user_id, **job.params}
-    return {
-        "userId": user_id,
-        "generationId": str(job.generation_id),
-        "prompt": job.prompt,
-        "platforms": list(job.platforms),
-        "imageType": job.image_type,
-        "format": job.output_format,
-        "priority": job.priority,
-    }
+class IsoDateTimeField(serializers.DateTimeField):
+    """A datetime in ISO 8601 as Python writes it (`+00:00`, not DRF's `Z`)."""
+
+    def to_representation(self, value: datetime) -> str:
+        return value.isoformat()
 
 
-def job_detail_representation(job: Job) -> dict[str, Any]:
-    return {
-        "jobId": str(job.id),
-        "queue": job.queue_name,
-        "status": job.status,
-        "progress": job.progress,
-        "data": job_data_representation(job),
-        "attemptsMade": job.attempts_made,
-        "timestamp": epoch_ms(job.created_at),
-        "processedOn": epoch_ms(job.processed_at),
-        "finishedOn": epoch_ms(job.finished_at),
-        "failedReason": job.failed_reason or None,
-        "createdAt": job.created_at.isoformat() if job.created_at else None,
-    }
+@extend_schema_field(OpenApiTypes.STR)
+class BlankAsNullCharField(serializers.Field):
+    """A text column that is "" when unset, answered as null."""
+
+    def to_representation(self, value: str) -> str | None:
+        return str(value) or None
 
 
-def job_summary_representation(job: Job) -> dict[str, Any]:
-    return {
-        "jobId": str(job.id),
-        "queue": job.queue_name,
-        "status": job.status,
-        "data": job_data_representation(job),
-        "progress": job.progress,
-        "timestamp": epoch_ms(job.created_at),
-        "failedReason": job.failed_reason or None,
-    }
+class ImageJobDataSerializer(serializers.Serializer):
+    """An image job's input."""
+
+    userId = serializers.CharField(
+        source="owner.get_username", allow_null=True, help_text="Null for system jobs."
+    )
+    generationId = serializers.UUIDField(source="generation_id")
+    prompt = serializers.CharField()
+    platforms = serializers.ListField(child=serializers.CharField())
+    imageType = serializers.ChoiceField(source="image_type", choices=ImageType.values)
+    format = serializers.ChoiceField(source="output_format", choices=ImageFormat.values)
+    priority = serializers.IntegerField()
+
+
+class CleanupJobDataSerializer(serializers.Serializer):
+    """A cleanup job's input."""
+
+    userId = serializers.CharField(
+        source="owner.get_username", allow_null=True, help_text="Null for system jobs."
+    )
+    type = serializers.CharField(source="params.type")
+    olderThanDays = serializers.IntegerField(source="params.olderThanDays", allow_null=True)
+
+
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="JobData",
+        serializers=[ImageJobDataSerializer, CleanupJobDataSerializer],
+        resource_type_field_name=None,
+    )
+)
+class JobDataField(serializers.Field):
+    """The job's input, by kind: an image job's request, or a cleanup job's type and age."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", read_only=True, **kwargs)
+        self.image = ImageJobDataSerializer()
+        self.cleanup = CleanupJobDataSerializer()
+
+    def to_representation(self, job: Job) -> dict[str, Any]:
+        if job.kind == JobKind.FILE_CLEANUP:
+            return self.cleanup.to_representation(job)
+        return self.image.to_representation(job)
+
+
+class JobSummarySerializer(serializers.Serializer):
+    """A job in a list."""
+
+    jobId = serializers.UUIDField(source="id")
+    queue = serializers.ChoiceField(source="queue_name", choices=JobKind.choices)
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    # DRF takes declared fields off the class, so `Serializer.data` stays the property.
+    data = JobDataField()  # type: ignore[assignment]
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    timestamp = EpochMillisecondsField(
+        source="created_at", help_text="Created, ms since the epoch."
+    )
+    failedReason = BlankAsNullCharField(source="failed_reason", allow_null=True)
+
+
+class JobDetailSerializer(serializers.Serializer):
+    """GET /api/jobs/{jobId}."""
+
+    jobId = serializers.UUIDField(source="id")
+    queue = serializers.ChoiceField(source="queue_name", choices=JobKind.choices)
+    status = serializers.ChoiceField(choices=JobStatus.choices)
+    progress = serializers.IntegerField(min_value=0, max_value=100)
+    # DRF takes declared fields off the class, so `Serializer.data` stays the property.
+    data = JobDataField()  # type: ignore[assignment]
+    attemptsMade = serializers.IntegerField(source="attempts_made", min_value=0)
+    timestamp = EpochMillisecondsField(
+        source="created_at", help_text="Created, ms since the epoch."
+    )
+    processedOn = EpochMillisecondsField(
+        source="processed_at", allow_null=True, help_text="ms since the epoch."
+    )
+    finishedOn = EpochMillisecondsField(
+        source="finished_at", allow_null=True, help_text="ms since the epoch."
+    )
+    failedReason = BlankAsNullCharField(source="failed_reason", allow_null=True)
+    createdAt = IsoDateTimeField(source="created_at", allow_null=True)
 
 
 def image_url(image: GeneratedImage) -> str:
     return image.url or default_storage.url(image.storage_path)
 
 
-def image_representation(image: GeneratedImage) -> dict[str, Any]:
-    platform = PLATFORMS.get(image.platform_id)
-    return {
-        "platformId": image.platform_id,
-        "platformName": platform.name if platform else image.platform_id,
-        "width": image.width,
-        "height": image.height,
-        "fileSize": image.file_size,
-        "storagePath": image.storage_path,
-        "url": image_url(image),
-        "format": image.format,
-    }
+class ImageSerializer(serializers.Serializer):
+    """One platform's image in a result."""
+
+    platformId = serializers.CharField(source="platform_id")
+    platformName = serializers.SerializerMethodField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+    fileSize = serializers.IntegerField(source="file_size")
+    storagePath = serializers.CharField(source="storage_path")
+    url = serializers.SerializerMethodField(
+        help_text="Absolute in a response; as stored (may be a path) in a live event."
+    )
+    format = serializers.CharField()
+
+    def get_platformName(self, image: GeneratedImage) -> str:
+        platform = PLATFORMS.get(image.platform_id)
+        return platform.name if platform else image.platform_id
+
+    def get_url(self, image: GeneratedImage) -> str:
+        url = image_url(image)
+        request = self.context.get("request")
+        # Local disk storage gives paths (/media/...): a response makes them absolute.
+        if request is not None and url.startswith("/"):
+            return str(request.build_absolute_uri(url))
+        return url
 
 
-def job_result_representation(job: Job) -> dict[str, Any]:
-    if job.kind == JobKind.FILE_CLEANUP:
-        return {"success": True, **job.result}
-    order = {platform_id: i for i, platform_id in enumerate(job.platforms)}
-    images = sorted(job.images.all(), key=lambda image: order.get(image.platform_id, 99))
-    return {
-        "success": True,
-        "generationId": str(job.generation_id),
-        "images": [image_representation(image) for image in images],
-        "totalImages": len(images),
-    }
+class ImageJobResultSerializer(serializers.Serializer):
+    """A completed image job's images, in the order of its platforms."""
+
+    success = serializers.SerializerMethodField()
+    generationId = serializers.UUIDField(source="generation_id")
+    images = serializers.SerializerMethodField()
+    totalImages = serializers.SerializerMethodField()
+
+    def to_representation(self, job: Job) -> dict[str, Any]:
+        # One query for both `images` and `totalImages`.
+        prefetch_related_objects([job], "images")
+        return super().to_representation(job)
+
+    def get_success(self, job: Job) -> bool:
+        return True
+
+    @extend_schema_field(ImageSerializer(many=True))
+    def get_images(self, job: Job) -> list[dict[str, Any]]:
+        order = {platform_id: i for i, platform_id in enumerate(job.platforms)}
+        images = sorted(job.images.all(), key=lambda image: order.get(image.platform_id, 99))
+        return list(ImageSerializer(images, many=True, context=self.context).data)
+
+    def get_totalImages(self, job: Job) -> int:
+        return len(job.images.all())
 
 
-def job_final_payload(job: Job) -> dict[str, Any]:
-    """What a `final` live event adds: the result, the failure reason or the cancellation."""
-    if job.status == JobStatus.COMPLETED:
-        return {"result": job_result_representation(job)}
-    if job.status == JobStatus.FAILED:
-        return {"failedReason": job.failed_reason}
-    return {"cancelled": True}
+class CleanupJobResultSerializer(serializers.Serializer):
+    """A completed cleanup job's counts (``cleanup_run`` writes them as it goes)."""
+
+    success = serializers.SerializerMethodField()
+    type = serializers.CharField(source="result.type", required=False)
+    olderThanDays = serializers.IntegerField(
+        source="result.olderThanDays", required=False, allow_null=True
+    )
+    deletedFiles = serializers.IntegerField(source="result.deletedFiles")
+    deletedJobs = serializers.IntegerField(source="result.deletedJobs", required=False)
+    clearedCheckpoints = serializers.IntegerField(
+        source="result.clearedCheckpoints", required=False
+    )
+    deletedTaskResults = serializers.IntegerField(
+        source="result.deletedTaskResults", required=False
+    )
+    batches = serializers.IntegerField(source="result.batches", required=False)
+
+    def get_success(self, job: Job) -> bool:
+        return True
+
+
+@extend_schema_field(
+    PolymorphicProxySerializer(
+        component_name="JobResultBody",
+        serializers=[ImageJobResultSerializer, CleanupJobResultSerializer],
+        resource_type_field_name=None,
+    )
+)
+class JobResultBodyField(serializers.Field):
+    """A completed job's result, by kind."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, job: Job) -> dict[str, Any]:
+        serializer_class: type[serializers.Serializer] = (
+            CleanupJobResultSerializer
+            if job.kind == JobKind.FILE_CLEANUP
+            else ImageJobResultSerializer
+        )
+        return dict(serializer_class(job, context=self.context).data)
+
+
+class JobResultSerializer(serializers.Serializer):
+    """GET /api/jobs/{jobId}/result: a completed job's result (URLs made absolute with the
+    request in the context)."""
+
+    jobId = serializers.UUIDField(source="id")
+    status = serializers.CharField(help_text='Always "completed".')
+    result = JobResultBodyField()
+
+
+class JobListSerializer(serializers.Serializer):
+    """GET /api/jobs: a page of jobs, newest first."""
+
+    jobs = JobSummarySerializer(many=True)
+    total = serializers.IntegerField(min_value=0)
+    statuses = serializers.ListField(child=serializers.ChoiceField(choices=JobStatus.choices))
+    limit = serializers.IntegerField()
+    offset = serializers.IntegerField()
+
+
+class StatusCountsSerializer(serializers.Serializer):
+    waiting = serializers.IntegerField()
+    active = serializers.IntegerField()
+    delayed = serializers.IntegerField()
+    completed = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    cancelled = serializers.IntegerField()
+
+
+class JobStatsSerializer(serializers.Serializer):
+    """GET /api/jobs/stats/overview: counts per kind and status."""
+
+    imageGeneration = StatusCountsSerializer()
+    fileCleanup = StatusCountsSerializer()
+    timestamp = serializers.IntegerField(help_text="ms since the epoch.")
+
+
+class JobSubmittedSerializer(serializers.Serializer):
+    """POST /api/jobs/generate."""
+
+    jobId = serializers.UUIDField()
+    generationId = serializers.UUIDField()
+    status = serializers.CharField(help_text='Always "queued".')
+    message = serializers.CharField()
+    estimatedTime = serializers.CharField()
+
+
+class JobCancelledSerializer(serializers.Serializer):
+    """DELETE /api/jobs/{jobId}."""
+
+    jobId = serializers.UUIDField()
+    status = serializers.CharField(help_text='Always "cancelled".')
+    message = serializers.CharField()
+
+
+class JobRetryingSerializer(serializers.Serializer):
+    """POST /api/jobs/{jobId}/retry."""
+
+    jobId = serializers.UUIDField()
+    status = serializers.CharField(help_text='Always "retrying".')
+    message = serializers.CharField()
+
+
+class PlatformSerializer(serializers.Serializer):
+    id = serializers.ChoiceField(choices=PLATFORM_IDS)
+    name = serializers.CharField()
+    width = serializers.IntegerField()
+    height = serializers.IntegerField()
+
+
+class PlatformListSerializer(serializers.Serializer):
+    """GET /api/platforms."""
+
+    platforms = PlatformSerializer(many=True)

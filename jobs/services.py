@@ -9,7 +9,6 @@ generated original is kept as a checkpoint so that no retry pays the image model
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import threading
@@ -30,11 +29,12 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from jobs import metrics
+from jobs import broker, metrics, signals
 from jobs.live.publish import publish_job_event
 from jobs.models import (
     FINISHED_STATUSES,
     PENDING_STATUSES,
+    TASK_FOR_KIND,
     GeneratedImage,
     Job,
     JobKind,
@@ -58,6 +58,7 @@ from snapasset.core.exceptions import (
     JobCancelled,
     LeaseLost,
     PermanentError,
+    PermissionDeniedError,
     TooManyPendingJobsError,
     TransientError,
 )
@@ -65,10 +66,6 @@ from snapasset.core.log_redaction import redact_secrets, truncate_prompt
 
 logger = logging.getLogger(__name__)
 
-TASK_FOR_KIND = {
-    JobKind.IMAGE_GENERATION: "jobs.generate_images",
-    JobKind.FILE_CLEANUP: "cleanup.run_cleanup",
-}
 # Progress milestones of an image job: claimed, original ready, then the platforms share
 # the rest evenly.
 PROGRESS_CLAIMED = 5
@@ -100,7 +97,7 @@ def _resolve_owner(*, actor: Any, user_id: str | None) -> Any:
     if not user_id or user_id in {actor.get_username(), str(actor.pk)}:
         return actor
     if not actor.is_staff:
-        raise ApplicationError(
+        raise PermissionDeniedError(
             "userId does not match your credentials; jobs belong to the authenticated user",
             extra={"details": {"userId": ["Only staff may submit for another user."]}},
         ) from None
@@ -476,6 +473,7 @@ def _record_finished(job: Job) -> None:
     metrics.record_job_finished(
         kind=job.kind, status=job.status, created_at=job.created_at, finished_at=job.finished_at
     )
+    signals.send_after_commit(signals.job_finished, job_id=str(job.pk), status=str(job.status))
 
 
 def job_requeue(claim: Claim, *, result: dict[str, Any]) -> None:
@@ -619,6 +617,7 @@ def job_retry(*, job: Job, actor: Any | None = None) -> Job:
 
 
 def storage_prefix(job: Job) -> str:
+    assert job.owner is not None, "an image job always has an owner"
     return f"{job.owner.get_username()}/{job.generation_id}"
 
 
@@ -943,38 +942,13 @@ def _missing_from_broker(job_ids: set[str], *, since: float) -> set[str]:
     "missing": a needless resend costs one no-op delivery, a lost message a lost job."""
     if not job_ids:
         return set()
-    options = current_app.conf.broker_transport_options or {}
-    sep = options.get("sep", ":")
-    steps = options.get("priority_steps") or [0]
-    queues = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
-    keys = [f"{queue}{sep}{step}" if step else queue for queue in sorted(queues) for step in steps]
+    queues = sorted({route["queue"] for route in settings.CELERY_TASK_ROUTES.values()})
     try:
-        with current_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1)
-            client = conn.default_channel.client
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.llen(key)
-            if sum(pipe.execute()) > SWEEP_SCAN_LIMIT:
-                logger.info("sweeper: backlog over %d messages; not resending", SWEEP_SCAN_LIMIT)
-                return set()
-            for key in keys:
-                pipe.lrange(key, 0, -1)
-            raw_messages = [raw for items in pipe.execute() for raw in items]
-            index_key = options.get("unacked_index_key", "unacked_index")
-            tags = client.zrangebyscore(index_key, since, "+inf")
-            if tags:
-                unacked = client.hmget(options.get("unacked_key", "unacked"), tags)
-                # Each entry is [message, exchange, routing_key].
-                raw_messages += [json.loads(entry)[0] for entry in unacked if entry]
-            return job_ids - {_message_task_id(raw) for raw in raw_messages}
+        held = broker.held_task_ids(queues, since=since, scan_limit=SWEEP_SCAN_LIMIT)
     except Exception:
         logger.warning("sweeper: could not read the broker's queues", exc_info=True)
         return job_ids
-
-
-def _message_task_id(raw: Any) -> str:
-    message = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
-    headers = message.get("headers") or {}
-    properties = message.get("properties") or {}
-    return str(headers.get("id") or properties.get("correlation_id") or "")
+    if held is None:
+        logger.info("sweeper: backlog over %d messages; not resending", SWEEP_SCAN_LIMIT)
+        return set()
+    return job_ids - held

@@ -3,9 +3,10 @@
 Celery handles SIGTERM in the worker's main process (``worker_shutting_down``) and then
 waits for the running tasks; the pool processes that run them are never told. The time of
 the SIGTERM is kept in a double in shared memory created at import, i.e. in the main
-process before the pool forks, so every pool process (and a solo/threads pool) reads it:
-the pipeline stops after its current step and gives the job back to the queue, and the
-heartbeat thread releases a job whose step outlives ``JOB_SHUTDOWN_GRACE_SECONDS``.
+process before the pool forks (JobsConfig.ready imports this module), so every pool process
+(and a solo/threads pool) reads it: the pipeline stops after its current step and gives the
+job back to the queue, and the heartbeat thread releases a job whose step outlives
+``JOB_SHUTDOWN_GRACE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ import multiprocessing
 import time
 from typing import Any
 
-from celery.signals import worker_shutting_down
-
 logger = logging.getLogger(__name__)
 
 # 0.0 while running; the wall-clock time of the first SIGTERM afterwards.
 _shutdown_started_at = multiprocessing.RawValue("d", 0.0)
 
 
-@worker_shutting_down.connect
-def _on_worker_shutting_down(**_: Any) -> None:
+def on_worker_shutting_down(**_: Any) -> None:
+    """The `worker_shutting_down` receiver (JobsConfig.ready), in the worker's main process."""
     if not _shutdown_started_at.value:
         _shutdown_started_at.value = time.time()
 

@@ -7,9 +7,10 @@ from typing import Any
 from celery import Task, shared_task
 
 from jobs import services
+from jobs.models import TASK_FOR_KIND, JobKind
 
 
-@shared_task(bind=True, name="jobs.generate_images", max_retries=None)
+@shared_task(bind=True, name=TASK_FOR_KIND[JobKind.IMAGE_GENERATION], max_retries=None)
 def generate_images_task(self: Task, job_id: str) -> None:
     countdown = services.job_run_generation(job_id=job_id)
     if countdown is not None:

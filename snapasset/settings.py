@@ -94,7 +94,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # Tokens made before keys were hashed lived here; core's migration 0001 moved them to knox.
     "rest_framework.authtoken",
+    "knox",
     "corsheaders",
     "django_celery_results",
     "django_eventstream",
@@ -109,7 +111,6 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "snapasset.core.middleware.RequestBodyLimitMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -200,6 +201,9 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+# API tokens (django-rest-knox): the database keeps a digest of each key, never the key, and
+# a key is shown once, when it is made (snapasset/core/tokens.py). They do not expire.
+REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
 SPECTACULAR_SETTINGS = {
     "TITLE": "SnapAsset API",
     "DESCRIPTION": "Turn a text prompt into ready-to-post images for social platforms.",
@@ -218,7 +222,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
 }
 
-# A request body over 1 MiB is refused with 413 (snapasset.core.middleware).
+# A request body over 1 MiB is refused with 413 while it is read, before Django buffers it
+# (snapasset/core/body_limit.py, wrapped around the ASGI application).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
 # Cookies (the session) on cross-origin requests from exactly those origins: never with a
@@ -396,7 +401,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 # threads and connections) before its first query, ~13 ms of worker CPU even for a no-op
 # task (bench.worker). With this it closes them only every N tasks (and still in each new
 # pool process, whose inherited pool belongs to the parent); between tasks, connections go
-# back to the pool as after a web request (snapasset/celery.py).
+# back to the pool as after a web request (snapasset/core/receivers.py).
 CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1000, minimum=1)
 # Redis only: a worker fetches a message only when one of its processes is free, so a
 # message never waits in a busy worker's buffer while another worker is idle.

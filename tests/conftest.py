@@ -23,8 +23,9 @@ import pytest
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
+
+from snapasset.core.tokens import api_token_create
 
 ROOT = Path(__file__).resolve().parent.parent
 # Fixtures of the OpenAI and Supabase fakes (fake_openai, use_fake_supabase...).
@@ -45,10 +46,14 @@ def make_user(username: str, *, staff: bool = False) -> Any:
     return user
 
 
+def api_key_for(user: Any) -> str:
+    """A new API key of ``user`` (the database keeps only its digest)."""
+    return api_token_create(user=user)
+
+
 def client_for(user: Any, *, keyword: str = "Token") -> APIClient:
-    token, _ = Token.objects.get_or_create(user=user)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"{keyword} {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"{keyword} {api_key_for(user)}")
     return client
 
 

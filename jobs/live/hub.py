@@ -26,6 +26,7 @@ from django.db import close_old_connections
 from jobs.live.channels import STATS_CHANNEL, pubsub_channel
 from jobs.live.direct import DirectWriter
 from jobs.live.frames import LiveEvent, sse_frame
+from snapasset.core.redis_clients import async_redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -218,16 +219,12 @@ class LiveHub:
         self._task = loop.create_task(self._run(), context=contextvars.Context())
 
     async def _run(self) -> None:
-        from redis.asyncio import Redis
-
         assert self._ready is not None
         backoff = 0.1
         subscribed_before = False
         while True:
-            client = Redis(
-                **settings.EVENTSTREAM_REDIS,
-                health_check_interval=30,
-                client_name=f"snapasset-live-{os.getpid()}",
+            client = async_redis_client(
+                client_name=f"snapasset-live-{os.getpid()}", health_check_interval=30
             )
             pubsub = client.pubsub()
             try:

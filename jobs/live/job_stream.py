@@ -24,7 +24,7 @@ from jobs.live.channels import job_channel
 from jobs.live.direct import DirectWriter
 from jobs.live.frames import KEEP_ALIVE, RETRY, LiveEvent, error_frame, sse_frame
 from jobs.live.hub import Subscriber, hub
-from jobs.live.publish import job_event_payload
+from jobs.live.publish import job_event_payload, job_final_payload
 from jobs.live.storage import stored_events_after
 
 
@@ -43,7 +43,6 @@ def job_snapshot(job_id: str, last_event_id: int | None) -> JobSnapshot:
     from django_eventstream.utils import get_storage
 
     from jobs.models import Job
-    from jobs.serializers import job_final_payload
 
     channel = job_channel(job_id)
     current_id = int(get_storage().get_current_id(channel))

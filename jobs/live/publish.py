@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -21,9 +21,8 @@ from django.db import transaction
 
 from jobs.live.channels import STATS_CHANNEL, job_channel, pubsub_channel
 from jobs.live.storage import store_event
-
-if TYPE_CHECKING:
-    from jobs.models import Job
+from jobs.models import Job, JobStatus
+from snapasset.core.redis_clients import redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +36,21 @@ def job_event_payload(job: Job, *, event_type: str) -> dict[str, Any]:
         "attemptsMade": job.attempts_made,
         "timestamp": int(time.time() * 1000),
     }
-    if job.status == "failed":
+    if job.status == JobStatus.FAILED:
         payload["failedReason"] = job.failed_reason
     return payload
+
+
+def job_final_payload(job: Job) -> dict[str, Any]:
+    """What a `final` event adds: the result (as GET .../result has it, URLs as stored), the
+    failure reason or the cancellation."""
+    from jobs.serializers import JobResultBodyField
+
+    if job.status == JobStatus.COMPLETED:
+        return {"result": JobResultBodyField().to_representation(job)}
+    if job.status == JobStatus.FAILED:
+        return {"failedReason": job.failed_reason}
+    return {"cancelled": True}
 
 
 def job_event_type(job: Job) -> str:
@@ -53,8 +64,6 @@ def publish_job_event(job: Job, *, to_job_channel: bool = True) -> None:
     listen on a job's channel before the response that names the job, and a stream sends
     the current state when it connects. That event was about half the cost of a submit.
     """
-    from jobs.serializers import job_final_payload
-
     if not to_job_channel:
         publish_stats_changed()
         return
@@ -65,7 +74,7 @@ def publish_job_event(job: Job, *, to_job_channel: bool = True) -> None:
     channel = job_channel(job.id)
     # One message per state change: every web process also takes it as a nudge to refresh
     # the stats stream, so there is no separate stats message.
-    transaction.on_commit(lambda: _send(channel, event_type, payload))
+    transaction.on_commit(lambda: send_event(channel, event_type, payload))
 
 
 def publish_stats_changed() -> None:
@@ -73,8 +82,9 @@ def publish_stats_changed() -> None:
     transaction.on_commit(lambda: _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"}))
 
 
-def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
-    """Store the event (it gets its id, for Last-Event-ID replay) and publish it to Redis.
+def send_event(channel: str, event_type: str, payload: dict[str, Any]) -> None:
+    """Store the event (it gets its id, for Last-Event-ID replay) and publish it to Redis,
+    now (the services call ``publish_job_event``, which waits for the commit).
 
     django-eventstream's ``send_event`` is not used: it publishes on one fixed pub/sub
     channel for every deployment ("events_channel"), and its listener drops messages during
@@ -84,31 +94,23 @@ def _send(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)
     event_id = store_event(channel, event_type, data)
+    publish_stored_event(channel, event_id=event_id, event_type=event_type, data=data)
+
+
+def publish_stored_event(channel: str, *, event_id: int | None, event_type: str, data: str) -> None:
+    """Publish an event already stored (``store_event`` gave its id) to every web process."""
     _publish({"c": channel, "i": event_id, "t": event_type, "d": data})
 
 
-_redis_client: Any = None
-
-
 def _publish(message: dict[str, Any]) -> None:
-    global _redis_client
     try:
-        if _redis_client is None:
-            import redis
-
-            # Short timeouts: a Redis outage must not hold a worker's state change for long
-            # (the event is stored; a reconnecting client gets it from storage).
-            from redis.backoff import NoBackoff
-            from redis.retry import Retry
-
-            # One immediate retry covers a stale pooled connection; redis-py's default
-            # retries with backoff made a submit with Redis down take seconds per event.
-            _redis_client = redis.Redis(
-                **settings.EVENTSTREAM_REDIS,
-                socket_connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT,
-                socket_timeout=2,
-                retry=Retry(NoBackoff(), 1),
-            )
-        _redis_client.publish(pubsub_channel(), json.dumps(message))
+        # Short timeouts: a Redis outage must not hold a worker's state change for long
+        # (the event is stored; a reconnecting client gets it from storage). One immediate
+        # retry covers a stale pooled connection; redis-py's default retries with backoff
+        # made a submit with Redis down take seconds per event.
+        client = redis_client(
+            timeout=2, connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT, retries=1
+        )
+        client.publish(pubsub_channel(), json.dumps(message))
     except Exception:
         logger.warning("could not publish live event on %s", message.get("c"), exc_info=True)

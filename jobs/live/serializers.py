@@ -7,7 +7,7 @@ from typing import Any
 
 from rest_framework import serializers
 
-from jobs.serializers import NoUnknownFieldsMixin, StrictChoiceField
+from snapasset.core.serializers import NoUnknownFieldsMixin, StrictChoiceField
 
 STREAM_JOB, STREAM_STATS = "job", "stats"
 
@@ -18,7 +18,7 @@ class StrictUUIDField(serializers.UUIDField):
     def to_internal_value(self, data: Any) -> uuid.UUID:
         if not isinstance(data, str):
             self.fail("invalid", value=data)
-        return super().to_internal_value(data)  # type: ignore[no-any-return]
+        return super().to_internal_value(data)
 
 
 class StreamTicketInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django_eventstream.event import Event
 from django_eventstream.storage import EVENT_TIMEOUT, RedisStorage
 
 from jobs.live.frames import LiveEvent, sse_frame
+from snapasset.core.redis_clients import redis_client
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +54,11 @@ class LiveEventStorage(RedisStorage):
     """django-eventstream's RedisStorage, with the per-channel counter expiring like the
     events it numbers (upstream keeps one counter key per channel, so one per job, forever)
     and the event written in the same transaction as the counter's expiry."""
+
+    def _connect(self) -> redis.Redis:
+        # Upstream builds its own client from EVENTSTREAM_STORAGE_CONNECTION; ours comes from
+        # the project's one factory, with upstream's (lack of) timeouts.
+        return redis_client(timeout=None)
 
     def append_event(self, channel: str, event_type: str, data: Any) -> Event:
         counter = f"event_counter:{channel}"

@@ -33,6 +33,7 @@ from rest_framework import authentication, exceptions, status
 from rest_framework.request import Request
 
 from snapasset.core.authentication import TokenAuthentication
+from snapasset.core.redis_clients import redis_client
 
 TICKET_PARAMETER = "ticket"
 TICKET_KEY_PREFIX = "snapasset:sse-ticket:"
@@ -63,24 +64,12 @@ def _key(ticket: str) -> str:
     return TICKET_KEY_PREFIX + hashlib.sha256(ticket.encode()).hexdigest()
 
 
-_redis_client: Any = None
-
-
 def _redis() -> Any:
-    """The live-events Redis, with short timeouts: a request must not hang on it."""
-    global _redis_client
-    if _redis_client is None:
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
-        _redis_client = redis.Redis(
-            **settings.EVENTSTREAM_REDIS,
-            socket_connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT,
-            socket_timeout=2,
-            retry=Retry(NoBackoff(), 1),
-        )
-    return _redis_client
+    # Short timeouts: a request must not hang on Redis; one immediate retry covers a stale
+    # pooled connection (the profile of the event publisher, so one pool for both).
+    return redis_client(
+        timeout=2, connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT, retries=1
+    )
 
 
 def stream_ticket_issue(*, user: Any, channel: str) -> StreamTicket:

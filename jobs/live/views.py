@@ -1,4 +1,4 @@
-"""The SSE endpoints: GET /api/sse/jobs/{jobId} and GET /api/sse/stats (API.md).
+"""The SSE endpoints: GET /api/sse/jobs/{jobId} and GET /api/sse/stats (docs/API.md).
 
 Plain DRF views, so credentials work as on every other endpoint (Token or Bearer header,
 or the session cookie of the web page), and refusals are JSON answered BEFORE any event:
@@ -18,15 +18,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlencode
 
 from django.http import HttpResponse, StreamingHttpResponse
+from django.http.response import HttpResponseBase
 from django.urls import reverse
 from django_eventstream.utils import get_channelmanager, get_storage
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
@@ -47,6 +49,7 @@ from jobs.live.stats_stream import stats_event_stream
 from jobs.live.tickets import StreamTicketAuthentication, stream_ticket_issue
 from jobs.models import Job
 from snapasset.core.exceptions import NotFoundError
+from snapasset.core.openapi import errors
 
 
 def event_stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -79,7 +82,8 @@ class EventStreamApi(APIView):
     # A `?ticket=` is the request's only credential when present (jobs.live.tickets).
     authentication_classes = [
         StreamTicketAuthentication,
-        *api_settings.DEFAULT_AUTHENTICATION_CLASSES,
+        # api_settings has imported the settings' class paths (the stubs say str).
+        *cast("list[type[BaseAuthentication]]", api_settings.DEFAULT_AUTHENTICATION_CLASSES),
     ]
 
     def ticket_channel(self, **url_kwargs: Any) -> str | None:
@@ -100,7 +104,7 @@ def _stream_response(description: str) -> dict[Any, Any]:
 
 def _stream_errors(*codes: int) -> dict[Any, Any]:
     """The usual errors; a 401 may also be a refused stream ticket."""
-    responses: dict[Any, Any] = openapi.errors(*codes)
+    responses: dict[Any, Any] = errors(*codes)
     unauthorized = responses[401]
     responses[401] = OpenApiResponse(
         unauthorized.response,
@@ -141,7 +145,7 @@ class JobEventStreamApi(EventStreamApi):
             **_stream_errors(404),
         },
     )
-    def get(self, request: Request, job_id: str) -> HttpResponse:
+    def get(self, request: Request, job_id: str) -> HttpResponseBase:
         try:
             job_id = str(uuid.UUID(job_id))
         except ValueError:
@@ -185,7 +189,7 @@ class StatsEventStreamApi(EventStreamApi):
             **_stream_errors(403),
         },
     )
-    def get(self, request: Request) -> Any:
+    def get(self, request: Request) -> HttpResponseBase:
         if not get_channelmanager().can_read_channel(request.user, STATS_CHANNEL):
             raise PermissionDenied("The stats stream is for staff only")
         return event_stream_response(stats_event_stream())
@@ -204,7 +208,7 @@ class StreamTicketApi(APIView):
         'resume). Body: `{jobId}` for a job\'s stream (owner or staff), `{stream: "stats"}` '
         "for the stats stream (staff).",
         request=StreamTicketInputSerializer,
-        responses={201: StreamTicketSerializer, **openapi.errors(400, 403, 404, 413, 415)},
+        responses={201: StreamTicketSerializer, **errors(400, 403, 404, 413, 415)},
     )
     def post(self, request: Request) -> Response:
         body = StreamTicketInputSerializer(data=request.data)

@@ -12,3 +12,14 @@ class CoreConfig(AppConfig):
     name = "snapasset.core"
     label = "core"
     verbose_name = "Core"
+
+    def ready(self) -> None:
+        from celery import signals
+
+        from snapasset.core import receivers
+
+        signals.setup_logging.connect(receivers.use_django_logging, dispatch_uid="core-logging")
+        for signal in (signals.task_prerun, signals.task_postrun):
+            signal.connect(
+                receivers.release_database_connections, dispatch_uid="core-db-connections"
+            )

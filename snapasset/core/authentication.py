@@ -1,9 +1,10 @@
-"""API credentials: DRF token keys (`Token <key>`, `Bearer <key>`) and Supabase access tokens.
+"""API credentials: API token keys (`Token <key>`, `Bearer <key>`) and Supabase access tokens.
 
-One `Authorization: Bearer <value>` header can carry either a DRF token key (40 hex
-characters) or a Supabase access token (a JWT: three base64url parts joined by two dots).
-The value's shape picks the class: `BearerTokenAuthentication` skips JWTs and
-`SupabaseJWTAuthentication` skips everything else, so existing DRF tokens keep working.
+API tokens are django-rest-knox's: the database keeps a digest of each key, never the key
+(snapasset/core/tokens.py). One `Authorization: Bearer <value>` header can carry either an
+API key (hex characters) or a Supabase access token (a JWT: three base64url parts joined by
+two dots). The value's shape picks the class: `BearerTokenAuthentication` skips JWTs and
+`SupabaseJWTAuthentication` skips everything else.
 
 A Supabase JWT is verified with `SUPABASE_JWT_SECRET` (HS256, the legacy shared secret) or
 with the project's public keys from `SUPABASE_JWKS_URL` (RS256/ES256). Each key only ever
@@ -22,6 +23,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import authentication, exceptions, status
 from rest_framework.request import Request
 
@@ -50,11 +52,23 @@ def _bearer_value(request: Request) -> str | None:
         return None
 
 
-class TokenAuthentication(authentication.TokenAuthentication):
+class TokenAuthentication(KnoxTokenAuthentication):
+    """`Authorization: Token <key>`: the key's digest is looked up (knox keeps no key)."""
+
     keyword = "Token"
 
+    def authenticate_header(self, request: Request) -> str:
+        return self.keyword
 
-class BearerTokenAuthentication(authentication.TokenAuthentication):
+    def authenticate_credentials(self, token: bytes) -> tuple[Any, Any]:
+        # Keys are hex; anything else (not UTF-8, NUL bytes the database refuses...) cannot
+        # be one, and must be a 401, not a 500.
+        if not token.isalnum():
+            raise exceptions.AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(token)
+
+
+class BearerTokenAuthentication(TokenAuthentication):
     keyword = "Bearer"
 
     def authenticate(self, request: Request) -> tuple[Any, Any] | None:
@@ -109,7 +123,8 @@ def user_for_supabase_claims(claims: dict[str, Any]) -> Any:
     """The Django user whose username is the token's `sub`, created on first sight."""
     user_model = get_user_model()
     sub = claims.get("sub")
-    max_length = user_model._meta.get_field(user_model.USERNAME_FIELD).max_length or 150
+    username_field = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    max_length = getattr(username_field, "max_length", None) or 150
     if not isinstance(sub, str) or not sub or len(sub) > max_length:
         raise exceptions.AuthenticationFailed(INVALID_JWT)
     email = claims.get("email")
@@ -168,8 +183,8 @@ class TokenAuthScheme(OpenApiAuthenticationExtension):
             "type": "apiKey",
             "in": "header",
             "name": "Authorization",
-            "description": "A DRF token key with the `Token` prefix: `Authorization: Token <key>` "
-            "(`manage.py create_api_token USERNAME` prints one).",
+            "description": "An API key with the `Token` prefix: `Authorization: Token <key>` "
+            "(`manage.py create_api_token USERNAME` prints a new one).",
         }
 
 
@@ -181,7 +196,7 @@ class BearerAuthScheme(OpenApiAuthenticationExtension):
         return {
             "type": "http",
             "scheme": "bearer",
-            "description": "A DRF token key: `Authorization: Bearer <key>`.",
+            "description": "An API key: `Authorization: Bearer <key>`.",
         }
 
 

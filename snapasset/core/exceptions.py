@@ -27,12 +27,18 @@ logger = logging.getLogger(__name__)
 class ApplicationError(Exception):
     """An error a client caused or must know about; answered as JSON ``{error, ...}``."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.extra = extra or {}
+
+
+class PermissionDeniedError(ApplicationError):
+    """The caller is known but may not do this (a user naming another user's userId)."""
+
+    status_code = status.HTTP_403_FORBIDDEN
 
 
 class NotFoundError(ApplicationError):
@@ -125,7 +131,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return _too_many_requests(exc.message, exc.retry_after_seconds)
     if isinstance(exc, drf_exceptions.Throttled):
         message = "Too many job submissions; slow down"
-        return _too_many_requests(message, exc.wait or 1)
+        return _too_many_requests(message, getattr(exc, "wait", None) or 1)
     if isinstance(exc, ApplicationError):
         return Response(_error_body(exc.message, **exc.extra), status=exc.status_code)
     if isinstance(exc, RequestDataTooBig):
@@ -160,10 +166,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             _error_body("Invalid request", details=detail), status=status.HTTP_400_BAD_REQUEST
         )
 
-    response = drf_exception_handler(exc, context)
-    if response is None:
+    drf_response = drf_exception_handler(exc, context)
+    if drf_response is None:
         return None
-    detail = getattr(exc, "detail", None)
-    message = str(detail) if detail is not None else "Error"
-    response.data = _error_body(message)
-    return response
+    drf_detail = getattr(exc, "detail", None)
+    drf_response.data = _error_body(str(drf_detail) if drf_detail is not None else "Error")
+    return drf_response

@@ -1,7 +1,7 @@
 """Logging: one configuration for web, worker and beat, with the job id on every line of a job.
 
 ``job_id`` lives in a contextvar. The Celery task signals (``task_prerun`` /
-``task_postrun``, connected in snapasset/celery.py) set it around each job task, so every line
+``task_postrun``, receivers in jobs/receivers.py) set it around each job task, so every line
 logged while a job runs, ours and Celery's own ("Task ... succeeded"), carries it; services
 may also use :func:`job_log_context` directly. Handler filters (not logger filters, so they
 see records of every logger) add the id, redact secrets and shorten prompts.

@@ -32,6 +32,8 @@ class SubmitRateThrottle(UserRateThrottle):
             logger.warning("submit throttle skipped: the cache is unavailable", exc_info=True)
             return True
 
+    duration: int  # set by SimpleRateThrottle.allow_request from the rate
+
     def wait(self) -> float:
         # DRF answers None when the history is over the limit (the rate was lowered);
         # a 429 always says when to come back.

@@ -1,26 +1,39 @@
 """GET /health: real checks of the parts SnapAsset needs; 503 when the database or broker is down.
 
+Anyone may ask, so the public answer is cheap and says little: the database and the broker,
+up or down (``SELECT 1`` and a ping), computed at most once per PUBLIC_CACHE_SECONDS per
+process however often it is asked, so a flood of probes costs no more than one. Staff
+(session, API key or JWT) get the detailed answer, computed on every request: each check
+with its error, storage, the provider, live workers, job counts and broker queue depths.
+
 Workers are reported (from the heartbeats they write, see snapasset/ops/heartbeat.py) but their
 absence does not make the answer 503: /health is what a load balancer asks about the web
 process, and taking the API down because no worker runs would only hide the jobs' state.
-``down`` lists every part that is not up, workers included, for monitors.
+``down`` lists every part that is not up (in the public answer: of the two it shows).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
-from celery import current_app
 from django.conf import settings
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import JsonResponse
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.decorators import api_view, permission_classes
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+
+from jobs import broker
+from snapasset.ops.heartbeat import read_live_workers
 
 STARTED_AT = time.monotonic()
-BROKER_TIMEOUT_SECONDS = 2
+# The public answer is reused this long: with the database or broker gone, /health turns 503
+# within this plus one check (the broker probe's timeout at worst).
+PUBLIC_CACHE_SECONDS = 1.0
 
 
 def check_database() -> dict[str, Any]:
@@ -35,9 +48,7 @@ def check_database() -> dict[str, Any]:
 
 def check_broker() -> dict[str, Any]:
     try:
-        with current_app.connection_for_read() as conn:
-            conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-            conn.default_channel.client.ping()
+        broker.probe_client().ping()
     except Exception as exc:
         return {"status": "down", "error": exc.__class__.__name__}
     return {"status": "up", "embedded": settings.EMBEDDED_REDIS}
@@ -64,34 +75,13 @@ QUEUE_KIND = {"imageGeneration": "image-generation", "fileCleanup": "file-cleanu
 QUEUE_BROKER_NAME = {"imageGeneration": "images", "fileCleanup": "cleanup"}
 
 
-def _priority_queue_keys(queue: str) -> list[str]:
-    """The Redis lists kombu keeps for one queue: `images`, then `images:1`..`images:9`."""
-    options = settings.CELERY_BROKER_TRANSPORT_OPTIONS
-    sep = options.get("sep", "\x06\x16")
-    steps = options.get("priority_steps", [0, 3, 6, 9])
-    return [queue if step == 0 else f"{queue}{sep}{step}" for step in steps]
-
-
 def broker_queue_depths() -> dict[str, int]:
-    """Messages waiting in each Celery queue (all priority lists), LLEN in one round trip."""
-    with current_app.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-        client = conn.default_channel.client
-        queues = settings.WORKER_QUEUES
-        pipe = client.pipeline(transaction=False)
-        for queue in queues:
-            for key in _priority_queue_keys(queue):
-                pipe.llen(key)
-        lengths = iter(pipe.execute())
-        return {queue: sum(next(lengths) for _ in _priority_queue_keys(queue)) for queue in queues}
+    """Messages waiting in each Celery queue this deployment's workers consume."""
+    return broker.queue_depths(list(settings.WORKER_QUEUES))
 
 
 def live_workers() -> list[dict[str, Any]]:
-    from snapasset.ops.heartbeat import read_live_workers
-
-    with current_app.connection_for_read() as conn:
-        conn.ensure_connection(max_retries=1, timeout=BROKER_TIMEOUT_SECONDS)
-        return read_live_workers(conn.default_channel.client)
+    return read_live_workers(broker.probe_client())
 
 
 def check_workers() -> dict[str, Any]:
@@ -116,12 +106,16 @@ def check_workers() -> dict[str, Any]:
 
 
 def queue_counts(depths: dict[str, int] | None) -> dict[str, dict[str, int]]:
+    from jobs.models import JobStatus
     from jobs.selectors import job_stats
 
     stats = job_stats(user=None)
     counts: dict[str, dict[str, int]] = {}
     for name, row in stats.items():
-        counts[name] = {"waiting": row["waiting"] + row["delayed"], "active": row["active"]}
+        counts[name] = {
+            "waiting": row[JobStatus.WAITING] + row[JobStatus.DELAYED],
+            "active": row[JobStatus.ACTIVE],
+        }
         if depths is not None:
             counts[name]["brokerDepth"] = depths.get(QUEUE_BROKER_NAME[name], 0)
     return counts
@@ -133,19 +127,31 @@ class HealthSerializer(serializers.Serializer):
     timestamp = serializers.IntegerField(help_text="ms since the epoch.")
     services = serializers.DictField(
         child=serializers.JSONField(),
-        help_text="database, broker, storage, provider, queues... each with its `status`.",
+        help_text="Each part with its `status`. Public: database and broker. Staff: also "
+        "storage, provider, workers and queues, with errors and details.",
+    )
+    down = serializers.ListField(
+        child=serializers.CharField(), help_text="The parts (of those shown) that are not up."
     )
 
 
-@extend_schema(
-    operation_id="health",
-    summary="Liveness and dependencies (public)",
-    responses={200: HealthSerializer, 503: HealthSerializer},
-)
-@api_view(["GET"])
-@authentication_classes([])
-@permission_classes([])
-def health(request: HttpRequest) -> JsonResponse:
+def _answer(services: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    healthy = services["database"]["status"] == "up" and services["broker"]["status"] == "up"
+    body = {
+        "status": "ok" if healthy else "degraded",
+        "uptime": round(time.monotonic() - STARTED_AT, 1),
+        "timestamp": int(time.time() * 1000),
+        "services": services,
+        "down": [
+            name
+            for name, part in services.items()
+            if name != "queues" and part.get("status") != "up"
+        ],
+    }
+    return (200 if healthy else 503), dict(HealthSerializer(body).data)
+
+
+def detailed_health() -> tuple[int, dict[str, Any]]:
     database = check_database()
     broker = check_broker()
     services: dict[str, Any] = {
@@ -163,16 +169,48 @@ def health(request: HttpRequest) -> JsonResponse:
             broker["status"], broker["error"] = "down", exc.__class__.__name__
     if database["status"] == "up":
         services["queues"] = queue_counts(depths)
-    healthy = services["database"]["status"] == "up" and services["broker"]["status"] == "up"
-    body = {
-        "status": "ok" if healthy else "degraded",
-        "uptime": round(time.monotonic() - STARTED_AT, 1),
-        "timestamp": int(time.time() * 1000),
-        "services": services,
-        "down": [
-            name
-            for name, part in services.items()
-            if name != "queues" and part.get("status") != "up"
-        ],
-    }
-    return JsonResponse(body, status=200 if healthy else 503)
+    return _answer(services)
+
+
+class PublicHealth:
+    """The public answer, computed by one request at a time and reused for a second."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._lock = threading.Lock()
+        self._answer: tuple[int, dict[str, Any]] | None = None
+        self._expires = 0.0
+
+    def get(self) -> tuple[int, dict[str, Any]]:
+        with self._lock:  # requests arriving meanwhile wait for this check, not run their own
+            if self._answer is None or time.monotonic() >= self._expires:
+                services = {
+                    "database": {"status": check_database()["status"]},
+                    "broker": {"status": check_broker()["status"]},
+                }
+                self._answer = _answer(services)
+                self._expires = time.monotonic() + self.max_age
+            return self._answer
+
+    def clear(self) -> None:
+        with self._lock:
+            self._answer = None
+
+
+public_health = PublicHealth(PUBLIC_CACHE_SECONDS)
+
+
+@extend_schema(
+    operation_id="health",
+    summary="Liveness and dependencies (public; details for staff)",
+    description="Anyone: `{status, uptime, timestamp, services: {database, broker}, down}` "
+    "with each service's `status` only, reused for up to a second. Staff credentials: every "
+    "check (storage, provider, workers, queues) with its details, computed per request.",
+    responses={200: HealthSerializer, 503: HealthSerializer},
+)
+@api_view(["GET"])
+@permission_classes([AllowAny])
+def health(request: Request) -> JsonResponse:
+    user = request.user
+    status, body = detailed_health() if user.is_active and user.is_staff else public_health.get()
+    return JsonResponse(body, status=status)

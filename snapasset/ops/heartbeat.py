@@ -13,26 +13,25 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
+
+from snapasset.core.redis_clients import redis_client
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "snapasset:worker:"
 
-_state: dict[str, Any] = {"hostname": None, "queues": [], "client": None}
+_state: dict[str, Any] = {"hostname": None, "queues": []}
 
 
-def _client() -> Any:
-    if _state["client"] is None:
-        import redis
-
-        # Short timeouts: this runs inside the worker's event loop.
-        _state["client"] = redis.Redis.from_url(
-            settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1
-        )
-    return _state["client"]
+def _client() -> redis.Redis:
+    # Short timeouts: this runs inside the worker's event loop.
+    return redis_client(timeout=1)
 
 
 def worker_key(hostname: str) -> str:
@@ -77,8 +76,8 @@ def on_worker_shutdown(sender: Any = None, **_: Any) -> None:
         pass
 
 
-def read_live_workers(client: Any) -> list[dict[str, Any]]:
-    """The workers whose key has not expired, from a redis client."""
+def read_live_workers(client: redis.Redis) -> list[dict[str, Any]]:
+    """The workers whose key has not expired."""
     keys = list(client.scan_iter(match=f"{KEY_PREFIX}*", count=100))
     if not keys:
         return []

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ def serve(port: int) -> None:
     logger.info("metrics on http://%s:%d/metrics", settings.METRICS_BIND_ADDRESS, port)
 
 
-def start_for_worker() -> None:
+def start_for_worker(**_: Any) -> None:
+    """A worker's `worker_ready` receiver (OpsConfig.ready)."""
     from django.conf import settings
 
     if not settings.WORKER_METRICS_PORT:

@@ -1,5 +1,5 @@
-"""Credentials: DRF tokens, Supabase access tokens (HS256 secret or JWKS), sessions with CSRF,
-and tokens listed and revoked in the admin."""
+"""Credentials: API keys, Supabase access tokens (HS256 secret or JWKS) and sessions with CSRF
+(API tokens in the admin: tests/core/test_api_tokens.py)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 from jwt.utils import base64url_encode
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.conftest import api_key_for
 from tests.fakes.jwks import JWKSServer, supabase_claims
 
 pytestmark = pytest.mark.django_db
@@ -159,8 +159,8 @@ def test_a_jwt_is_refused_when_none_is_configured(settings: Any) -> None:
     assert "error" in response.json()
 
 
-def test_drf_tokens_keep_working_beside_jwts(jwt_secret: str, alice: Any) -> None:
-    key = Token.objects.create(user=alice).key
+def test_api_keys_keep_working_beside_jwts(jwt_secret: str, alice: Any) -> None:
+    key = api_key_for(alice)
     assert bearer(key).get("/api/jobs").status_code == 200
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
@@ -247,22 +247,3 @@ def test_a_session_post_with_the_csrf_token_is_accepted(alice: Any) -> None:
         HTTP_X_CSRFTOKEN=csrf,
     )
     assert response.status_code == 202
-
-
-# --- Tokens in the admin ----------------------------------------------------------------------
-
-
-def test_staff_list_and_revoke_api_tokens_in_the_admin(alice: Any) -> None:
-    key = Token.objects.create(user=alice).key
-    admin_user = get_user_model().objects.create_superuser(
-        "root", "root@example.com", "pw-unused-123"
-    )
-    client = Client()
-    client.force_login(admin_user)
-    listing = client.get("/admin/authtoken/tokenproxy/")
-    assert listing.status_code == 200
-    assert b"alice" in listing.content
-    response = client.post(f"/admin/authtoken/tokenproxy/{alice.pk}/delete/", {"post": "yes"})
-    assert response.status_code == 302
-    assert not Token.objects.filter(key=key).exists()
-    assert bearer(key).get("/api/jobs").status_code == 401

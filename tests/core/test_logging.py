@@ -14,12 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from jobs.models import Job
 from snapasset.core.log_redaction import RedactSecretsFilter as RedactingFilter
 from snapasset.core.logs import JobContextFilter, JobJsonFormatter, job_log_context
-from tests.conftest import ROOT, child_env, make_user, wait_until
+from tests.conftest import ROOT, api_key_for, child_env, make_user, wait_until
 
 
 def json_lines(path: Path) -> list[dict[str, Any]]:
@@ -36,7 +35,7 @@ def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(
     )
     prompt = "A very long prompt about foxes " * 20
     # Submitted over HTTP by a web process of its own, as clients do.
-    token = Token.objects.create(user=make_user("alice")).key
+    token = api_key_for(make_user("alice"))
     response = httpx.post(
         f"{start_web()}/api/jobs/generate",
         json={"prompt": prompt, "platforms": ["twitter-post"]},

@@ -27,10 +27,10 @@ def broker(tmp_path: Path) -> Iterator[RedisServer]:
 def stack(
     broker: RedisServer, tmp_path: Path, start_worker: Any, start_web: Any
 ) -> Iterator[Stack]:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_key_for
 
     stack = Stack(broker, tmp_path, start_worker, start_web)
-    stack.token = Token.objects.create(user=make_user("alice")).key
+    stack.token = api_key_for(make_user("alice"))
     try:
         yield stack
     finally:

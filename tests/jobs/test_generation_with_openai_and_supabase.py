@@ -13,7 +13,7 @@ from django.utils import timezone
 from PIL import Image
 
 from jobs.models import Job, JobStatus
-from jobs.serializers import job_result_representation
+from jobs.serializers import ImageJobResultSerializer
 from jobs.services import job_run_generation, source_path
 from tests.conftest import client_for
 from tests.factories import JobFactory, UserFactory
@@ -205,7 +205,7 @@ def test_with_signed_urls_results_carry_fresh_signed_urls(
     job = completed_with_signed_urls
     image = job.images.get()
     assert image.url == ""  # an expiring URL is never stored
-    url = job_result_representation(job)["images"][0]["url"]
+    url = ImageJobResultSerializer(job).data["images"][0]["url"]
     assert url.startswith(
         f"{use_fake_supabase.url}/storage/v1/object/sign/{BUCKET}/{image.storage_path}?token="
     )

@@ -9,11 +9,10 @@ from typing import Any
 import httpx
 import pytest
 from django.core.cache import cache
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from jobs.models import Job, JobStatus
-from tests.conftest import client_for, make_user
+from tests.conftest import api_key_for, client_for, make_user
 from tests.factories import JobFactory
 
 GENERATE = "/api/jobs/generate"
@@ -69,6 +68,20 @@ def test_the_rate_limit_only_counts_submissions(fresh_users: list[Any], settings
     assert submit(client).status_code == 202
 
 
+def test_retries_count_against_the_submit_rate(fresh_users: list[Any], settings: Any) -> None:
+    settings.SUBMIT_RATE = "3/min"
+    user = fresh_users[0]
+    client = client_for(user)
+    failed = JobFactory.create_batch(3, owner=user, status=JobStatus.FAILED)
+    assert submit(client).status_code == 202
+    assert client.post(f"/api/jobs/{failed[0].pk}/retry").status_code == 200
+    assert client.post(f"/api/jobs/{failed[1].pk}/retry").status_code == 200
+    assert_429_shape(client.post(f"/api/jobs/{failed[2].pk}/retry"))
+    assert_429_shape(submit(client))
+    failed[2].refresh_from_db()
+    assert failed[2].status == JobStatus.FAILED
+
+
 def test_the_rate_limit_history_is_kept_in_redis(fresh_users: list[Any], settings: Any) -> None:
     settings.SUBMIT_RATE = "5/min"
     user = fresh_users[0]
@@ -85,7 +98,7 @@ def test_submit_rate_off_disables_the_limit(fresh_users: list[Any], settings: An
 @pytest.mark.e2e
 def test_the_rate_limit_holds_across_web_processes(start_web: Any) -> None:
     user = make_user(f"u-{uuid.uuid4().hex[:12]}")
-    headers = {"Authorization": f"Token {Token.objects.create(user=user).key}"}
+    headers = {"Authorization": f"Token {api_key_for(user)}"}
     env = {"SUBMIT_RATE": "2/min"}
     first, second = start_web(env=env), start_web(env=env)
 
@@ -212,18 +225,7 @@ def test_an_invalid_content_length_answers_json_400(alice: Any) -> None:
     assert response.json()["error"]
 
 
-@pytest.mark.django_db
-@pytest.mark.parametrize(
-    "path", ["/api/jobs/cleanup", f"/api/jobs/{JOB}/retry", f"/api/jobs/{JOB}"]
-)
-def test_bodies_over_one_mebibyte_are_refused_413_on_every_endpoint(
-    staff_client: APIClient, path: str
-) -> None:
-    response = staff_client.post(
-        path, b"[" + b"0," * 600_000 + b"0]", content_type="application/json"
-    )
-    assert response.status_code == 413
-    assert response.json()["error"]
+# Bodies over 1 MiB: tests/core/test_body_limit.py (a real uvicorn: the limit is ASGI's).
 
 
 @pytest.mark.django_db

@@ -28,9 +28,9 @@ SUBMITTERS = 4
 def test_a_thousand_jobs_all_complete_once_and_the_stats_equal_the_rows(
     stack: Stack, broker: RedisServer, media_root: Path
 ) -> None:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_key_for
 
-    stack.token = Token.objects.create(user=make_user("loadstaff", staff=True)).key
+    stack.token = api_key_for(make_user("loadstaff", staff=True))
     stack.web(JOB_MAX_PENDING_PER_USER=str(JOBS * 2), SUBMIT_RATE="off")  # load, not abuse
     # The sweeper runs every 2 s and calls a waiting job overdue after 5 s: most of the
     # backlog is "overdue" for most of the run, and none of it may be sent twice.

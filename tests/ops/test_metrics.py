@@ -7,12 +7,11 @@ from typing import Any
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from rest_framework.authtoken.models import Token
 
 from jobs import services
 from snapasset.core.exceptions import TransientError
 from snapasset.ops.metrics import render_metrics
-from tests.conftest import free_port, make_user, wait_until
+from tests.conftest import api_key_for, free_port, make_user, wait_until
 from tests.factories import JobFactory
 
 METRICS_TOKEN = "metrics-token-for-tests-1234"
@@ -85,7 +84,7 @@ def test_provider_errors_are_counted_by_class(alice: Any, monkeypatch: Any) -> N
 def test_job_counters_and_durations_move_after_a_job_runs_on_a_worker(
     start_worker: Any, start_web: Any
 ) -> None:
-    token = Token.objects.create(user=make_user("alice")).key
+    token = api_key_for(make_user("alice"))
     start_worker(concurrency=1)
     base = start_web(env={"METRICS_TOKEN": METRICS_TOKEN})
     auth = {"Authorization": f"Bearer {METRICS_TOKEN}"}

@@ -58,9 +58,9 @@ def assert_images_downloadable(
 def test_a_job_submitted_over_http_is_done_by_a_worker_process(
     start_worker: Any, start_web: Any
 ) -> None:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_key_for
 
-    token = Token.objects.create(user=make_user("alice")).key
+    token = api_key_for(make_user("alice"))
     headers = {"Authorization": f"Bearer {token}"}
     start_worker()
     base = start_web()
@@ -83,9 +83,9 @@ def test_a_job_submitted_over_http_is_done_by_a_worker_process(
 
 
 def test_a_cleanup_job_runs_on_its_own_queue(start_worker: Any, start_web: Any) -> None:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_key_for
 
-    token = Token.objects.create(user=make_user("root", staff=True)).key
+    token = api_key_for(make_user("root", staff=True))
     headers = {"Authorization": f"Token {token}"}
     start_worker(queues="cleanup", concurrency=1)  # no images worker at all
     base = start_web()

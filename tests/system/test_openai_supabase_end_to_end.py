@@ -25,9 +25,9 @@ pytestmark = pytest.mark.e2e
 def start_stack(
     start_worker: Any, start_web: Any, openai: FakeOpenAI, supabase: FakeSupabase
 ) -> tuple[str, dict[str, str]]:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_key_for
 
-    token = Token.objects.create(user=make_user("alice")).key
+    token = api_key_for(make_user("alice"))
     env = {**openai_env(openai), **supabase_env(supabase), "JOB_RETRY_BACKOFF_SECONDS": "1"}
     start_worker(env=env)
     return start_web(env=env), {"Authorization": f"Bearer {token}"}

@@ -321,11 +321,11 @@ def test_a_failed_job_shows_its_reason_and_a_retry_runs_it_to_completion(
 def test_the_staff_queue_panel_follows_jobs_as_they_run(
     start_web: Any, start_worker: Any, open_session: Callable[..., Session]
 ) -> None:
-    from rest_framework.authtoken.models import Token
+    from tests.conftest import api_key_for
 
     user_with_password("root", staff=True)
     bob = make_user("bob")
-    token = Token.objects.create(user=bob).key
+    token = api_key_for(bob)
     base = start_web()
     session = open_session(base, "staff", DESKTOP)
     page = session.page

@@ -1,5 +1,5 @@
 /* SnapAsset web page: submit, watch (SSE, polling as fallback), gallery, history, staff queue.
- * Plain JS, no build step. It speaks only the public JSON API of docs API.md. */
+ * Plain JS, no build step. It speaks only the public JSON API of docs/API.md. */
 (function () {
   "use strict";
 

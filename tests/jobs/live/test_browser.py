@@ -8,9 +8,8 @@ from typing import Any
 import httpx
 import pytest
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
-from tests.conftest import make_user
+from tests.conftest import api_key_for, make_user
 
 pytestmark = pytest.mark.e2e
 
@@ -46,7 +45,7 @@ def test_a_page_in_chromium_follows_a_job_to_final_over_event_source(
     alice = make_user("alice")
     base = start_web()
     start_worker(queues="images", concurrency=1)
-    token = Token.objects.create(user=alice).key
+    token = api_key_for(alice)
     response = httpx.post(
         f"{base}/api/jobs/generate",
         json={"prompt": "A kite over the dunes", "platforms": ["twitter-post", "instagram-story"]},

@@ -21,9 +21,8 @@ import httpx
 import pytest
 from django.db import connections
 from django.test import Client
-from rest_framework.authtoken.models import Token
 
-from tests.conftest import make_user
+from tests.conftest import api_key_for, make_user
 from tests.factories import JobFactory
 from tests.jobs.live.test_browser import CHROMIUM, CHROMIUM_ARGS
 
@@ -197,7 +196,7 @@ def test_an_app_on_another_origin_follows_its_job_to_final_with_stream_tickets(
     chromium: Any, start_web: Any, start_worker: Any
 ) -> None:
     alice = make_user("alice")
-    token = Token.objects.create(user=alice).key
+    token = api_key_for(alice)
     with static_site() as site:
         base = start_web(env={"CORS_ALLOWED_ORIGINS": site.origin}, access_log=True)
         assert urlsplit(base).netloc != urlsplit(site.origin).netloc  # two origins

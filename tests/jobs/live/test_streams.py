@@ -21,13 +21,12 @@ import httpx
 import pytest
 import redis
 from django.conf import settings
-from rest_framework.authtoken.models import Token
 
 from jobs.live import publish
 from jobs.live.channels import job_channel, pubsub_channel
 from jobs.live.storage import store_event
 from jobs.models import Job
-from tests.conftest import make_user, wait_until
+from tests.conftest import api_key_for, make_user, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -94,7 +93,7 @@ def sse(base: str, path: str, headers: dict[str, str], timeout: float = 60) -> I
 
 
 def auth(user: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {Token.objects.get_or_create(user=user)[0].key}"}
+    return {"Authorization": f"Bearer {api_key_for(user)}"}
 
 
 def submit(base: str, headers: dict[str, str], platforms: list[str] = PLATFORMS) -> str:
@@ -290,7 +289,7 @@ def test_a_burst_of_events_arrives_complete_and_in_order(start_web: Any) -> None
 
     def publish_burst() -> None:
         for n in range(1, 201):
-            publish._send(
+            publish.send_event(
                 channel,
                 "update",
                 {"type": "update", "jobId": job_id, "status": "active", "progress": n // 2},
@@ -360,10 +359,10 @@ def test_a_client_that_stops_reading_gets_every_event_in_order_once_it_reads_aga
     # About 5 MB while the client reads nothing: more than the kernel and uvicorn buffer.
     padding = "x" * 16384
     for n in range(1, 301):
-        publish._send(
+        publish.send_event(
             channel, "update", {"type": "update", "jobId": job_id, "progress": n, "pad": padding}
         )
-    publish._send(channel, "final", {"type": "final", "jobId": job_id, "status": "completed"})
+    publish.send_event(channel, "final", {"type": "final", "jobId": job_id, "status": "completed"})
 
     received = read_sse_over_raw_socket(sock, start)
     sock.close()
@@ -385,7 +384,7 @@ def test_an_event_whose_redis_message_was_lost_is_read_from_storage(start_web: A
         store_event(
             channel, "update", json.dumps({"type": "update", "jobId": job_id, "progress": 10})
         )
-        publish._send(channel, "update", {"type": "update", "jobId": job_id, "progress": 20})
+        publish.send_event(channel, "update", {"type": "update", "jobId": job_id, "progress": 20})
         first, second = stream.next_event(), stream.next_event()
     assert first is not None and second is not None
     assert (first.data["progress"], second.data["progress"]) == (10, 20)
@@ -410,7 +409,7 @@ def test_a_web_process_that_loses_its_redis_connection_catches_up_from_storage(
         for client in ours:
             admin.client_kill_filter(_id=client["id"])
         # Published while the hub is away (or before it resubscribes): lost to pub/sub.
-        publish._send(channel, "update", {"type": "update", "jobId": job_id, "progress": 40})
+        publish.send_event(channel, "update", {"type": "update", "jobId": job_id, "progress": 40})
         event = stream.next_event()
     assert event is not None and event.data["progress"] == 40
 

@@ -97,7 +97,7 @@ def test_redis_holds_only_a_digest_of_the_ticket_for_its_lifetime(
     alice_client: APIClient, alice_job: Any
 ) -> None:
     ticket = ticket_for(alice_client, {"jobId": str(alice_job.id)})["ticket"]
-    store = redis.Redis(**django_settings.EVENTSTREAM_REDIS)
+    store = redis.Redis.from_url(django_settings.REDIS_URL)
     key = TICKET_KEY_PREFIX + hashlib.sha256(ticket.encode()).hexdigest()
     record = json.loads(store.get(key))  # type: ignore[arg-type]
     assert record == {"user": alice_job.owner_id, "channel": f"job-{alice_job.id}"}

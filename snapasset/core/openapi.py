@@ -1,0 +1,55 @@
+"""What every operation's OpenAPI description shares (drf-spectacular): the error body that
+snapasset.core.exceptions answers with, and the Retry-After header of a 429."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    """The body of every 4xx and 503 (``api_exception_handler``)."""
+
+    error = serializers.CharField(help_text="What was wrong, for a person to read.")
+    details = serializers.DictField(
+        child=serializers.JSONField(),
+        required=False,
+        help_text="Validation errors by field name (400).",
+    )
+    status = serializers.CharField(required=False, help_text="The job's status (400 wrong state).")
+    retryAfter = serializers.IntegerField(
+        required=False, help_text="Seconds to wait before trying again (429)."
+    )
+
+
+ERROR_DESCRIPTIONS = {
+    400: "Invalid request: `details` names each wrong field; or the job is in the wrong state.",
+    401: "No credentials, or invalid ones (token, JWT).",
+    403: "Authenticated but not allowed (staff only; or a session request without CSRF token).",
+    404: "No such job, or another user's job (never a 403, so existence does not leak).",
+    410: "The job's files are no longer in storage (removed by cleanup).",
+    413: "Request body over 1 MiB.",
+    415: "Request body is not JSON.",
+    429: "Too many submissions (rate limit) or too many pending jobs (cap): see Retry-After.",
+    503: "A service the request needs (database, JWKS) is unavailable; try again.",
+}
+
+
+def errors(*codes: int) -> dict[int, OpenApiResponse]:
+    """Error responses for `extend_schema(responses=...)`; every API operation may answer
+    401 (credentials) and 503 (database or JWKS down)."""
+    return {
+        code: OpenApiResponse(ErrorSerializer, description=ERROR_DESCRIPTIONS[code])
+        for code in sorted({401, 503, *codes})
+    }
+
+
+RETRY_AFTER_HEADER = OpenApiParameter(
+    "Retry-After",
+    OpenApiTypes.INT,
+    OpenApiParameter.HEADER,
+    response=[429],
+    required=True,
+    description="Seconds to wait before submitting again.",
+)

@@ -1,0 +1,34 @@
+"""The one Redis client factory: each use keeps its own timeouts and gets one pool per process."""
+
+from __future__ import annotations
+
+from django.conf import settings
+
+from snapasset.core.redis_clients import redis_client
+
+
+def test_each_use_gets_its_timeouts_and_keeps_one_client() -> None:
+    publisher = redis_client(timeout=2, connect_timeout=1, retries=1)
+    heartbeat = redis_client(timeout=1)
+    assert redis_client(timeout=2, connect_timeout=1, retries=1) is publisher
+    assert heartbeat is not publisher
+    publisher_kwargs = publisher.connection_pool.connection_kwargs
+    assert (publisher_kwargs["socket_timeout"], publisher_kwargs["socket_connect_timeout"]) == (
+        2,
+        1,
+    )
+    assert publisher_kwargs["retry"].get_retries() == 1
+    assert heartbeat.connection_pool.connection_kwargs["socket_connect_timeout"] == 1
+
+
+def test_clients_talk_to_the_configured_redis_and_its_db() -> None:
+    client = redis_client(timeout=2)
+    expected_db = settings.EVENTSTREAM_REDIS.get("db", 0)
+    assert client.connection_pool.connection_kwargs.get("db", 0) == expected_db
+    assert client.ping()
+
+
+def test_another_url_gets_its_own_client() -> None:
+    other = f"{settings.REDIS_URL.rsplit('/', 1)[0]}/14"
+    assert redis_client(timeout=2, url=other) is not redis_client(timeout=2)
+    assert redis_client(timeout=2, url=other).connection_pool.connection_kwargs["db"] == 14
