@@ -441,11 +441,9 @@ WORKER_QUEUES = ["images", "cleanup"]
 # or hung worker.
 WORKER_HEARTBEAT_TTL_SECONDS = env_int("WORKER_HEARTBEAT_TTL_SECONDS", 15, minimum=3)
 # prometheus_client multiprocess mode: the web and worker processes of one machine write
-# their counters here and /metrics sums them. prometheus_client reads the variable when it
-# is imported, so it is put in the environment here, before any metric exists.
-PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
-PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+# their counters here and /metrics sums them. It must be chosen before the first metric
+# exists, so snapasset/env.py sets it (default: VAR_DIR/metrics) when the package is imported.
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 # /metrics answers staff (session or API token) and `Authorization: Bearer $METRICS_TOKEN`.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # Flower's `user:password` pairs: Flower reads the variable itself; here only to refuse the

@@ -169,3 +169,53 @@ def _get_or_none(url: str) -> httpx.Response | None:
         return httpx.get(url, timeout=5)
     except httpx.HTTPError:
         return None
+
+
+@pytest.mark.e2e
+def test_the_workers_counters_reach_metrics_with_make_runs_default_directory(
+    start_worker: Any, start_web: Any, tmp_path: Any
+) -> None:
+    """As under `make run`: nobody sets PROMETHEUS_MULTIPROC_DIR, each process derives it from
+    SNAPASSET_VAR_DIR. The worker's counters (celery imports prometheus_client before our
+    code runs) must still land in the files the web process sums."""
+    var_dir = tmp_path / "var"
+    env = {"SNAPASSET_VAR_DIR": str(var_dir), "PROMETHEUS_MULTIPROC_DIR": None}
+    token = api_key_for(make_user("alice"))
+    start_worker(concurrency=1, env=env)
+    base = start_web(env={**env, "METRICS_TOKEN": METRICS_TOKEN})
+    response = httpx.post(
+        f"{base}/api/jobs/generate",
+        json={"prompt": "A fox counted once", "platforms": ["twitter-post"]},
+        headers={"Authorization": f"Token {token}"}, timeout=10,
+    )  # fmt: skip
+    assert response.status_code == 202
+    job_id = response.json()["jobId"]
+    wait_until(
+        lambda: (
+            httpx.get(
+                f"{base}/api/jobs/{job_id}", headers={"Authorization": f"Token {token}"}, timeout=10
+            ).json()["status"]
+            == "completed"
+        ),
+        timeout=90,
+        interval=0.3,
+        what="the job to complete",
+    )
+    kind = "image-generation"
+
+    def completed_once() -> dict[Any, float] | None:
+        found = samples(
+            httpx.get(
+                f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=20
+            ).text
+        )
+        return found if value(found, "snapasset_jobs_completed_total", kind=kind) else None
+
+    # The count is recorded after the worker's commit, a moment after the API says completed.
+    found = wait_until(completed_once, timeout=20, interval=0.3, what="the completed counter")
+    assert value(found, "snapasset_jobs_completed_total", kind=kind) == 1
+    assert value(found, "snapasset_jobs_submitted_total", kind=kind) == 1
+    assert value(found, "snapasset_job_duration_seconds_count", kind=kind, status="completed") == 1
+    assert value(found, "snapasset_job_step_duration_seconds_count", step="generate") == 1
+    # The worker wrote its own file there (not only the web process).
+    assert len(list((var_dir / "metrics").glob("*.db"))) >= 2
