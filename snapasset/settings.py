@@ -109,6 +109,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id and the access line (snapasset/core/access_log.py), then
+    # django-prometheus's request metrics around everything else (its After is last).
+    "snapasset.core.access_log.access_log_middleware",
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -118,6 +122,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "snapasset.urls"
@@ -226,8 +231,8 @@ SPECTACULAR_SETTINGS = {
 # (snapasset/core/body_limit.py, wrapped around the ASGI application).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
-CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key")
-CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
 
 # --- Security: Supabase access tokens, submit rate limit, HTTPS ---------------------------
 # A Supabase access token (JWT) in `Authorization: Bearer` is accepted when either is set:
@@ -504,8 +509,14 @@ LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
 LOG_TO_FILES = env_bool("LOG_TO_FILES", True)
 if LOG_TO_FILES:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+# One line per HTTP request (snapasset.access: route, status, duration, user, request id);
+# it replaces uvicorn's access line, so --no-access-log changes nothing.
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 LOGGING = build_logging(
-    level=LOG_LEVEL, fmt=LOG_FORMAT, log_dir=str(LOG_DIR) if LOG_TO_FILES else None
+    level=LOG_LEVEL,
+    fmt=LOG_FORMAT,
+    log_dir=str(LOG_DIR) if LOG_TO_FILES else None,
+    access_log=ACCESS_LOG,
 )
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -219,3 +219,38 @@ def test_the_workers_counters_reach_metrics_with_make_runs_default_directory(
     assert value(found, "snapasset_job_step_duration_seconds_count", step="generate") == 1
     # The worker wrote its own file there (not only the web process).
     assert len(list((var_dir / "metrics").glob("*.db"))) >= 2
+
+
+@pytest.mark.e2e
+def test_http_requests_are_counted_by_route_and_status_across_web_processes(
+    start_web: Any, tmp_path: Any
+) -> None:
+    """django-prometheus's middleware, in multiprocess mode: two uvicorns of one machine share
+    the directory, and either one's /metrics sums both."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "METRICS_TOKEN": METRICS_TOKEN}
+    first, second = start_web(env=env), start_web(env=env)
+    token = api_key_for(make_user("alice"))
+    for base in (first, second):
+        for _ in range(3):
+            response = httpx.get(
+                f"{base}/api/jobs", headers={"Authorization": f"Token {token}"}, timeout=10
+            )
+            assert response.status_code == 200
+        assert httpx.get(f"{base}/api/jobs", timeout=10).status_code == 401
+        missing = httpx.get(
+            f"{base}/api/jobs/{'0' * 8}-0000-4000-8000-{'0' * 12}",
+            headers={"Authorization": f"Token {token}"},
+            timeout=10,
+        )
+        assert missing.status_code == 404
+    found = samples(
+        httpx.get(f"{first}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    )
+    by_status = "django_http_responses_total_by_status_view_method_total"
+    assert value(found, by_status, method="GET", status="200", view="job-list") == 6
+    assert value(found, by_status, method="GET", status="401", view="job-list") == 2
+    # By the route's name, never the raw path (one series for every job id).
+    assert value(found, by_status, method="GET", status="404", view="job-detail") == 2
+    latency = "django_http_requests_latency_seconds_by_view_method_count"
+    assert value(found, latency, method="GET", view="job-list") == 8
+    assert not [key for key in found if "0000-4000-8000" in str(key)]
