@@ -44,9 +44,11 @@ def use_multiprocess_metrics() -> Path:
     path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or var_dir / "metrics")
     path.mkdir(parents=True, exist_ok=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
-    values = sys.modules.get("prometheus_client.values")
-    if values is not None and not getattr(values.ValueClass, "_multiprocess", False):
-        values.ValueClass = values.get_value_class()
+    if "prometheus_client.values" in sys.modules:
+        from prometheus_client import values
+
+        if not getattr(values.ValueClass, "_multiprocess", False):
+            values.ValueClass = values.get_value_class()
     return path
 
 
@@ -55,9 +57,9 @@ def use_process_metrics() -> None:
     the directory that the app's /metrics sums (flowerconfig.py calls this before Flower
     makes them)."""
     os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    values = sys.modules.get("prometheus_client.values")
-    if values is not None:
-        values.ValueClass = values.MutexValue
+    from prometheus_client import values
+
+    values.ValueClass = values.MutexValue
 
 
 def main(argv: list[str]) -> None:

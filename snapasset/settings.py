@@ -214,11 +214,31 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Turn a text prompt into ready-to-post images for social platforms.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Operations are tagged by the path segment after /api (jobs, platforms, sse): the
+    # modules of a generated client (snapasset_client.api.jobs...).
+    "SCHEMA_PATH_PREFIX": r"/api",
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "jobs.models.JobStatus",
         "PlatformIdEnum": "jobs.platforms.PLATFORM_IDS",
+        "ImageFormatEnum": ["png", "webp", "jpeg"],
+        "ImageTypeEnum": "jobs.models.ImageType",
+        "ImageProviderEnum": ["local", "openai"],
+        "JobKindEnum": "jobs.models.JobKind",
+        "CleanupTypeEnum": "cleanup.services.CLEANUP_TYPES",
         "HealthStatusEnum": ["ok", "degraded"],
+        "HealthPartEnum": ["database", "broker", "storage", "provider", "workers"],
+        "ServiceStatusEnum": "snapasset.ops.health.SERVICE_STATUSES",
+        # The constant `status` of some answers (one-value enums).
+        "QueuedStatusEnum": ["queued"],
+        "RetryingStatusEnum": ["retrying"],
+        "CompletedStatusEnum": ["completed"],
+        "CancelledStatusEnum": ["cancelled"],
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # SSE operations carry x-event-stream: generated clients leave them out.
+        "snapasset.core.openapi.mark_event_streams",
+    ],
     # Swagger UI's assets come from the drf-spectacular-sidecar package: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -56,7 +56,7 @@ def user_id_of(request: HttpRequest) -> int | None:
     (that would be a query, and in async code a forbidden one)."""
     user: Any = request.__dict__.get("user")
     if isinstance(user, SimpleLazyObject):
-        user = user._wrapped  # type: ignore[attr-defined]
+        user = user._wrapped
         if user is empty:
             return None
     if user is None or not getattr(user, "is_authenticated", False):

@@ -24,9 +24,7 @@ def exported_series(client: Any) -> set[str]:
     client.get("/health")
     families = [*REGISTRY.collect(), *ClusterStateCollector().collect()]
     return {
-        family.name + suffix
-        for family in families
-        for suffix in SUFFIXES.get(family.type, [""])
+        family.name + suffix for family in families for suffix in SUFFIXES.get(family.type, [""])
     }
 
 
@@ -50,7 +48,9 @@ def test_the_dashboard_queries_only_metrics_we_export(client: Any, db: None) -> 
     exported = exported_series(client)
     used = set().union(*(metric_names(expr) for expr in queries()))
     assert used, "no query found"
-    assert not used - exported, f"the dashboard queries what /metrics never shows: {used - exported}"
+    assert not used - exported, (
+        f"the dashboard queries what /metrics never shows: {used - exported}"
+    )
 
 
 def test_the_dashboard_shows_http_jobs_durations_queues_and_provider_errors() -> None:
