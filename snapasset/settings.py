@@ -394,7 +394,11 @@ CLEANUP_COMPLETED_AFTER_DAYS = env_int("CLEANUP_COMPLETED_AFTER_DAYS", 90, minim
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' TaskResult rows: every task's state (STARTED, RETRY, SUCCESS,
+# FAILURE and its traceback) with its name, worker and arguments (a job task's: the job id,
+# how the admin links a job to its tasks), written one upsert per state change
+# (snapasset/core/result_backend.py; bench/task_results.py measures it).
+CELERY_RESULT_BACKEND = "snapasset.core.result_backend:TaskResultBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES_SECONDS", 7 * 24 * 3600)
 CELERY_ACCEPT_CONTENT = ["json"]
