@@ -19,7 +19,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction
@@ -37,9 +37,38 @@ VALID_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 access_logger = logging.getLogger("snapasset.access")
 
 
-def request_id_of(request: HttpRequest) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
+def valid_or_new_request_id(given: str) -> str:
     return given if VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def request_id_of(request: HttpRequest) -> str:
+    return valid_or_new_request_id(request.headers.get(REQUEST_ID_HEADER, ""))
+
+
+def log_asgi_answer(scope: Mapping[str, Any], status: int) -> str:
+    """The access line of a request answered before Django (the body limit's 413/400);
+    returns its request id for the answer's header."""
+    given = ""
+    for name, value in scope.get("headers", ()):
+        if name.lower() == b"x-request-id":
+            given = value.decode("latin-1")
+    request_id = valid_or_new_request_id(given)
+    access_logger.info(
+        "%s %s %s",
+        scope.get("method"),
+        scope.get("path"),
+        status,
+        extra={
+            "method": scope.get("method"),
+            "path": scope.get("path"),
+            "route": None,
+            "status": status,
+            "duration_ms": 0.0,
+            "user_id": None,
+            "request_id": request_id,
+        },
+    )
+    return request_id
 
 
 def route_of(request: HttpRequest) -> str | None:

@@ -94,3 +94,24 @@ def test_the_request_id_reaches_every_log_line_of_the_job_it_created(
     assert any(line["logger"].startswith("celery") for line in of_job)
     # Lines of the worker outside that task do not carry it.
     assert not any(line.get("request_id") for line in lines if "ready" in line["message"])
+
+
+@pytest.mark.e2e
+def test_a_body_refused_before_django_still_gets_its_access_line_and_id(start_web: Any) -> None:
+    base = start_web(env={"LOG_FORMAT": "json", "LOG_LEVEL": "info"})
+    response = httpx.post(
+        f"{base}/api/jobs/generate",
+        content=b"x" * (1024 * 1024 + 1),
+        headers={"X-Request-ID": "too-big-1", "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert response.status_code == 413 and response.headers["X-Request-ID"] == "too-big-1"
+
+    def access_line() -> dict[str, Any] | None:
+        output = start_web.process(base).output().splitlines()
+        lines = [json.loads(line) for line in output if line.startswith("{")]
+        found = [line for line in lines if line.get("request_id") == "too-big-1"]
+        return found[0] if found else None
+
+    line = wait_until(access_line, timeout=10, what="the access line")
+    assert (line["logger"], line["status"], line["method"]) == ("snapasset.access", 413, "POST")
