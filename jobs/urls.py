@@ -16,4 +16,5 @@ urlpatterns = [
     path("platforms", api.PlatformListApi.as_view(), name="platform-list"),
     path("sse/jobs/<str:job_id>", live_views.JobEventStreamApi.as_view(), name="sse-job"),
     path("sse/stats", live_views.StatsEventStreamApi.as_view(), name="sse-stats"),
+    path("sse/tickets", live_views.StreamTicketApi.as_view(), name="sse-tickets"),
 ]

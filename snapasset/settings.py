@@ -251,6 +251,16 @@ SPECTACULAR_SETTINGS = {
 # (snapasset/core/body_limit.py, wrapped around the ASGI application).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+# Cookies (the session) on cross-origin requests from exactly those origins: never with a
+# wildcard, which would hand any site the signed-in user's session.
+CORS_ALLOW_CREDENTIALS = env_bool("CORS_ALLOW_CREDENTIALS", False)
+if CORS_ALLOW_CREDENTIALS and (
+    not CORS_ALLOWED_ORIGINS or {"*", "null"} & set(CORS_ALLOWED_ORIGINS)
+):
+    raise ImproperlyConfigured(
+        "CORS_ALLOW_CREDENTIALS=true needs CORS_ALLOWED_ORIGINS to list the exact origins "
+        "allowed (scheme://host[:port]), never * or null"
+    )
 CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "x-request-id")
 CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
 
@@ -516,6 +526,9 @@ LIVE_EVENTS_CHANNEL = env_str(
 SSE_KEEPALIVE_SECONDS = env_int("SSE_KEEPALIVE_SECONDS", 15, minimum=1)
 # The stats stream recomputes counts at most this often, and only after a job event.
 SSE_STATS_INTERVAL_SECONDS = env_int("SSE_STATS_INTERVAL_SECONDS", 1, minimum=1)
+# A stream ticket (POST /api/sse/tickets, for EventSource on another origin) must be used
+# within this many seconds, once. Short: it is a credential in a URL.
+SSE_TICKET_TTL_SECONDS = env_int("SSE_TICKET_TTL_SECONDS", 30, minimum=1)
 
 # --- Misc -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -6,8 +6,9 @@ the response's ``X-Request-ID`` header, onto every log line of the request (a co
 snapasset/core/logs.py) and into the Celery messages the request sends, so the lines of the
 job it created carry it too (snapasset/core/receivers.py).
 
-The access line (logger ``snapasset.access``, INFO) says method, path, route (the URL pattern,
-not the raw path), status, duration, user id and request id; in JSON each is a field. It
+The access line (logger ``snapasset.access``, INFO) says method, path (with its query string,
+credentials redacted by the log filters), route (the URL pattern, not the raw path), status,
+duration, user id and request id; in JSON each is a field. It
 replaces uvicorn's access line (turned off in the logging config). The duration runs until
 the response starts: for a stream (SSE, download.zip) that is the time to open it.
 HTTP metrics per route and status are django-prometheus's middleware (settings.MIDDLEWARE).
@@ -97,15 +98,18 @@ def _log_access(request: HttpRequest, response: HttpResponseBase, started: float
     duration_ms = round((time.perf_counter() - started) * 1000, 1)
     route = route_of(request)
     user_id = user_id_of(request)
+    # With its query string, as access logs show it; the log filters redact credentials in
+    # it (an SSE stream's ?ticket=).
+    path = request.get_full_path()
     access_logger.info(
         "%s %s %s %.1fms",
         request.method,
-        request.path,
+        path,
         response.status_code,
         duration_ms,
         extra={
             "method": request.method,
-            "path": request.path,
+            "path": path,
             "route": route,
             "status": response.status_code,
             "duration_ms": duration_ms,
