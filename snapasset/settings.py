@@ -110,9 +110,10 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # First: the request id and the access line (snapasset/core/access_log.py), then
-    # django-prometheus's request metrics around everything else (its After is last).
+    # django-prometheus's request metrics around everything else (its After is last;
+    # snapasset/core/http_metrics.py).
     "snapasset.core.access_log.access_log_middleware",
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "snapasset.core.http_metrics.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -122,7 +123,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "snapasset.core.http_metrics.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "snapasset.urls"
