@@ -13,9 +13,16 @@ import sys
 from django.conf import settings
 from tornado.options import options
 
+from snapasset.env import use_process_metrics
+
 # The project's settings, loaded now: outside development mode they refuse to start with an
 # example secret (FLOWER_BASIC_AUTH=admin:change-me of .env.example included).
 settings.DEBUG  # noqa: B018
+
+# Flower's own Prometheus metrics (its /metrics: events, task runtimes, workers online) stay
+# in its memory, out of the directory the app's /metrics sums; Flower makes them after
+# reading this file.
+use_process_metrics()
 
 _pairs = [pair for pair in (options.basic_auth or []) if ":" in pair and pair.split(":", 1)[1]]
 if not (_pairs or options.auth):

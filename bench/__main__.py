@@ -10,7 +10,9 @@ import sys
 
 from bench._support import ROOT, machine
 
-FULL = [["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"]]
+FULL = [
+    ["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"], ["bench.task_results"],
+]  # fmt: skip
 QUICK = [
     ["bench.image", "--rounds", "1"],
     [
@@ -26,6 +28,7 @@ QUICK = [
     ],
     ["bench.worker", "--latency", "5", "--cpu-jobs", "3", "--jobs", "4", "--platforms", "1"],
     ["bench.sse", "--streams", "20", "--subscribers", "10", "--events", "5"],
+    ["bench.task_results", "--tasks", "20", "--rounds", "1"],
 ]
 
 

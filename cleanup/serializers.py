@@ -19,7 +19,7 @@ class CleanupInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
 
 class CleanupQueuedSerializer(serializers.Serializer):
     jobId = serializers.UUIDField()
-    type = serializers.CharField()
+    type = serializers.ChoiceField(choices=CLEANUP_TYPES)
     olderThanDays = serializers.IntegerField()
-    status = serializers.CharField(help_text='Always "queued".')
+    status = serializers.ChoiceField(choices=["queued"], help_text='Always "queued".')
     message = serializers.CharField()

@@ -1,6 +1,7 @@
-"""The operators' admin: jobs with their images, retry/cancel through the API's services.
-Staff see and do what their model permissions allow (view jobs and images; change jobs to
-run the retry/cancel actions); Celery task results keep django-celery-results' admin."""
+"""The operators' admin: jobs with their images and their Celery tasks, retry/cancel through
+the API's services. Staff see and do what their model permissions allow (view jobs and
+images; change jobs to run the retry/cancel actions); Celery task results keep
+django-celery-results' admin too, and failed jobs have their list (snapasset/ops/admin.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,61 @@ from django.contrib import admin, messages
 from django.db.models import CharField, QuerySet
 from django.db.models.functions import Cast
 from django.http import HttpRequest
+from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from jobs import services
+from jobs import services, task_results
 from jobs.models import GeneratedImage, Job
 from snapasset.core.exceptions import ApplicationError
 
 THUMBNAIL_HEIGHT = 72
 SHORT_ID = re.compile(r"[0-9a-f]{8}")
+
+
+def job_tasks_table(job: Job) -> str:
+    """The job's Celery tasks as django-celery-results recorded them (the states Flower shows
+    too): task id, state, retries, worker, times, runtime, error and traceback."""
+    rows = list(task_results.job_task_results(job.pk)[:50])
+    if not rows:
+        return "No task recorded (yet, or its record expired: CELERY_RESULT_EXPIRES_SECONDS)."
+
+    def cells(task: Any) -> tuple[Any, ...]:
+        error = task_results.task_error(task)
+        runtime = task_results.task_runtime(task)
+        traceback = (
+            format_html(
+                "<details><summary>traceback</summary><pre>{}</pre></details>", task.traceback
+            )
+            if task.traceback
+            else ""
+        )
+        return (
+            reverse("admin:django_celery_results_taskresult_change", args=[task.pk]),
+            task.task_id,
+            task.status,
+            task_results.task_retries(task),
+            task.worker or "-",
+            task.date_started or "-",
+            task.date_done,
+            f"{runtime.total_seconds():.2f} s" if runtime is not None else "-",
+            f"{error.exc_type}: {error.message}" if error else "",
+            traceback,
+        )
+
+    body = format_html_join(
+        "",
+        '<tr><td><a href="{}">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>'
+        "<td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        (cells(task) for task in rows),
+    )
+    return format_html(
+        "<table><thead><tr><th>task</th><th>state</th><th>retries</th><th>worker</th>"
+        "<th>started</th><th>done</th><th>runtime</th><th>error</th><th></th></tr></thead>"
+        "<tbody>{}</tbody></table>",
+        body,
+    )
 
 
 class GeneratedImageInline(admin.TabularInline):
@@ -82,7 +128,7 @@ class JobAdmin(admin.ModelAdmin):
         "generation_id", "prompt", "platforms", "image_type", "output_format", "priority",
         "source_path", "params", "result", "cancel_requested", "idempotency_key",
         "enqueued_at", "claim_token", "heartbeat_at", "stalled_count", "retry_at",
-        "created_at", "updated_at", "processed_at", "finished_at",
+        "created_at", "updated_at", "processed_at", "finished_at", "tasks",
     )  # fmt: skip
     fieldsets = (
         (None, {
@@ -104,6 +150,7 @@ class JobAdmin(admin.ModelAdmin):
             ),
         }),
         ("Times", {"fields": ("created_at", "updated_at", "processed_at", "finished_at")}),
+        ("Celery tasks", {"fields": ("tasks",)}),
     )  # fmt: skip
 
     # Jobs are created through the API and deleted by the cleanup; the admin reads them
@@ -133,6 +180,10 @@ class JobAdmin(admin.ModelAdmin):
             )
             results = results | queryset.filter(pk__in=by_prefix.values("pk"))
         return results, may_have_duplicates
+
+    @admin.display(description="tasks")
+    def tasks(self, job: Job) -> str:
+        return job_tasks_table(job)
 
     @admin.display(description="id", ordering="id")
     def short_id(self, job: Job) -> str:

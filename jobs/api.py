@@ -194,11 +194,15 @@ class JobListApi(APIView):
     @extend_schema(
         operation_id="jobs_list",
         summary="The caller's jobs (staff: everyone's), newest first",
-        parameters=[serializers.JobListQuerySerializer],
+        parameters=[serializers.JobListQuerySerializer, openapi.STATUS_LIST_PARAMETER],
         responses={200: serializers.JobListSerializer, **errors(400)},
     )
     def get(self, request: Request) -> Response:
-        query = serializers.JobListQuerySerializer(data=request.query_params.dict())
+        raw = request.query_params.dict()
+        if "status" in request.query_params:
+            # `status=a,b` and `status=a&status=b` alike (see the parameter's description).
+            raw["status"] = ",".join(request.query_params.getlist("status"))
+        query = serializers.JobListQuerySerializer(data=raw)
         query.is_valid(raise_exception=True)
         params = query.validated_data
         statuses = params.get("status") or []

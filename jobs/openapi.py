@@ -21,3 +21,14 @@ IDEMPOTENCY_KEY_HEADER = OpenApiParameter(
     description="The same key from the same user within 24 h returns the first job (200) "
     "instead of creating another. At most 255 characters.",
 )
+STATUS_LIST_PARAMETER = OpenApiParameter(
+    "status",
+    {"type": "array", "items": {"$ref": "#/components/schemas/JobStatusEnum"}},
+    OpenApiParameter.QUERY,
+    style="form",
+    explode=False,
+    required=False,
+    description="Only jobs in these statuses, comma-separated (`status=waiting,active`), as "
+    "the old server took them. The parameter repeated (`status=waiting&status=active`, what "
+    "most generated clients send for a list) means the same.",
+)

@@ -111,10 +111,23 @@ class ImageJobDataSerializer(serializers.Serializer):
     )
     generationId = serializers.UUIDField(source="generation_id")
     prompt = serializers.CharField()
-    platforms = serializers.ListField(child=serializers.CharField())
+    platforms = serializers.ListField(child=serializers.ChoiceField(choices=PLATFORM_IDS))
     imageType = serializers.ChoiceField(source="image_type", choices=ImageType.values)
     format = serializers.ChoiceField(source="output_format", choices=ImageFormat.values)
     priority = serializers.IntegerField()
+
+
+# The cleanup types are cleanup's (cleanup.services.CLEANUP_TYPES, named CleanupTypeEnum in
+# SPECTACULAR_SETTINGS); jobs does not import cleanup, so its fields refer to that enum.
+@extend_schema_field({"$ref": "#/components/schemas/CleanupTypeEnum"})
+class CleanupTypeField(serializers.CharField):
+    pass
+
+
+def constant_field(value: str) -> serializers.ChoiceField:
+    """A field that is always ``value``: a one-value enum in the schema, so a generated
+    client types it (``JobSubmittedStatus.QUEUED``) instead of a free string."""
+    return serializers.ChoiceField(choices=[value], help_text=f'Always "{value}".')
 
 
 class CleanupJobDataSerializer(serializers.Serializer):
@@ -123,7 +136,7 @@ class CleanupJobDataSerializer(serializers.Serializer):
     userId = serializers.CharField(
         source="owner.get_username", allow_null=True, help_text="Null for system jobs."
     )
-    type = serializers.CharField(source="params.type")
+    type = CleanupTypeField(source="params.type")
     olderThanDays = serializers.IntegerField(source="params.olderThanDays", allow_null=True)
 
 
@@ -193,7 +206,7 @@ def image_url(image: GeneratedImage) -> str:
 class ImageSerializer(serializers.Serializer):
     """One platform's image in a result."""
 
-    platformId = serializers.CharField(source="platform_id")
+    platformId = serializers.ChoiceField(source="platform_id", choices=PLATFORM_IDS)
     platformName = serializers.SerializerMethodField()
     width = serializers.IntegerField()
     height = serializers.IntegerField()
@@ -202,7 +215,7 @@ class ImageSerializer(serializers.Serializer):
     url = serializers.SerializerMethodField(
         help_text="Absolute in a response; as stored (may be a path) in a live event."
     )
-    format = serializers.CharField()
+    format = serializers.ChoiceField(choices=ImageFormat.values)
 
     def get_platformName(self, image: GeneratedImage) -> str:
         platform = PLATFORMS.get(image.platform_id)
@@ -247,7 +260,7 @@ class CleanupJobResultSerializer(serializers.Serializer):
     """A completed cleanup job's counts (``cleanup_run`` writes them as it goes)."""
 
     success = serializers.SerializerMethodField()
-    type = serializers.CharField(source="result.type", required=False)
+    type = CleanupTypeField(source="result.type", required=False)
     olderThanDays = serializers.IntegerField(
         source="result.olderThanDays", required=False, allow_null=True
     )
@@ -292,7 +305,7 @@ class JobResultSerializer(serializers.Serializer):
     request in the context)."""
 
     jobId = serializers.UUIDField(source="id")
-    status = serializers.CharField(help_text='Always "completed".')
+    status = constant_field(JobStatus.COMPLETED)
     result = JobResultBodyField()
 
 
@@ -328,7 +341,7 @@ class JobSubmittedSerializer(serializers.Serializer):
 
     jobId = serializers.UUIDField()
     generationId = serializers.UUIDField()
-    status = serializers.CharField(help_text='Always "queued".')
+    status = constant_field("queued")
     message = serializers.CharField()
     estimatedTime = serializers.CharField()
 
@@ -337,7 +350,7 @@ class JobCancelledSerializer(serializers.Serializer):
     """DELETE /api/jobs/{jobId}."""
 
     jobId = serializers.UUIDField()
-    status = serializers.CharField(help_text='Always "cancelled".')
+    status = constant_field(JobStatus.CANCELLED)
     message = serializers.CharField()
 
 
@@ -345,7 +358,7 @@ class JobRetryingSerializer(serializers.Serializer):
     """POST /api/jobs/{jobId}/retry."""
 
     jobId = serializers.UUIDField()
-    status = serializers.CharField(help_text='Always "retrying".')
+    status = constant_field("retrying")
     message = serializers.CharField()
 
 

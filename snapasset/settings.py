@@ -110,6 +110,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: the request id and the access line (snapasset/core/access_log.py), then
+    # django-prometheus's request metrics around everything else (its After is last;
+    # snapasset/core/http_metrics.py).
+    "snapasset.core.access_log.access_log_middleware",
+    "snapasset.core.http_metrics.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -119,6 +124,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "snapasset.core.http_metrics.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "snapasset.urls"
@@ -210,11 +216,31 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Turn a text prompt into ready-to-post images for social platforms.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Operations are tagged by the path segment after /api (jobs, platforms, sse): the
+    # modules of a generated client (snapasset_client.api.jobs...).
+    "SCHEMA_PATH_PREFIX": r"/api",
     "ENUM_NAME_OVERRIDES": {
         "JobStatusEnum": "jobs.models.JobStatus",
         "PlatformIdEnum": "jobs.platforms.PLATFORM_IDS",
+        "ImageFormatEnum": ["png", "webp", "jpeg"],
+        "ImageTypeEnum": "jobs.models.ImageType",
+        "ImageProviderEnum": ["local", "openai"],
+        "JobKindEnum": "jobs.models.JobKind",
+        "CleanupTypeEnum": "cleanup.services.CLEANUP_TYPES",
         "HealthStatusEnum": ["ok", "degraded"],
+        "HealthPartEnum": ["database", "broker", "storage", "provider", "workers"],
+        "ServiceStatusEnum": "snapasset.ops.health.SERVICE_STATUSES",
+        # The constant `status` of some answers (one-value enums).
+        "QueuedStatusEnum": ["queued"],
+        "RetryingStatusEnum": ["retrying"],
+        "CompletedStatusEnum": ["completed"],
+        "CancelledStatusEnum": ["cancelled"],
     },
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        # SSE operations carry x-event-stream: generated clients leave them out.
+        "snapasset.core.openapi.mark_event_streams",
+    ],
     # Swagger UI's assets come from the drf-spectacular-sidecar package: no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
@@ -237,8 +263,8 @@ if CORS_ALLOW_CREDENTIALS and (
         "CORS_ALLOW_CREDENTIALS=true needs CORS_ALLOWED_ORIGINS to list the exact origins "
         "allowed (scheme://host[:port]), never * or null"
     )
-CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key")
-CORS_EXPOSE_HEADERS = ["Retry-After"]
+CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key", "x-request-id")
+CORS_EXPOSE_HEADERS = ["Retry-After", "X-Request-ID"]
 
 # --- Security: Supabase access tokens, submit rate limit, HTTPS ---------------------------
 # A Supabase access token (JWT) in `Authorization: Bearer` is accepted when either is set:
@@ -411,7 +437,11 @@ WEBHOOK_DISPATCH_INTERVAL_SECONDS = env_int("WEBHOOK_DISPATCH_INTERVAL_SECONDS",
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
-CELERY_RESULT_BACKEND = "django-db"
+# django-celery-results' TaskResult rows: every task's state (STARTED, RETRY, SUCCESS,
+# FAILURE and its traceback) with its name, worker and arguments (a job task's: the job id,
+# how the admin links a job to its tasks), written one upsert per state change
+# (snapasset/core/result_backend.py; bench/task_results.py measures it).
+CELERY_RESULT_BACKEND = "snapasset.core.result_backend:TaskResultBackend"
 CELERY_RESULT_EXTENDED = True
 CELERY_RESULT_EXPIRES = env_int("CELERY_RESULT_EXPIRES_SECONDS", 7 * 24 * 3600)
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -490,11 +520,9 @@ WORKER_QUEUES = ["images", "cleanup", "webhooks"]
 # or hung worker.
 WORKER_HEARTBEAT_TTL_SECONDS = env_int("WORKER_HEARTBEAT_TTL_SECONDS", 15, minimum=3)
 # prometheus_client multiprocess mode: the web and worker processes of one machine write
-# their counters here and /metrics sums them. prometheus_client reads the variable when it
-# is imported, so it is put in the environment here, before any metric exists.
-PROMETHEUS_MULTIPROC_DIR = Path(env_str("PROMETHEUS_MULTIPROC_DIR", str(VAR_DIR / "metrics")))
-PROMETHEUS_MULTIPROC_DIR.mkdir(parents=True, exist_ok=True)
-os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(PROMETHEUS_MULTIPROC_DIR)
+# their counters here and /metrics sums them. It must be chosen before the first metric
+# exists, so snapasset/env.py sets it (default: VAR_DIR/metrics) when the package is imported.
+PROMETHEUS_MULTIPROC_DIR = Path(os.environ["PROMETHEUS_MULTIPROC_DIR"])
 # /metrics answers staff (session or API token) and `Authorization: Bearer $METRICS_TOKEN`.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 # Flower's `user:password` pairs: Flower reads the variable itself; here only to refuse the
@@ -558,8 +586,14 @@ LOG_DIR = Path(env_str("LOG_DIR", str(BASE_DIR / "logs")))
 LOG_TO_FILES = env_bool("LOG_TO_FILES", True)
 if LOG_TO_FILES:
     LOG_DIR.mkdir(parents=True, exist_ok=True)
+# One line per HTTP request (snapasset.access: route, status, duration, user, request id);
+# it replaces uvicorn's access line, so --no-access-log changes nothing.
+ACCESS_LOG = env_bool("ACCESS_LOG", True)
 LOGGING = build_logging(
-    level=LOG_LEVEL, fmt=LOG_FORMAT, log_dir=str(LOG_DIR) if LOG_TO_FILES else None
+    level=LOG_LEVEL,
+    fmt=LOG_FORMAT,
+    log_dir=str(LOG_DIR) if LOG_TO_FILES else None,
+    access_log=ACCESS_LOG,
 )
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -23,3 +23,13 @@ class CoreConfig(AppConfig):
             signal.connect(
                 receivers.release_database_connections, dispatch_uid="core-db-connections"
             )
+        # The request id travels from the HTTP request into its tasks' messages and logs.
+        signals.before_task_publish.connect(
+            receivers.add_request_id_to_message, dispatch_uid="core-request-id-out"
+        )
+        signals.task_prerun.connect(
+            receivers.enter_request_log_context, dispatch_uid="core-request-id-in"
+        )
+        signals.task_postrun.connect(
+            receivers.leave_request_log_context, dispatch_uid="core-request-id-done"
+        )

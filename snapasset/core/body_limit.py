@@ -24,6 +24,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from snapasset.core.access_log import log_asgi_answer
+
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
@@ -64,9 +66,14 @@ def limit_request_body(app: ASGIApp, *, max_bytes: int) -> ASGIApp:
     )
     bad_length = _json_response(400, {"error": "Invalid Content-Length header"})
 
-    async def refuse(send: Send, response: tuple[Message, Message]) -> None:
+    async def refuse(
+        scope: MutableMapping[str, Any], send: Send, response: tuple[Message, Message]
+    ) -> None:
         start, body = response
-        await send(start)
+        # Django never sees this request: its access line and request id are given here.
+        request_id = log_asgi_answer(scope, start["status"])
+        headers = [*start["headers"], (b"x-request-id", request_id.encode())]
+        await send({**start, "headers": headers})
         await send(body)
 
     async def application(scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
@@ -76,10 +83,10 @@ def limit_request_body(app: ASGIApp, *, max_bytes: int) -> ASGIApp:
         try:
             declared = _declared_length(scope)
         except ValueError:
-            await refuse(send, bad_length)
+            await refuse(scope, send, bad_length)
             return
         if declared is not None and declared > max_bytes:
-            await refuse(send, too_large)
+            await refuse(scope, send, too_large)
             return
 
         received = 0
@@ -96,7 +103,7 @@ def limit_request_body(app: ASGIApp, *, max_bytes: int) -> ASGIApp:
                 if received > max_bytes:
                     refused = True
                     if not response_started:
-                        await refuse(send, too_large)
+                        await refuse(scope, send, too_large)
                     return {"type": "http.disconnect"}
             return message
 

@@ -1,10 +1,14 @@
-"""Logging: one configuration for web, worker and beat, with the job id on every line of a job.
+"""Logging: one configuration for web, worker and beat, with the job id on every line of a job
+and the request id on every line of a request and of the tasks it caused.
 
 ``job_id`` lives in a contextvar. The Celery task signals (``task_prerun`` /
 ``task_postrun``, receivers in jobs/receivers.py) set it around each job task, so every line
 logged while a job runs, ours and Celery's own ("Task ... succeeded"), carries it; services
-may also use :func:`job_log_context` directly. Handler filters (not logger filters, so they
-see records of every logger) add the id, redact secrets and shorten prompts.
+may also use :func:`job_log_context` directly. ``request_id`` too: the access-log middleware
+(snapasset/core/access_log.py) sets it for a request, the message a request sends carries it
+(a Celery header) and the worker sets it around that task (snapasset/core/receivers.py).
+Handler filters (not logger filters, so they see records of every logger) add the ids,
+redact secrets and shorten prompts.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ current_job_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+# The request a line belongs to: set by the access-log middleware in the web process, and
+# around a task sent by that request in the worker.
+current_request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "current_request_id", default=None
+)
+
+
 @contextmanager
 def job_log_context(job_id: object) -> Iterator[None]:
     token = current_job_id.set(str(job_id))
@@ -38,38 +49,51 @@ def job_log_context(job_id: object) -> Iterator[None]:
 
 
 class JobContextFilter(logging.Filter):
-    """Put the running job's id on the record (None outside a job)."""
+    """Put the running job's id and the request's id on the record (None outside them)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "job_id", None) is None:
             record.job_id = current_job_id.get()
+        if getattr(record, "request_id", None) is None:
+            record.request_id = current_request_id.get()
         return True
 
 
 class TextFormatter(logging.Formatter):
-    """Readable lines for development: ``time LEVEL logger [job=<id>] message``."""
+    """Readable lines for development: ``time LEVEL logger [job=<id> req=<id>] message``."""
 
     def format(self, record: logging.LogRecord) -> str:
-        job_id = getattr(record, "job_id", None)
-        record.job_tag = f" [job={job_id}]" if job_id else ""
+        tags = [
+            f"{name}={value}"
+            for name, value in (
+                ("job", getattr(record, "job_id", None)),
+                ("req", getattr(record, "request_id", None)),
+            )
+            if value
+        ]
+        record.job_tag = f" [{' '.join(tags)}]" if tags else ""
         return redact(super().format(record))
 
 
 class JobJsonFormatter(JsonFormatter):
-    """One JSON object per line; ``job_id`` only when the line belongs to a job."""
+    """One JSON object per line; ``job_id`` and ``request_id`` only when the line belongs to
+    a job or a request."""
 
     def add_fields(
         self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
     ) -> None:
         super().add_fields(log_data, record, message_dict)
-        if log_data.get("job_id") is None:
-            log_data.pop("job_id", None)
+        for name in ("job_id", "request_id"):
+            if log_data.get(name) is None:
+                log_data.pop(name, None)
         log_data.pop("job_tag", None)
         if "exc_info" in log_data:
             log_data["exc_info"] = redact(str(log_data["exc_info"]))
 
 
-def build_logging(*, level: str, fmt: str, log_dir: str | None) -> dict[str, Any]:
+def build_logging(
+    *, level: str, fmt: str, log_dir: str | None, access_log: bool = True
+) -> dict[str, Any]:
     """The LOGGING dict: stdout always, plus rotating files when ``log_dir`` is set.
 
     Web, worker and beat (and a worker's pool processes) write the same files, so the
@@ -129,19 +153,13 @@ def build_logging(*, level: str, fmt: str, log_dir: str | None) -> dict[str, Any
             # uvicorn configures its own loggers (at INFO); send them through ours, at ours.
             "uvicorn": {"handlers": [], "level": level, "propagate": True},
             "uvicorn.error": {"handlers": [], "propagate": True},
-            "uvicorn.access": _uvicorn_access_logger(),
+            # Our access line (snapasset.access: route, user, duration, request id) replaces
+            # uvicorn's, which would say the same request again with less: it is off whether
+            # or not uvicorn runs with --no-access-log. ACCESS_LOG=false turns ours off.
+            "uvicorn.access": {"handlers": [], "propagate": False},
+            "snapasset.access": {"handlers": [], "propagate": access_log},
         },
     }
-
-
-def _uvicorn_access_logger() -> dict[str, Any]:
-    """Through our handlers, unless uvicorn runs with --no-access-log: it then leaves its
-    access logger with no handler and not propagating (before Django loads this config),
-    and configuring "uvicorn" above would otherwise turn that logger back on."""
-    access = logging.getLogger("uvicorn.access")
-    if not access.handlers and not access.propagate:
-        return {"handlers": [], "propagate": False}
-    return {"handlers": [], "propagate": True}
 
 
 def _log_uncaught(

@@ -1,7 +1,10 @@
 """What every operation's OpenAPI description shares (drf-spectacular): the error body that
-snapasset.core.exceptions answers with, and the Retry-After header of a 429."""
+snapasset.core.exceptions answers with, the Retry-After header of a 429, and the mark on
+Server-Sent Events operations."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse
@@ -53,3 +56,28 @@ RETRY_AFTER_HEADER = OpenApiParameter(
     required=True,
     description="Seconds to wait before submitting again.",
 )
+
+
+EVENT_STREAM = "text/event-stream"
+# On an operation whose success is a stream of Server-Sent Events: a client generator offers
+# request/response calls, which would wait for a stream's end; generated clients leave these
+# operations out (tests/system/test_client_sdk.py, docs/live-events.md).
+EVENT_STREAM_EXTENSION = "x-event-stream"
+
+
+def mark_event_streams(
+    result: dict[str, Any], generator: Any, request: Any, public: bool
+) -> dict[str, Any]:
+    """drf-spectacular postprocessing hook: mark every operation whose 2xx answers are all
+    `text/event-stream` with ``x-event-stream: true`` (and tag it ``live-events``)."""
+    for path_item in result.get("paths", {}).values():
+        for operation in path_item.values():
+            success = [
+                response
+                for code, response in operation.get("responses", {}).items()
+                if str(code).startswith("2")
+            ]
+            if success and all(set(r.get("content", {})) == {EVENT_STREAM} for r in success):
+                operation[EVENT_STREAM_EXTENSION] = True
+                operation["tags"] = ["live-events"]
+    return result

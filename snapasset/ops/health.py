@@ -121,17 +121,82 @@ def queue_counts(depths: dict[str, int] | None) -> dict[str, dict[str, int]]:
     return counts
 
 
+# --- The answer's shape: rendered by these serializers, published by the schema -------------
+
+SERVICE_STATUSES = ["up", "down", "partial", "misconfigured", "unknown"]
+
+
+class ServiceSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=SERVICE_STATUSES)
+    error = serializers.CharField(required=False, help_text="Why it is not up (staff).")
+
+
+class DatabaseServiceSerializer(ServiceSerializer):
+    vendor = serializers.CharField(required=False, help_text="postgresql or sqlite (staff).")
+
+
+class BrokerServiceSerializer(ServiceSerializer):
+    embedded = serializers.BooleanField(
+        required=False, help_text="The embedded Redis of `make run` (staff)."
+    )
+
+
+class StorageServiceSerializer(ServiceSerializer):
+    backend = serializers.CharField(required=False)
+
+
+class ProviderServiceSerializer(ServiceSerializer):
+    name = serializers.ChoiceField(choices=["local", "openai"], required=False)
+
+
+class LiveWorkerSerializer(serializers.Serializer):
+    name = serializers.CharField(allow_null=True, help_text="The worker's node name.")
+    queues = serializers.ListField(child=serializers.CharField())
+    lastSeen = serializers.FloatField(allow_null=True, help_text="Its last heartbeat (epoch s).")
+
+
+class WorkersServiceSerializer(ServiceSerializer):
+    count = serializers.IntegerField(required=False)
+    queues = serializers.DictField(
+        child=serializers.IntegerField(), required=False, help_text="Live workers per queue."
+    )
+    alive = LiveWorkerSerializer(many=True, required=False)
+
+
+class QueueCountsSerializer(serializers.Serializer):
+    waiting = serializers.IntegerField(help_text="Waiting and delayed jobs.")
+    active = serializers.IntegerField()
+    brokerDepth = serializers.IntegerField(
+        required=False, help_text="Messages in the broker at every priority."
+    )
+
+
+class QueuesSerializer(serializers.Serializer):
+    imageGeneration = QueueCountsSerializer()
+    fileCleanup = QueueCountsSerializer()
+
+
+class HealthServicesSerializer(serializers.Serializer):
+    """Public: database and broker, `status` only. Staff: every part, with its details."""
+
+    database = DatabaseServiceSerializer()
+    broker = BrokerServiceSerializer()
+    storage = StorageServiceSerializer(required=False)
+    provider = ProviderServiceSerializer(required=False)
+    workers = WorkersServiceSerializer(required=False)
+    queues = QueuesSerializer(required=False)
+
+
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(choices=["ok", "degraded"])
     uptime = serializers.FloatField(help_text="Seconds since the web process started.")
     timestamp = serializers.IntegerField(help_text="ms since the epoch.")
-    services = serializers.DictField(
-        child=serializers.JSONField(),
-        help_text="Each part with its `status`. Public: database and broker. Staff: also "
-        "storage, provider, workers and queues, with errors and details.",
-    )
+    services = HealthServicesSerializer()
     down = serializers.ListField(
-        child=serializers.CharField(), help_text="The parts (of those shown) that are not up."
+        child=serializers.ChoiceField(
+            choices=["database", "broker", "storage", "provider", "workers"]
+        ),
+        help_text="The parts (of those shown) that are not up.",
     )
 
 

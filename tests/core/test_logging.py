@@ -75,22 +75,28 @@ def test_a_worker_logs_json_lines_with_the_job_id_to_stdout_and_combined_log(
 
 
 @pytest.mark.e2e
-def test_web_access_lines_follow_uvicorns_no_access_log_flag_and_our_format(
+def test_one_access_line_per_request_ours_whatever_uvicorns_access_log_flag(
     start_web: Any,
 ) -> None:
     quiet = start_web(env={"LOG_FORMAT": "json", "LOG_LEVEL": "info"})
     chatty = start_web(env={"LOG_FORMAT": "json", "LOG_LEVEL": "info"}, access_log=True)
-    for base in (quiet, chatty):
-        assert httpx.get(f"{base}/health", timeout=10).status_code == 200
+    off = start_web(env={"LOG_FORMAT": "json", "LOG_LEVEL": "info", "ACCESS_LOG": "false"})
+    probe = {"X-Request-ID": "probe-1"}
+    for base in (quiet, chatty, off):
+        assert httpx.get(f"{base}/health", headers=probe, timeout=10).status_code == 200
 
-    def access_lines(base: str) -> list[dict[str, Any]]:
+    def lines_of(base: str, logger: str) -> list[dict[str, Any]]:
         output = start_web.process(base).output().splitlines()
         lines = [json.loads(line) for line in output if line.startswith("{")]
-        return [line for line in lines if line["logger"] == "uvicorn.access"]
+        return [line for line in lines if line["logger"] == logger]
 
-    wait_until(lambda: access_lines(chatty), timeout=10, what="the access line")
-    assert any("GET /health" in line["message"] for line in access_lines(chatty))
-    assert access_lines(quiet) == []
+    for base in (quiet, chatty):
+        wait_until(lambda b=base: lines_of(b, "snapasset.access"), timeout=10, what="a line")
+        [line] = [x for x in lines_of(base, "snapasset.access") if x["request_id"] == "probe-1"]
+        assert line["route"] == "/health" and line["status"] == 200 and line["method"] == "GET"
+        # uvicorn's own line would say the same request a second time: it is off.
+        assert lines_of(base, "uvicorn.access") == []
+    assert lines_of(off, "snapasset.access") == lines_of(off, "uvicorn.access") == []
 
 
 def test_uncaught_exceptions_go_to_error_log(tmp_path: Path) -> None:

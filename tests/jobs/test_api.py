@@ -484,3 +484,15 @@ def test_unknown_api_paths_answer_json_404(alice_client: APIClient) -> None:
 
 def test_client_for_helper_uses_bearer(alice: Any) -> None:
     assert client_for(alice, keyword="Bearer").get("/api/jobs").status_code == 200
+
+
+def test_the_status_filter_reads_a_comma_list_or_the_parameter_repeated(
+    alice: Any, alice_client: Any
+) -> None:
+    JobFactory(owner=alice, status="failed")
+    JobFactory(owner=alice, status="completed")
+    JobFactory(owner=alice, status="waiting")
+    for query in ("status=failed,completed", "status=failed&status=completed"):
+        body = alice_client.get(f"/api/jobs?{query}").json()
+        assert body["total"] == 2 and sorted(body["statuses"]) == ["completed", "failed"], query
+    assert alice_client.get("/api/jobs?status=failed&status=nope").status_code == 400

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -14,9 +15,10 @@ from tests.conftest import ROOT, ManagedProcess, child_env, free_port, wait_unti
 pytestmark = pytest.mark.e2e
 
 
-def test_flower_serves_only_with_basic_auth(tmp_path: Path) -> None:
+def test_flower_serves_only_with_basic_auth(tmp_path: Path, start_worker: Any) -> None:
     port = free_port()
-    env = child_env(FLOWER_BASIC_AUTH="ops:s3cret-pass")
+    metrics_dir = tmp_path / "metrics"
+    env = child_env(FLOWER_BASIC_AUTH="ops:s3cret-pass", PROMETHEUS_MULTIPROC_DIR=str(metrics_dir))
     argv = [
         sys.executable,
         "-m",
@@ -47,6 +49,18 @@ def test_flower_serves_only_with_basic_auth(tmp_path: Path) -> None:
         assert "Flower" in page.text
         workers = httpx.get(f"{base}/api/workers", auth=("ops", "s3cret-pass"), timeout=20)
         assert workers.status_code == 200  # it reached the project's broker
+        # Its own Prometheus endpoint (docs/operations.md#flower) answers without credentials,
+        # as Flower's /healthcheck does (so the docs say: scrape it on an internal network),
+        # from its memory: nothing of Flower's lands in the directory the app's /metrics sums.
+        start_worker(concurrency=1)  # its events move Flower's counters
+
+        def counted() -> str | None:
+            metrics = httpx.get(f"{base}/metrics", timeout=10)
+            assert metrics.status_code == 200
+            return metrics.text if "flower_worker_online{" in metrics.text else None
+
+        wait_until(counted, timeout=30, interval=0.5, what="Flower to count a worker's events")
+        assert not [p for p in metrics_dir.glob("*.db")], "Flower wrote multiprocess files"
     finally:
         flower.stop()
 

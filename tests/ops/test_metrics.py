@@ -169,3 +169,88 @@ def _get_or_none(url: str) -> httpx.Response | None:
         return httpx.get(url, timeout=5)
     except httpx.HTTPError:
         return None
+
+
+@pytest.mark.e2e
+def test_the_workers_counters_reach_metrics_with_make_runs_default_directory(
+    start_worker: Any, start_web: Any, tmp_path: Any
+) -> None:
+    """As under `make run`: nobody sets PROMETHEUS_MULTIPROC_DIR, each process derives it from
+    SNAPASSET_VAR_DIR. The worker's counters (celery imports prometheus_client before our
+    code runs) must still land in the files the web process sums."""
+    var_dir = tmp_path / "var"
+    env = {"SNAPASSET_VAR_DIR": str(var_dir), "PROMETHEUS_MULTIPROC_DIR": None}
+    token = api_key_for(make_user("alice"))
+    start_worker(concurrency=1, env=env)
+    base = start_web(env={**env, "METRICS_TOKEN": METRICS_TOKEN})
+    response = httpx.post(
+        f"{base}/api/jobs/generate",
+        json={"prompt": "A fox counted once", "platforms": ["twitter-post"]},
+        headers={"Authorization": f"Token {token}"}, timeout=10,
+    )  # fmt: skip
+    assert response.status_code == 202
+    job_id = response.json()["jobId"]
+    wait_until(
+        lambda: (
+            httpx.get(
+                f"{base}/api/jobs/{job_id}", headers={"Authorization": f"Token {token}"}, timeout=10
+            ).json()["status"]
+            == "completed"
+        ),
+        timeout=90,
+        interval=0.3,
+        what="the job to complete",
+    )
+    kind = "image-generation"
+
+    def completed_once() -> dict[Any, float] | None:
+        found = samples(
+            httpx.get(
+                f"{base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=20
+            ).text
+        )
+        return found if value(found, "snapasset_jobs_completed_total", kind=kind) else None
+
+    # The count is recorded after the worker's commit, a moment after the API says completed.
+    found = wait_until(completed_once, timeout=20, interval=0.3, what="the completed counter")
+    assert value(found, "snapasset_jobs_completed_total", kind=kind) == 1
+    assert value(found, "snapasset_jobs_submitted_total", kind=kind) == 1
+    assert value(found, "snapasset_job_duration_seconds_count", kind=kind, status="completed") == 1
+    assert value(found, "snapasset_job_step_duration_seconds_count", step="generate") == 1
+    # The worker wrote its own file there (not only the web process).
+    assert len(list((var_dir / "metrics").glob("*.db"))) >= 2
+
+
+@pytest.mark.e2e
+def test_http_requests_are_counted_by_route_and_status_across_web_processes(
+    start_web: Any, tmp_path: Any
+) -> None:
+    """django-prometheus's middleware, in multiprocess mode: two uvicorns of one machine share
+    the directory, and either one's /metrics sums both."""
+    env = {"PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics"), "METRICS_TOKEN": METRICS_TOKEN}
+    first, second = start_web(env=env), start_web(env=env)
+    token = api_key_for(make_user("alice"))
+    for base in (first, second):
+        for _ in range(3):
+            response = httpx.get(
+                f"{base}/api/jobs", headers={"Authorization": f"Token {token}"}, timeout=10
+            )
+            assert response.status_code == 200
+        assert httpx.get(f"{base}/api/jobs", timeout=10).status_code == 401
+        missing = httpx.get(
+            f"{base}/api/jobs/{'0' * 8}-0000-4000-8000-{'0' * 12}",
+            headers={"Authorization": f"Token {token}"},
+            timeout=10,
+        )
+        assert missing.status_code == 404
+    found = samples(
+        httpx.get(f"{first}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+    )
+    by_status = "django_http_responses_total_by_status_view_method_total"
+    assert value(found, by_status, method="GET", status="200", view="job-list") == 6
+    assert value(found, by_status, method="GET", status="401", view="job-list") == 2
+    # By the route's name, never the raw path (one series for every job id).
+    assert value(found, by_status, method="GET", status="404", view="job-detail") == 2
+    latency = "django_http_requests_latency_seconds_by_view_method_count"
+    assert value(found, latency, method="GET", view="job-list") == 8
+    assert not [key for key in found if "0000-4000-8000" in str(key)]

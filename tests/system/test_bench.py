@@ -22,6 +22,7 @@ MODULES = [
     "bench.urls",
     "bench.tasks",
     "bench.signals",
+    "bench.task_results",
 ]
 
 
@@ -80,3 +81,9 @@ def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None
         "bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1"
     )
     assert "enqueue -> task start" in out and "jobs/s" in out
+
+
+@pytest.mark.slow
+def test_the_result_backend_benchmark_compares_the_stock_backend_with_ours() -> None:
+    out = _run_bench("bench.task_results", "--tasks", "10", "--rounds", "1", "--retry")
+    assert "stock, extended (before)" in out and "ours (after)" in out

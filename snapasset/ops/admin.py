@@ -1,0 +1,81 @@
+"""The dead-letter list: jobs that failed for good, with the error and traceback their tasks
+recorded, and the retry action (the API's retry service). Visible to staff with the "view
+failed job" permission; retrying needs "change failed job"."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
+
+from jobs import services, task_results
+from jobs.admin import job_tasks_table
+from snapasset.core.exceptions import ApplicationError
+from snapasset.ops.models import FailedJob
+
+
+def _last_error(job: FailedJob) -> tuple[Any, str]:
+    """The newest task row that recorded an exception, and that exception's last line."""
+    for task in task_results.job_task_results(job.pk)[:10]:
+        error = task_results.task_error(task)
+        if error is not None or task.traceback:
+            text = f"{error.exc_type}: {error.message}" if error else ""
+            return task, text
+    return None, ""
+
+
+@admin.register(FailedJob)
+class FailedJobAdmin(admin.ModelAdmin):
+    list_display = (
+        "job", "owner", "kind", "failed_reason", "attempts_made", "task_error", "finished_at",
+    )  # fmt: skip
+    list_filter = ("kind", ("finished_at", admin.DateFieldListFilter))
+    search_fields = ("failed_reason", "owner__username")
+    list_select_related = ("owner",)
+    list_per_page = 50
+    ordering = ("-finished_at",)
+    actions = ("retry_jobs",)
+    fields = (
+        "job", "owner", "kind", "failed_reason", "attempts_made", "stalled_count", "created_at",
+        "finished_at", "tasks",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description="job", ordering="id")
+    def job(self, job: FailedJob) -> str:
+        return format_html(
+            '<a href="{}">{}</a>', reverse("admin:jobs_job_change", args=[job.pk]), job.pk
+        )
+
+    @admin.display(description="task error (traceback on the job's page)")
+    def task_error(self, job: FailedJob) -> str:
+        return _last_error(job)[1] or "-"
+
+    @admin.display(description="tasks")
+    def tasks(self, job: FailedJob) -> str:
+        return job_tasks_table(job)
+
+    @admin.action(description="Retry selected jobs", permissions=["change"])
+    def retry_jobs(self, request: HttpRequest, queryset: QuerySet[FailedJob]) -> None:
+        done = 0
+        for job in queryset:
+            try:
+                services.job_retry(job=job)
+            except ApplicationError as exc:
+                self.message_user(request, f"Job {job.pk}: {exc.message}", messages.ERROR)
+            else:
+                done += 1
+        if done:
+            self.message_user(
+                request, f"Retried {done} job{'s' if done != 1 else ''}.", messages.SUCCESS
+            )
