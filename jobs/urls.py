@@ -4,6 +4,7 @@ from django.urls import path
 
 from jobs import api
 from jobs.live import views as live_views
+from jobs.spend import api as spend_api
 
 urlpatterns = [
     path("jobs/generate", api.JobGenerateApi.as_view(), name="job-generate"),
@@ -14,6 +15,7 @@ urlpatterns = [
     path("jobs/<str:job_id>/retry", api.JobRetryApi.as_view(), name="job-retry"),
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="job-detail"),
     path("platforms", api.PlatformListApi.as_view(), name="platform-list"),
+    path("usage", spend_api.UsageApi.as_view(), name="usage"),
     path("sse/jobs/<str:job_id>", live_views.JobEventStreamApi.as_view(), name="sse-job"),
     path("sse/stats", live_views.StatsEventStreamApi.as_view(), name="sse-stats"),
 ]
