@@ -72,8 +72,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The limiter's "minute": one second longer than the provider's, see the module docstring.
-MINUTE_WITH_MARGIN_SECONDS = 61.0
+# The limiter's period is 1/60 longer than the provider's (61 s for a minute), see the
+# module docstring.
+PERIOD_MARGIN = 61.0 / 60.0
 REDIS_TIMEOUT_SECONDS = 0.5
 UNAVAILABLE_WAIT_SECONDS = 5.0
 # Shortest wait answered (a countdown shorter than this is a busy loop through the broker).
@@ -111,7 +112,8 @@ class Wait:
 
 
 # KEYS: tat, blocked, leases, line, due.  ARGV: see ProviderLimiter.acquire.
-# Returns {granted (0/1), wait in ms, reason}.
+# Returns {granted (0/1), wait in ms, reason}. Times are written with %.17g: Lua's tostring
+# keeps 14 digits, which would move a timestamp by up to 0.1 ms.
 _ACQUIRE = """
 local now = tonumber(ARGV[1])
 if now == nil then
@@ -158,7 +160,8 @@ if blocked > free_at then
 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
-if interval > 0 and tat - tolerance > free_at then
+-- (a microsecond of float rounding in tat - tolerance is no reason to refuse)
+if interval > 0 and tat - tolerance > free_at + 0.000001 then
   free_at = tat - tolerance
   reason = 'rate'
 end
@@ -172,7 +175,8 @@ if max_concurrent > 0 and redis.call('ZCARD', KEYS[3]) >= max_concurrent then
 end
 
 -- Waiters ahead in line; a slot is held for one of them that is due soon.
-local ahead = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. place, 'LIMIT', 0, scan_limit)
+local ahead = redis.call(
+  'ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%.17g', place), 'LIMIT', 0, scan_limit)
 local held = false
 for _, name in ipairs(ahead) do
   local due = tonumber(redis.call('ZSCORE', KEYS[5], name))
@@ -185,7 +189,8 @@ end
 if free_at <= now and not held then
   if interval > 0 then
     local next_tat = tat + interval
-    redis.call('SET', KEYS[1], tostring(next_tat), 'PX', math.ceil((next_tat - now + ttl) * 1000))
+    redis.call('SET', KEYS[1], string.format('%.17g', next_tat),
+      'PX', math.ceil((next_tat - now + ttl) * 1000))
   end
   if max_concurrent > 0 then
     redis.call('ZADD', KEYS[3], now + lease_seconds, lease_id)
@@ -223,13 +228,13 @@ local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > until_ then until_ = blocked end
 local ttl = tonumber(ARGV[4])
 local px = math.ceil((until_ - now + ttl) * 1000)
-redis.call('SET', KEYS[2], tostring(until_), 'PX', px)
+redis.call('SET', KEYS[2], string.format('%.17g', until_), 'PX', px)
 local drained = until_ + tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < drained then
-  redis.call('SET', KEYS[1], tostring(drained), 'PX', px)
+  redis.call('SET', KEYS[1], string.format('%.17g', drained), 'PX', px)
 end
-return tostring(until_)
+return string.format('%.17g', until_)
 """
 
 # KEYS: leases.  ARGV: now ("" for Redis's), lease, seconds.  Returns 1 if still held.
@@ -248,7 +253,8 @@ return 1
 
 @dataclass
 class ProviderLimiter:
-    """The shared limit of one provider account. ``per_minute`` 0: no rate limit;
+    """The shared limit of one provider account: ``per_minute`` calls per
+    ``period_seconds`` (a minute; shorter in tests and benches), 0: no rate limit;
     ``max_concurrent`` 0: no cap (penalties still apply)."""
 
     name: str
@@ -257,6 +263,7 @@ class ProviderLimiter:
     max_concurrent: int = 0
     lease_seconds: float = 300.0
     client: Any = None  # a redis.Redis; default: REDIS_URL with bounded timeouts
+    period_seconds: float = 60.0
 
     def __post_init__(self) -> None:
         if self.client is None:
@@ -272,7 +279,9 @@ class ProviderLimiter:
     @property
     def interval(self) -> float:
         """Seconds between two calls at the steady rate (0: no rate limit)."""
-        return MINUTE_WITH_MARGIN_SECONDS / self.per_minute if self.per_minute else 0.0
+        if not self.per_minute:
+            return 0.0
+        return self.period_seconds * PERIOD_MARGIN / self.per_minute
 
     @property
     def hold_seconds(self) -> float:

@@ -64,13 +64,21 @@ RATE_WINDOW_SECONDS = 60.0
 
 
 class FakeOpenAI(FakeServer):
-    def __init__(self, *, api_key: str = API_KEY, images_per_minute: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = API_KEY,
+        images_per_minute: int | None = None,
+        window_seconds: float = RATE_WINDOW_SECONDS,
+    ) -> None:
         super().__init__()
         self.api_key = api_key
         self.script: deque[Scripted] = deque()
         self.files: dict[str, Reply] = {}
         self.default_image = png_bytes()
         self.images_per_minute = images_per_minute
+        # The limit's window: a minute, as the real API's; shorter to test it in seconds.
+        self.window_seconds = window_seconds
         # Times (time.time()) of the generations the limit let through, and the 429s it sent.
         self.accepted_at: list[float] = []
         self.rate_limited_at: list[float] = []
@@ -158,8 +166,10 @@ class FakeOpenAI(FakeServer):
     def generation_calls(self) -> list[Request]:
         return self.seen("POST", "/v1/images/generations")
 
-    def busiest_window(self, seconds: float = RATE_WINDOW_SECONDS) -> int:
-        """The most accepted generations in any window of ``seconds`` (sliding)."""
+    def busiest_window(self, seconds: float | None = None) -> int:
+        """The most accepted generations in any window of ``seconds`` (default: the
+        limit's window), sliding."""
+        seconds = seconds or self.window_seconds
         with self._rate_lock:
             times = sorted(self.accepted_at)
         most, start = 0, 0
@@ -186,13 +196,13 @@ class FakeOpenAI(FakeServer):
             return None
         with self._rate_lock:
             now = time.time()
-            recent = [at for at in self.accepted_at if at > now - RATE_WINDOW_SECONDS]
+            recent = [at for at in self.accepted_at if at > now - self.window_seconds]
             limit = self.images_per_minute
             if len(recent) < limit:
                 self.accepted_at.append(now)
                 return None
             self.rate_limited_at.append(now)
-            wait = min(recent) + RATE_WINDOW_SECONDS - now
+            wait = min(recent) + self.window_seconds - now
         return Reply.json(
             error_body(
                 f"Rate limit reached for images per minute (IPM): Limit {limit}, Used "
