@@ -47,7 +47,7 @@ class ProviderCallAdmin(admin.ModelAdmin):
         "job_link", "request_id",
     )  # fmt: skip
     list_filter = ("outcome", "model", "provider", ("created_at", admin.DateFieldListFilter))
-    search_fields = ("user__username", "request_id", "=job__id")
+    search_fields = ("user__username", "request_id")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
     list_per_page = 100
