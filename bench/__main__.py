@@ -10,7 +10,7 @@ import sys
 
 from bench._support import ROOT, machine
 
-FULL = [["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"]]
+FULL = [["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"], ["bench.spend"]]
 QUICK = [
     ["bench.image", "--rounds", "1"],
     [
@@ -26,6 +26,7 @@ QUICK = [
     ],
     ["bench.worker", "--latency", "5", "--cpu-jobs", "3", "--jobs", "4", "--platforms", "1"],
     ["bench.sse", "--streams", "20", "--subscribers", "10", "--events", "5"],
+    ["bench.spend", "--limit", "60", "--period", "2", "--jobs", "12"],
 ]
 
 

@@ -22,6 +22,7 @@ MODULES = [
     "bench.urls",
     "bench.tasks",
     "bench.signals",
+    "bench.spend",
 ]
 
 
@@ -79,3 +80,9 @@ def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None
         "bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1"
     )
     assert "enqueue -> task start" in out and "jobs/s" in out
+
+
+def test_the_spend_benchmark_runs_the_limiter_in_several_processes() -> None:
+    out = _run_bench("bench.spend", "--limit", "60", "--period", "2", "--jobs", "12",
+                     "--processes", "2")  # fmt: skip
+    assert "| 12 | 60/2 s |" in out and "Grant order by priority" in out

@@ -180,8 +180,8 @@ def test_the_provider_returns_the_request_id_with_the_image(fake_openai: FakeOpe
 
 def record(job: Any, number: int, outcome: str, *, model: str = MODEL, days_ago: int = 0) -> None:
     at = timezone.now() - timedelta(days=days_ago)
-    ledger_record_call(job=job, call_number=number, outcome=outcome,
-                       spec=CallSpec(provider="openai", model=model, quality="medium"), at=at)  # fmt: skip
+    spec = CallSpec(provider="openai", model=model, quality="medium")
+    ledger_record_call(job=job, call_number=number, outcome=outcome, spec=spec, at=at)
 
 
 def test_staff_see_the_spend_in_the_stats_overview_and_users_do_not(

@@ -27,8 +27,8 @@ def generation(owner: Any, *, outcome: str = "succeeded", hours_ago: float = 1, 
     job.source_path = path
     job.save()
     at = timezone.now() - timedelta(hours=hours_ago)
-    ledger_record_call(job=job, call_number=1, outcome=outcome,
-                       spec=CallSpec(provider="openai", model=MODEL, quality="medium"), at=at)  # fmt: skip
+    spec = CallSpec(provider="openai", model=MODEL, quality="medium")
+    ledger_record_call(job=job, call_number=1, outcome=outcome, spec=spec, at=at)
     return job
 
 
