@@ -40,11 +40,12 @@ other instead of a storm of them. It applies even with no rate configured.
 **Priority** (a job's 0..9, higher first): a caller refused a slot is registered as a
 *waiter* with its priority, its place in line (priority, then first refusal) and the time
 it was told to come back. A caller is granted a slot only if the slot is free *and* no
-waiter ahead of it in line is due within ``hold_seconds`` (one emission interval, at least
+waiter of a higher priority is due within ``hold_seconds`` (one emission interval, at least
 2 s): the slot is held for the more important job that is about to come back, instead of
 going to whoever asks first. A refused caller is told to come back at its estimated turn:
-when the next slot frees, plus one interval per waiter ahead of it, so the line comes back
-spread out rather than all at once. A waiter that does not come back within
+when the next slot frees, plus one interval per waiter ahead of it in line, so the line
+comes back spread out rather than all at once, and equals come back roughly in the order
+they first asked (no slot is held for an equal: a late one would idle it). A waiter that does not come back within
 ``grace_seconds`` of its due time (cancelled, its worker died) is forgotten and holds
 nothing; ``forget`` removes one at once. Strict priority: a stream of high-priority jobs
 can keep low-priority ones waiting, as the queue's own priorities already do.
@@ -178,11 +179,16 @@ if max_concurrent > 0 and redis.call('ZCARD', KEYS[3]) >= max_concurrent then
   end
 end
 
--- Waiters ahead in line; a slot is held for one of them that is due soon.
+-- Waiters ahead in line (their count spaces this caller's wait); a slot is held for a
+-- waiter of a higher priority that is due soon (never for an equal: that would idle a slot
+-- whenever the older of two equals is late).
 local ahead = redis.call(
   'ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%.17g', place), 'LIMIT', 0, scan_limit)
+local higher = redis.call(
+  'ZRANGEBYSCORE', KEYS[4], '-inf', '(' .. string.format('%.17g', (9 - priority) * 1e10),
+  'LIMIT', 0, scan_limit)
 local held = false
-for _, name in ipairs(ahead) do
+for _, name in ipairs(higher) do
   local due = tonumber(redis.call('ZSCORE', KEYS[5], name))
   if due and due <= now + hold then
     held = true
