@@ -45,10 +45,10 @@ waiter of a higher priority is due within ``hold_seconds`` (one emission interva
 going to whoever asks first. A refused caller is told to come back at its estimated turn:
 when the next slot frees, plus one interval per waiter ahead of it in line, so the line
 comes back spread out rather than all at once, and equals come back roughly in the order
-they first asked (no slot is held for an equal: a late one would idle it). A waiter that does not come back within
-``grace_seconds`` of its due time (cancelled, its worker died) is forgotten and holds
-nothing; ``forget`` removes one at once. Strict priority: a stream of high-priority jobs
-can keep low-priority ones waiting, as the queue's own priorities already do.
+they first asked (no slot is held for an equal: a late one would idle it). A waiter that
+does not come back within ``grace_seconds`` of its due time (cancelled, its worker died) is
+forgotten and holds nothing; ``forget`` removes one at once. Strict priority: a stream of
+high-priority jobs can keep low-priority ones waiting, as the queue's own priorities do.
 
 **Redis unavailable**: fail closed. ``acquire`` answers ``Wait(UNAVAILABLE_WAIT_SECONDS,
 "unavailable")``: a paid call is never made without the shared limit (a burst from every
