@@ -84,7 +84,7 @@ UNAVAILABLE_WAIT_SECONDS = 5.0
 # Shortest wait answered (a countdown shorter than this is a busy loop through the broker),
 # unless calls are closer together than this.
 MIN_WAIT_SECONDS = 0.25
-# A slot is held for a better waiter due within max(T, this).
+# A slot is held for a higher-priority waiter due within max(T, this).
 MIN_HOLD_SECONDS = 2.0
 # A waiter late by more than max(2 x hold, this) is forgotten.
 MIN_GRACE_SECONDS = 10.0
