@@ -51,6 +51,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     ("get", "/api/sse/jobs/{completed}", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("get", "/api/sse/stats", None, {OWNER: 403, OTHER: 403, STAFF: 200, ANON: 401}),
     ("get", "/api/platforms", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
+    ("get", "/api/usage", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/health", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 200}),
 ]
 CASES = [

@@ -358,6 +358,7 @@ def test_the_limiter_keeps_the_fake_openai_under_its_limit_from_several_threads(
             thread.join(timeout=30)
         assert errors == [] and fake.rate_limited_at == []
         assert len(fake.accepted_at) == 6 and fake.busiest_window() == 3
+        assert fake.per_minute_counts() == [6]
 
         # Unlimited callers: the fourth call within the window is refused with retry-after.
         fake.accepted_at.clear()
