@@ -50,7 +50,7 @@ migrate: setup-run
 run: migrate
 	rm -rf var/metrics  # prometheus_client multiprocess files of the previous run
 	WEB_PORT=$(PORT) HOST=$(HOST) exec $(BIN)/python -m snapasset.env sh -c \
-		'exec honcho --env /dev/null -f Procfile.dev start web worker cleanup beat $$(test -n "$$REDIS_URL" || echo redis)'
+		'exec honcho --env /dev/null -f Procfile.dev start web worker cleanup webhooks beat $$(test -n "$$REDIS_URL" || echo redis)'
 
 # Tests use the machine's real Postgres and Redis: a database of their own per run
 # (pytest-django creates test_<name> and drops it) and a Redis db number of their own. They

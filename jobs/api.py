@@ -71,6 +71,7 @@ class JobGenerateApi(APIView):
             priority=data.get("priority", 0),
             user_id=data.get("userId"),
             idempotency_key=key,
+            callback_url=data.get("callbackUrl"),
         )
         job = submission.job
         answer = serializers.JobSubmittedSerializer(

@@ -41,6 +41,9 @@ class JobGenerateInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
     format = StrictChoiceField(choices=ImageFormat.values, required=False)
     priority = StrictIntegerField(min_value=PRIORITY_MIN, max_value=PRIORITY_MAX, required=False)
     userId = StrictCharField(max_length=150, required=False)
+    callbackUrl = StrictCharField(
+        max_length=2048, required=False, help_text="Where to POST the job's final state."
+    )
 
     def validate_platforms(self, value: list[str]) -> list[str]:
         duplicates = sorted({p for p in value if value.count(p) > 1})

@@ -52,6 +52,7 @@ from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.providers import get_provider
 from jobs.shutdown import worker_is_shutting_down, worker_shutdown_started_at
 from jobs.storage import file_with_content_type, recordable_url
+from jobs.webhooks import services as webhooks
 from snapasset.core.exceptions import (
     ApplicationError,
     InvalidStateError,
@@ -141,6 +142,7 @@ def job_create_generation(
     priority: int = 0,
     user_id: str | None = None,
     idempotency_key: str | None = None,
+    callback_url: str | None = None,
 ) -> Submission:
     """Insert a waiting image job and enqueue it after commit.
 
@@ -149,11 +151,13 @@ def job_create_generation(
     One transaction: the owner's row lock taken by the pending-jobs cap holds until the
     INSERT commits, so concurrent submissions of one user cannot go past the cap.
     """
+    if callback_url:  # resolves its host: before the transaction and its lock
+        webhooks.callback_url_check(callback_url)
     with transaction.atomic():
         return _job_insert_generation(
             actor=actor, prompt=prompt, platforms=platforms, image_type=image_type,
             output_format=output_format, priority=priority, user_id=user_id,
-            idempotency_key=idempotency_key,
+            idempotency_key=idempotency_key, callback_url=callback_url,
         )  # fmt: skip
 
 
@@ -167,6 +171,7 @@ def _job_insert_generation(
     priority: int,
     user_id: str | None,
     idempotency_key: str | None,
+    callback_url: str | None,
 ) -> Submission:
     owner = _resolve_owner(actor=actor, user_id=user_id)
     platforms = list(platforms or PLATFORM_IDS)
@@ -201,6 +206,8 @@ def _job_insert_generation(
         if existing is None:
             raise
         return _idempotent_replay(existing, fields)
+    if callback_url:
+        webhooks.job_callback_create(job=job, url=callback_url)
     job_enqueue_on_commit(job)
     publish_job_event(job, to_job_channel=False)
     metrics.record_job_submitted(kind=job.kind)

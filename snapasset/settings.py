@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "snapasset.core",
     "snapasset.ops",
     "jobs",
+    "jobs.webhooks",
     "jobs.spend",
     "cleanup",
 ]
@@ -241,6 +242,16 @@ SPECTACULAR_SETTINGS = {
 # (snapasset/core/body_limit.py, wrapped around the ASGI application).
 DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS")
+# Cookies (the session) on cross-origin requests from exactly those origins: never with a
+# wildcard, which would hand any site the signed-in user's session.
+CORS_ALLOW_CREDENTIALS = env_bool("CORS_ALLOW_CREDENTIALS", False)
+if CORS_ALLOW_CREDENTIALS and (
+    not CORS_ALLOWED_ORIGINS or {"*", "null"} & set(CORS_ALLOWED_ORIGINS)
+):
+    raise ImproperlyConfigured(
+        "CORS_ALLOW_CREDENTIALS=true needs CORS_ALLOWED_ORIGINS to list the exact origins "
+        "allowed (scheme://host[:port]), never * or null"
+    )
 CORS_ALLOW_HEADERS = (*cors_default_headers, "idempotency-key")
 CORS_EXPOSE_HEADERS = ["Retry-After"]
 
@@ -405,6 +416,37 @@ CLEANUP_TEMP_AFTER_DAYS = env_int("CLEANUP_TEMP_AFTER_DAYS", 1, minimum=0)
 # Completed jobs (rows and image files) are kept this long, then the daily run deletes them.
 CLEANUP_COMPLETED_AFTER_DAYS = env_int("CLEANUP_COMPLETED_AFTER_DAYS", 90, minimum=1)
 
+# Webhooks (jobs/webhooks): a job's final state POSTed to its callbackUrl and its owner's
+# endpoints. The SSRF guard refuses private, loopback, link-local and other non-public
+# addresses unless named here (host names, addresses or CIDR networks, comma-separated).
+WEBHOOK_ALLOWED_HOSTS = env_list("WEBHOOK_ALLOWED_HOSTS")
+# Plain http sends the payload (and its signature) in clear: accepted in development, and in
+# production only for WEBHOOK_ALLOWED_HOSTS unless this says true.
+WEBHOOK_ALLOW_HTTP = env_bool("WEBHOOK_ALLOW_HTTP", DEBUG)
+# Connect, read and write timeout of one attempt (Standard Webhooks suggests 15-30 s for the
+# receiver; ours is shorter so a dead receiver holds a worker process less).
+WEBHOOK_TIMEOUT_SECONDS = env_int("WEBHOOK_TIMEOUT_SECONDS", 10, minimum=1)
+
+
+def _retry_schedule(name: str, raw: str) -> list[float]:
+    try:
+        delays = [float(item) for item in raw.split(",") if item.strip()]
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be comma-separated seconds, not {raw!r}") from exc
+    if any(delay < 0 for delay in delays):
+        raise ImproperlyConfigured(f"{name} must not hold a negative delay: {raw!r}")
+    return delays
+
+
+# Seconds before the 2nd, 3rd... attempt: Standard Webhooks' schedule up to a day (5 s,
+# 5 min, 30 min, 2 h, 5 h, 10 h: 7 attempts over 17.6 h), each plus up to 10% jitter.
+WEBHOOK_RETRY_SCHEDULE = _retry_schedule(
+    "WEBHOOK_RETRY_SCHEDULE", env_str("WEBHOOK_RETRY_SCHEDULE", "5,300,1800,7200,18000,36000")
+)
+# How often beat sends the due deliveries that have no message on its way (long retry
+# delays, messages lost with the broker).
+WEBHOOK_DISPATCH_INTERVAL_SECONDS = env_int("WEBHOOK_DISPATCH_INTERVAL_SECONDS", 30, minimum=1)
+
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
 CELERY_RESULT_BACKEND = "django-db"
@@ -453,6 +495,8 @@ CELERY_TASK_DEFAULT_QUEUE = "images"
 CELERY_TASK_ROUTES = {
     # Maintenance, not image work: a backlog of image jobs must not delay the sweeper.
     "jobs.sweep": {"queue": "cleanup"},
+    # Receivers' answers take seconds, or a timeout: never behind image work or cleanup.
+    "webhooks.*": {"queue": "webhooks"},
     "jobs.*": {"queue": "images"},
     "cleanup.*": {"queue": "cleanup"},
     # Beat adds Celery's own daily result cleanup (django-db cannot expire rows by itself).
@@ -469,12 +513,17 @@ CELERY_BEAT_SCHEDULE = {
         # A sweep nobody ran before the next one is due is useless: drop it.
         "options": {"expires": float(JOB_SWEEP_INTERVAL_SECONDS)},
     },
+    "webhooks-dispatch": {
+        "task": "webhooks.dispatch_due",
+        "schedule": float(WEBHOOK_DISPATCH_INTERVAL_SECONDS),
+        "options": {"expires": float(WEBHOOK_DISPATCH_INTERVAL_SECONDS)},
+    },
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Operations: worker heartbeats, metrics, Flower ----------------------------------------
 # The Celery queues workers consume (health and metrics report on each).
-WORKER_QUEUES = ["images", "cleanup"]
+WORKER_QUEUES = ["images", "cleanup", "webhooks"]
 # A worker refreshes its key every 2 s (Celery's event heartbeat); a key this old is a dead
 # or hung worker.
 WORKER_HEARTBEAT_TTL_SECONDS = env_int("WORKER_HEARTBEAT_TTL_SECONDS", 15, minimum=3)
@@ -527,6 +576,9 @@ LIVE_EVENTS_CHANNEL = env_str(
 SSE_KEEPALIVE_SECONDS = env_int("SSE_KEEPALIVE_SECONDS", 15, minimum=1)
 # The stats stream recomputes counts at most this often, and only after a job event.
 SSE_STATS_INTERVAL_SECONDS = env_int("SSE_STATS_INTERVAL_SECONDS", 1, minimum=1)
+# A stream ticket (POST /api/sse/tickets, for EventSource on another origin) must be used
+# within this many seconds, once. Short: it is a credential in a URL.
+SSE_TICKET_TTL_SECONDS = env_int("SSE_TICKET_TTL_SECONDS", 30, minimum=1)
 
 # --- Misc -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

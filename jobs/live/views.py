@@ -9,30 +9,44 @@ iterator (jobs.live.job_stream, jobs.live.stats_stream), which Django streams un
 (uvicorn) without holding a thread.
 
 The API token is not accepted in the query string: it is long-lived, and URLs end up in
-proxy logs and browser history. Browsers use the session; scripts send the header.
+proxy logs and browser history. Browsers on the API's origin use the session; scripts send
+the header; an app on another origin asks POST /api/sse/tickets for a single-use ticket and
+opens the stream with `?ticket=` (jobs.live.tickets).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlencode
 
 from django.http import HttpResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from django_eventstream.utils import get_channelmanager, get_storage
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import status
+from rest_framework.authentication import BaseAuthentication
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from jobs import openapi
+from jobs import openapi, selectors
 from jobs.live.channels import STATS_CHANNEL, job_channel
 from jobs.live.direct import SERVER_SEND_KEY
 from jobs.live.job_stream import job_event_stream
+from jobs.live.serializers import (
+    STREAM_STATS,
+    StreamTicketInputSerializer,
+    StreamTicketSerializer,
+)
 from jobs.live.stats_stream import stats_event_stream
+from jobs.live.tickets import StreamTicketAuthentication, stream_ticket_issue
 from jobs.models import Job
 from snapasset.core.exceptions import NotFoundError
 from snapasset.core.openapi import errors
@@ -65,6 +79,17 @@ def parse_last_event_id(request: Request, channel: str) -> int | None:
 
 
 class EventStreamApi(APIView):
+    # A `?ticket=` is the request's only credential when present (jobs.live.tickets).
+    authentication_classes = [
+        StreamTicketAuthentication,
+        # api_settings has imported the settings' class paths (the stubs say str).
+        *cast("list[type[BaseAuthentication]]", api_settings.DEFAULT_AUTHENTICATION_CLASSES),
+    ]
+
+    def ticket_channel(self, **url_kwargs: Any) -> str | None:
+        """The channel this URL opens, which a ticket must have been issued for."""
+        raise NotImplementedError
+
     # Errors are JSON whatever the client accepts (an EventSource asks for
     # text/event-stream); the success path is a streaming response, not a DRF Response.
     def perform_content_negotiation(
@@ -77,17 +102,47 @@ def _stream_response(description: str) -> dict[Any, Any]:
     return {(200, "text/event-stream"): OpenApiResponse(OpenApiTypes.STR, description=description)}
 
 
+def _stream_errors(*codes: int) -> dict[Any, Any]:
+    """The usual errors; a 401 may also be a refused stream ticket."""
+    responses: dict[Any, Any] = errors(*codes)
+    unauthorized = responses[401]
+    responses[401] = OpenApiResponse(
+        unauthorized.response,
+        description=f"{unauthorized.description} Or a `ticket` that is unknown, expired, "
+        "already used or for another stream (when present, a ticket is the request's only "
+        "credential).",
+    )
+    return responses
+
+
+LAST_EVENT_ID_PARAMETER = OpenApiParameter(
+    "lastEventId",
+    OpenApiTypes.INT,
+    OpenApiParameter.QUERY,
+    required=False,
+    description="The id of the last event seen, as the Last-Event-ID header: the stream "
+    "replays what followed. For a new EventSource (e.g. with a new ticket), which cannot "
+    "set that header.",
+)
+
+
 class JobEventStreamApi(EventStreamApi):
+    def ticket_channel(self, **url_kwargs: Any) -> str | None:
+        try:
+            return job_channel(uuid.UUID(str(url_kwargs.get("job_id"))))
+        except ValueError:
+            return None
+
     @extend_schema(
         operation_id="sse_job",
         summary="Live events of one job (Server-Sent Events)",
-        parameters=[openapi.JOB_ID_PARAMETER],
+        parameters=[openapi.JOB_ID_PARAMETER, LAST_EVENT_ID_PARAMETER],
         responses={
             **_stream_response(
                 "`data:` JSON {type: connected|update|final|error, jobId, status, progress, ...}; "
                 "ends after `final`. Last-Event-ID replays missed events."
             ),
-            **errors(404),
+            **_stream_errors(404),
         },
     )
     def get(self, request: Request, job_id: str) -> HttpResponseBase:
@@ -120,6 +175,9 @@ class JobEventStreamApi(EventStreamApi):
 
 
 class StatsEventStreamApi(EventStreamApi):
+    def ticket_channel(self, **url_kwargs: Any) -> str | None:
+        return STATS_CHANNEL
+
     @extend_schema(
         operation_id="sse_stats",
         summary="Live job counts (Server-Sent Events), staff only",
@@ -128,10 +186,51 @@ class StatsEventStreamApi(EventStreamApi):
                 "`data:` JSON {type: stats, imageGeneration, fileCleanup, timestamp} when counts "
                 "change (at most once a second), with keep-alive comments."
             ),
-            **errors(403),
+            **_stream_errors(403),
         },
     )
     def get(self, request: Request) -> HttpResponseBase:
         if not get_channelmanager().can_read_channel(request.user, STATS_CHANNEL):
             raise PermissionDenied("The stats stream is for staff only")
         return event_stream_response(stats_event_stream())
+
+
+class StreamTicketApi(APIView):
+    """POST /api/sse/tickets: a single-use ticket to open one stream without a header."""
+
+    @extend_schema(
+        operation_id="sse_tickets_create",
+        summary="A single-use ticket to open one live-event stream (for EventSource)",
+        description="For a browser app on another origin, whose EventSource cannot send an "
+        "`Authorization` header: ask with your usual credentials, then open the returned `url` "
+        "(the stream's URL with `?ticket=`) within `expiresIn` seconds. A ticket opens that "
+        "one stream once, as you; a reconnect needs a new ticket (add `lastEventId=` to "
+        'resume). Body: `{jobId}` for a job\'s stream (owner or staff), `{stream: "stats"}` '
+        "for the stats stream (staff).",
+        request=StreamTicketInputSerializer,
+        responses={201: StreamTicketSerializer, **errors(400, 403, 404, 413, 415)},
+    )
+    def post(self, request: Request) -> Response:
+        body = StreamTicketInputSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        answer: dict[str, Any] = {"stream": data["stream"]}
+        if data["stream"] == STREAM_STATS:
+            if not get_channelmanager().can_read_channel(request.user, STATS_CHANNEL):
+                raise PermissionDenied("The stats stream is for staff only")
+            channel, path = STATS_CHANNEL, reverse("sse-stats")
+        else:
+            job = selectors.job_get_for_user(job_id=str(data["jobId"]), user=request.user)
+            channel = job_channel(job.id)
+            path = reverse("sse-job", kwargs={"job_id": str(job.id)})
+            answer["jobId"] = str(job.id)
+        ticket = stream_ticket_issue(user=request.user, channel=channel)
+        answer.update(
+            ticket=ticket.value,
+            expiresIn=ticket.expires_in,
+            url=request.build_absolute_uri(f"{path}?{urlencode({'ticket': ticket.value})}"),
+        )
+        # A credential: no cache may keep it.
+        return Response(
+            answer, status=status.HTTP_201_CREATED, headers={"Cache-Control": "no-store"}
+        )

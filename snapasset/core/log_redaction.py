@@ -31,7 +31,7 @@ SECRET_SETTINGS = (
     "METRICS_TOKEN",
     "FLOWER_BASIC_AUTH",
 )
-SENSITIVE_FIELD = re.compile(r"authorization|token|secret|password|api_?key|cookie", re.I)
+SENSITIVE_FIELD = re.compile(r"authorization|token|ticket|secret|password|api_?key|cookie", re.I)
 _PATTERNS = [
     # "Authorization: Token abc", "'HTTP_AUTHORIZATION': 'Bearer abc'", "Bearer abc"
     (
@@ -49,7 +49,10 @@ _PATTERNS = [
     # key=value pairs in query strings, form bodies, reprs and JSON.
     (
         re.compile(
-            r"((?:password|passwd|secret|token|access_token|refresh_token|api_?key|apikey|key)"
+            # ticket: the stream tickets in SSE URLs (jobs/live/tickets.py), single-use but
+            # live for seconds after they are logged.
+            r"((?:password|passwd|secret|token|access_token|refresh_token|api_?key|apikey|key"
+            r"|ticket)"
             r"['\"]?\s*[:=]\s*['\"]?)[^'\"&\s,}]+",
             re.I,
         ),

@@ -18,6 +18,7 @@ from tests.factories import JobFactory
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYmMifQ.c2lnbmF0dXJlLWJ5dGVz"
 DRF_KEY = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"
+TICKET = "Zq3n1v-8WcE0yR_5tUoPa2kLmB7xJdHfGsQiT4eNwCY"
 
 
 def emit(
@@ -43,6 +44,9 @@ def emit(
         ("token in text " + JWT + " end", JWT),
         ("openai said: Incorrect API key provided: sk-proj-AbC123xyz456", "sk-proj-AbC123xyz456"),
         ("GET /api/sse/jobs/1?token=" + DRF_KEY + "&x=1", DRF_KEY),
+        # Stream tickets (jobs/live/tickets.py): in the access log's URL and in a JSON body.
+        ('"GET /api/sse/jobs/1?lastEventId=3&ticket=' + TICKET + ' HTTP/1.1" 200', TICKET),
+        ('{"ticket": "' + TICKET + '", "expiresIn": 30}', TICKET),
         ('{"api_key": "s3cr3t-value-123"}', "s3cr3t-value-123"),
         ("password=hunter22", "hunter22"),
     ],

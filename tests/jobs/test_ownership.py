@@ -27,7 +27,8 @@ pytestmark = pytest.mark.django_db
 OWNER, OTHER, STAFF, ANON = "owner", "other", "staff", "anonymous"
 
 # (method, path, body, {role: expected status}). {waiting} / {completed} / {failed} are
-# alice's jobs in that state, so each operation has something it may do.
+# alice's jobs in that state (in the path or a body's strings), so each operation has
+# something it may do.
 MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     (
         "post",
@@ -48,8 +49,29 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
         None,
         {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401},
     ),
+    (
+        "get",
+        "/api/jobs/{completed}/deliveries",
+        None,
+        {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401},
+    ),
+    # Each user's own secret: nobody reaches another's.
+    ("get", "/api/webhooks/secret", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
+    ("post", "/api/webhooks/secret", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/api/sse/jobs/{completed}", None, {OWNER: 200, OTHER: 404, STAFF: 200, ANON: 401}),
     ("get", "/api/sse/stats", None, {OWNER: 403, OTHER: 403, STAFF: 200, ANON: 401}),
+    (
+        "post",
+        "/api/sse/tickets",
+        {"jobId": "{waiting}"},
+        {OWNER: 201, OTHER: 404, STAFF: 201, ANON: 401},
+    ),
+    (
+        "post",
+        "/api/sse/tickets",
+        {"stream": "stats"},
+        {OWNER: 403, OTHER: 403, STAFF: 201, ANON: 401},
+    ),
     ("get", "/api/platforms", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/api/usage", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/health", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 200}),
@@ -104,7 +126,10 @@ def test_ownership_matrix(
     expected: int,
 ) -> None:
     before = {job.pk: Job.objects.get(pk=job.pk).status for job in alice_jobs.values()}
-    url = path.format(**{state: job.pk for state, job in alice_jobs.items()})
+    jobs = {state: job.pk for state, job in alice_jobs.items()}
+    url = path.format(**jobs)
+    if body:
+        body = {k: v.format(**jobs) if isinstance(v, str) else v for k, v in body.items()}
     response = (
         getattr(clients[role], method)(url, body, format="json")
         if body

@@ -126,14 +126,14 @@ def test_health_reports_live_workers_from_their_heartbeat(start_worker: Any) -> 
     workers = browser.get("/health").json()["services"]["workers"]
     assert workers["status"] == "down" and workers["count"] == 0
 
-    worker = start_worker(queues="images,cleanup", concurrency=1, name="hb")
+    worker = start_worker(queues="images,cleanup,webhooks", concurrency=1, name="hb")
     body = wait_until(
         lambda: (b := browser.get("/health").json())["services"]["workers"]["count"] and b,
         timeout=20, what="the heartbeat",
     )  # fmt: skip
     workers = body["services"]["workers"]
     assert workers["status"] == "up"
-    assert workers["queues"] == {"images": 1, "cleanup": 1}
+    assert workers["queues"] == {"images": 1, "cleanup": 1, "webhooks": 1}
     node = workers["alive"][0]["name"]
     assert node.startswith("hb@")
     assert set(body["services"]) >= {

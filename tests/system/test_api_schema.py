@@ -113,10 +113,11 @@ def fuzz_every_operation(
     schema.config.generation.update(with_security_parameters=False)
     # The live-event streams stay open (keep-alives), so they are not fuzzed here; their
     # refusals are in the ownership matrix and tests/jobs/live/test_streams.py reads them.
+    # (POST /api/sse/tickets answers at once: it is fuzzed.)
     operations = [
         op
         for op in (result.ok() for result in schema.get_all_operations())
-        if not op.path.startswith("/api/sse/")
+        if not (op.path.startswith("/api/sse/") and op.method.upper() == "GET")
     ]
     assert len(operations) >= 10
 
@@ -235,8 +236,10 @@ def test_the_schema_documents_every_operation_auth_and_errors(
     headers = {"Authorization": f"Token {staff_token}"}
     spec = httpx.get(f"{base}/api/schema/?format=json", headers=headers, timeout=30).json()
     schemes = spec["components"]["securitySchemes"]
-    assert set(schemes) == {"tokenAuth", "bearerAuth", "supabaseJWT", "cookieAuth"}
+    assert set(schemes) == {"tokenAuth", "bearerAuth", "supabaseJWT", "cookieAuth", "streamTicket"}
     assert schemes["supabaseJWT"]["bearerFormat"] == "JWT"
+    # Stream tickets: only on the streams, as the query parameter `ticket`.
+    assert schemes["streamTicket"] == {**schemes["streamTicket"], "in": "query", "name": "ticket"}
     operations = {
         (method, path): op for path, item in spec["paths"].items() for method, op in item.items()
     }
@@ -255,3 +258,12 @@ def test_the_schema_documents_every_operation_auth_and_errors(
     assert "Retry-After" in generate["responses"]["429"]["headers"]
     assert "403" in operations[("post", "/api/jobs/cleanup")]["responses"]
     assert "404" in operations[("get", "/api/jobs/{job_id}")]["responses"]
+    for (method, path), op in operations.items():
+        with_ticket = {"streamTicket"} <= {k for s in op.get("security", []) for k in s}
+        assert with_ticket == (method == "get" and path.startswith("/api/sse/")), path
+    tickets = operations[("post", "/api/sse/tickets")]
+    assert {"201", "400", "403", "404"} <= set(tickets["responses"])
+    answer = tickets["responses"]["201"]["content"]["application/json"]["schema"]["$ref"]
+    assert answer.endswith("/StreamTicket")
+    ticket = spec["components"]["schemas"]["StreamTicket"]
+    assert set(ticket["required"]) == {"ticket", "expiresIn", "stream", "url"}

@@ -42,7 +42,8 @@ def test_the_image_benchmark_renders_the_six_outputs_with_pillow_and_libvips() -
 
 def _run_bench(*argv: str) -> str:
     env = dict(os.environ)
-    env["BENCH_REDIS_DB"] = settings.REDIS_URL.rsplit("/", 1)[1]  # this run's own Redis db
+    # This run's own Redis server and db number, never another run's.
+    env["BENCH_REDIS_URL"], env["BENCH_REDIS_DB"] = settings.REDIS_URL.rsplit("/", 1)
     env.pop("DJANGO_SETTINGS_MODULE", None)
     done = subprocess.run(
         [sys.executable, "-m", *argv],

@@ -114,6 +114,32 @@ def test_cors_allows_only_the_configured_origins(client: Any, alice_client: Any)
     assert "Retry-After" in response.headers["Access-Control-Expose-Headers"]
 
 
+@pytest.mark.django_db
+def test_cors_sends_no_credentials_by_default(client: Any) -> None:
+    with override_settings(CORS_ALLOWED_ORIGINS=["https://app.example.com"]):
+        allowed = preflight(client, "https://app.example.com")
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Access-Control-Allow-Credentials" not in allowed.headers
+
+
+@pytest.mark.django_db
+@override_settings(CORS_ALLOWED_ORIGINS=["https://app.example.com"], CORS_ALLOW_CREDENTIALS=True)
+def test_cors_with_credentials_answers_only_the_listed_origins(client: Any) -> None:
+    allowed = preflight(client, "https://app.example.com")
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert allowed.headers["Access-Control-Allow-Credentials"] == "true"
+    refused = preflight(client, "https://evil.example")
+    assert "Access-Control-Allow-Origin" not in refused.headers
+    assert "Access-Control-Allow-Credentials" not in refused.headers
+
+
+@pytest.mark.parametrize("origins", ["", "*", "https://app.example.com,*", "null"])
+def test_cors_credentials_are_refused_without_an_explicit_list_of_origins(origins: str) -> None:
+    result = manage("check", CORS_ALLOW_CREDENTIALS="true", CORS_ALLOWED_ORIGINS=origins)
+    assert result.returncode != 0
+    assert "CORS_ALLOW_CREDENTIALS=true needs CORS_ALLOWED_ORIGINS" in result.stderr
+
+
 # --- HTTPS --------------------------------------------------------------------------------------
 
 

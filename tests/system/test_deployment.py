@@ -17,7 +17,7 @@ from django.core.management import get_commands
 from snapasset.celery import app as celery_app
 from tests.conftest import ROOT
 
-APP_SERVICES = ("web", "worker-images", "worker-cleanup", "beat", "flower")
+APP_SERVICES = ("web", "worker-images", "worker-cleanup", "worker-webhooks", "beat", "flower")
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +134,7 @@ def test_compose_procfile_and_procfile_dev_run_the_same_processes(compose: dict[
         "web": signature(commands_of(services["web"]["command"])[-1]),
         "worker": signature(commands_of(services["worker-images"]["command"])[0]),
         "cleanup": signature(commands_of(services["worker-cleanup"]["command"])[0]),
+        "webhooks": signature(commands_of(services["worker-webhooks"]["command"])[0]),
         "beat": signature(commands_of(services["beat"]["command"])[0]),
     }
     production, development = procfile("Procfile"), procfile("Procfile.dev")
@@ -142,6 +143,7 @@ def test_compose_procfile_and_procfile_dev_run_the_same_processes(compose: dict[
         assert signature(shlex.split(development[name])) == expected, name
         check_invocation(shlex.split(production[name]))
     assert in_compose["worker"][3] == "images" and in_compose["cleanup"][3] == "cleanup"
+    assert in_compose["webhooks"][3] == "webhooks"
     release = shlex.split(production["release"])
     check_invocation(release)
     assert release[2] == "migrate"
