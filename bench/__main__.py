@@ -12,6 +12,7 @@ from bench._support import ROOT, machine
 
 FULL = [
     ["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"], ["bench.task_results"],
+    ["bench.spend"],
 ]  # fmt: skip
 QUICK = [
     ["bench.image", "--rounds", "1"],
@@ -29,6 +30,7 @@ QUICK = [
     ["bench.worker", "--latency", "5", "--cpu-jobs", "3", "--jobs", "4", "--platforms", "1"],
     ["bench.sse", "--streams", "20", "--subscribers", "10", "--events", "5"],
     ["bench.task_results", "--tasks", "20", "--rounds", "1"],
+    ["bench.spend", "--limit", "60", "--period", "2", "--jobs", "12"],
 ]
 
 

@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from jobs import archive, openapi, selectors, serializers, services
 from jobs.models import JobStatus
 from jobs.platforms import PLATFORMS
+from jobs.spend import selectors as spend_selectors
 from snapasset.core.exceptions import ApplicationError, InvalidStateError
 from snapasset.core.openapi import RETRY_AFTER_HEADER, errors
 from snapasset.core.throttling import SubmitRateThrottle
@@ -228,11 +229,14 @@ class JobListApi(APIView):
 class JobStatsApi(APIView):
     @extend_schema(
         operation_id="jobs_stats",
-        summary="Job counts per kind and status: the caller's own (staff: everyone's)",
+        summary="Job counts per kind and status: the caller's own (staff: everyone's, and "
+        "the spend on the image model)",
         responses={200: serializers.JobStatsSerializer, **errors()},
     )
     def get(self, request: Request) -> Response:
         stats = {**selectors.job_stats(user=request.user), "timestamp": _now_ms()}
+        if request.user.is_staff:
+            stats["spend"] = spend_selectors.spend_overview()
         return Response(serializers.JobStatsSerializer(stats).data)
 
 

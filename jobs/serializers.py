@@ -18,6 +18,7 @@ from rest_framework import serializers
 
 from jobs.models import GeneratedImage, ImageFormat, ImageType, Job, JobKind, JobStatus
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
+from jobs.spend.serializers import SpendOverviewSerializer
 from snapasset.core.serializers import (
     NoUnknownFieldsMixin,
     StrictCharField,
@@ -329,11 +330,14 @@ class StatusCountsSerializer(serializers.Serializer):
 
 
 class JobStatsSerializer(serializers.Serializer):
-    """GET /api/jobs/stats/overview: counts per kind and status."""
+    """GET /api/jobs/stats/overview: counts per kind and status (staff: and the spend)."""
 
     imageGeneration = StatusCountsSerializer()
     fileCleanup = StatusCountsSerializer()
     timestamp = serializers.IntegerField(help_text="ms since the epoch.")
+    spend = SpendOverviewSerializer(
+        required=False, help_text="Staff only: calls to the image model and their cost."
+    )
 
 
 class JobSubmittedSerializer(serializers.Serializer):

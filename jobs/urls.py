@@ -4,6 +4,7 @@ from django.urls import path
 
 from jobs import api
 from jobs.live import views as live_views
+from jobs.spend import api as spend_api
 from jobs.webhooks import api as webhooks_api
 
 urlpatterns = [
@@ -21,6 +22,7 @@ urlpatterns = [
     path("jobs/<str:job_id>", api.JobDetailApi.as_view(), name="job-detail"),
     path("webhooks/secret", webhooks_api.CallbackSecretApi.as_view(), name="webhooks-secret"),
     path("platforms", api.PlatformListApi.as_view(), name="platform-list"),
+    path("usage", spend_api.UsageApi.as_view(), name="usage"),
     path("sse/jobs/<str:job_id>", live_views.JobEventStreamApi.as_view(), name="sse-job"),
     path("sse/stats", live_views.StatsEventStreamApi.as_view(), name="sse-stats"),
     path("sse/tickets", live_views.StreamTicketApi.as_view(), name="sse-tickets"),

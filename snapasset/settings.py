@@ -11,6 +11,7 @@ behaviour later.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from pathlib import Path
@@ -60,6 +61,19 @@ def env_list(name: str, default: list[str] | None = None) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+def env_json_object(name: str, raw: str) -> dict[str, object]:
+    """A JSON object from the variable ``name`` (read by the caller); unset is {}."""
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON object: {exc}") from exc
+    if not isinstance(value, dict):
+        raise ImproperlyConfigured(f"{name} must be a JSON object, not {type(value).__name__}")
+    return value
+
+
 def env_crontab(name: str, default: str) -> crontab:
     raw = env_str(name, default)
     fields = raw.split()
@@ -106,6 +120,7 @@ INSTALLED_APPS = [
     "snapasset.ops",
     "jobs",
     "jobs.webhooks",
+    "jobs.spend",
     "cleanup",
 ]
 
@@ -396,6 +411,29 @@ JOB_SHUTDOWN_GRACE_SECONDS = env_int("JOB_SHUTDOWN_GRACE_SECONDS", 20, minimum=0
 # A user's jobs that are waiting or active at once; more answer 429.
 JOB_MAX_PENDING_PER_USER = env_int("JOB_MAX_PENDING_PER_USER", 50, minimum=1)
 IDEMPOTENCY_KEY_TTL_SECONDS = 24 * 3600
+
+# Spend controls (jobs/spend/): one rate limit of the image model for the whole deployment,
+# per-user daily quotas, the ledger's price table, reuse of an identical original.
+# Images per minute the OpenAI account allows (0: no limit of ours; a 429 still makes every
+# worker wait its retry-after). Shared by every worker process in Redis.
+OPENAI_IMAGES_PER_MINUTE = env_int("OPENAI_IMAGES_PER_MINUTE", 0, minimum=0)
+# Calls the limiter lets through at once after a quiet spell. 1 spaces calls evenly, which
+# keeps every sliding minute under the limit (OpenAI enforces per-minute limits over shorter
+# periods); more only for an account whose limit really is per whole minute.
+OPENAI_IMAGES_BURST = env_int("OPENAI_IMAGES_BURST", 1, minimum=1)
+# Calls to the image model in flight at once across the deployment (0: no cap).
+OPENAI_MAX_CONCURRENT = env_int("OPENAI_MAX_CONCURRENT", 0, minimum=0)
+# Paid generations per user per day (TIME_ZONE's midnight to midnight); 0: unlimited. A
+# per-user override is set in the admin (Spend > User quotas); staff are exempt without one.
+DAILY_GENERATION_QUOTA = env_int("DAILY_GENERATION_QUOTA", 0, minimum=0)
+# Estimated USD per image by model, size (and quality), merged over the defaults in
+# jobs/spend/prices.py; JSON such as {"gpt-image-2.6-sunburst": {"1024x1024": 0.05}}.
+OPENAI_IMAGE_PRICES = env_json_object("OPENAI_IMAGE_PRICES", env_str("OPENAI_IMAGE_PRICES"))
+# A job may reuse the original of the same user's completed generation with the same prompt,
+# style, model and size made within this many hours (0: never). Opt-in per submission
+# (`reuse: true`), or for every submission with GENERATION_REUSE_DEFAULT.
+REUSE_WINDOW_HOURS = env_int("REUSE_WINDOW_HOURS", 24, minimum=0)
+GENERATION_REUSE_DEFAULT = env_bool("GENERATION_REUSE_DEFAULT", False)
 
 # Cleanup retention (days) and the daily schedule.
 CLEANUP_CRON = env_str("CLEANUP_CRON", "0 2 * * *")

@@ -14,11 +14,23 @@ import textwrap
 
 from PIL import Image, ImageDraw, ImageFont
 
+from jobs.providers.result import ProviderImage
+
 SIZE = 1024
 
 
 class LocalProvider:
     name = "local"
+    paid = False
+
+    def generate_image(self, *, prompt: str, image_type: str) -> ProviderImage:
+        return ProviderImage(
+            data=self.generate(prompt=prompt, image_type=image_type),
+            request_id="",
+            model="local",
+            size=f"{SIZE}x{SIZE}",
+            quality="",
+        )
 
     def generate(self, *, prompt: str, image_type: str) -> bytes:
         seed = hashlib.sha256(f"{image_type}\x00{prompt}".encode()).digest()

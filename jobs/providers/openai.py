@@ -22,7 +22,14 @@ import openai
 from django.conf import settings
 
 from jobs.pipeline import inspect_image
-from snapasset.core.exceptions import JobError, PermanentError, TransientError, parse_retry_after
+from jobs.providers.result import ProviderImage
+from snapasset.core.exceptions import (
+    JobError,
+    PermanentError,
+    RateLimitedError,
+    TransientError,
+    parse_retry_after,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,7 @@ class OpenAIProvider:
     timeout_seconds: float = 120.0
     download_max_bytes: int = 20 * 1024 * 1024
     name: str = "openai"
+    paid: bool = True
 
     @classmethod
     def from_settings(cls) -> OpenAIProvider:
@@ -83,6 +91,13 @@ class OpenAIProvider:
         return params
 
     def generate(self, *, prompt: str, image_type: str) -> bytes:
+        return self.generate_image(prompt=prompt, image_type=image_type).data
+
+    def generate_image(self, *, prompt: str, image_type: str) -> ProviderImage:
+        """One image, with the call's ``x-request-id`` (the SDK's ``_request_id`` of the
+        parsed response) and the size and quality the model answered with (GPT image models
+        say which quality ``auto`` chose; the legacy ones do not: "auto")."""
+        params = self.request_params(prompt=prompt, image_type=image_type)
         client = openai.OpenAI(
             api_key=self.api_key,
             base_url=self.base_url,
@@ -90,30 +105,42 @@ class OpenAIProvider:
             max_retries=0,
         )
         try:
-            response = client.images.generate(
-                **self.request_params(prompt=prompt, image_type=image_type)
-            )
+            response = client.images.generate(**params)
         except openai.OpenAIError as exc:
-            raise self._classify(exc) from exc
+            error = self._classify(exc)
+            error.request_id = getattr(exc, "request_id", None)
+            raise error from exc
         finally:
             client.close()
+        request_id = response._request_id or ""
         images = response.data or []
         if not images:
-            raise TransientError("The image model answered without an image")
+            raise TransientError("The image model answered without an image", request_id=request_id)
         first = images[0]
         if first.b64_json:
             try:
                 data = base64.b64decode(first.b64_json, validate=True)
             except (binascii.Error, ValueError) as exc:
                 raise PermanentError(
-                    "The image model returned data that is not a valid image"
+                    "The image model returned data that is not a valid image",
+                    request_id=request_id,
                 ) from exc
         elif first.url:
-            data = self._download(first.url)
+            try:
+                data = self._download(first.url)
+            except JobError as exc:
+                exc.request_id = request_id
+                raise
         else:
-            raise TransientError("The image model answered without an image")
+            raise TransientError("The image model answered without an image", request_id=request_id)
         inspect_image(data)
-        return data
+        return ProviderImage(
+            data=data,
+            request_id=request_id,
+            model=self.model,
+            size=str(getattr(response, "size", None) or params["size"]),
+            quality=str(getattr(response, "quality", None) or params.get("quality", "auto")),
+        )
 
     def _classify(self, exc: openai.OpenAIError) -> JobError:
         """Map an SDK error to a transient or permanent job error with a safe message."""
@@ -133,7 +160,7 @@ class OpenAIProvider:
         if status == 429:
             if code in QUOTA_CODES:
                 return PermanentError("The image model account has run out of credit")
-            return TransientError(
+            return RateLimitedError(
                 "The image model is rate limited; retrying later",
                 retry_after=parse_retry_after(exc.response.headers),
             )

@@ -7,6 +7,7 @@ can read. Pipeline errors (``JobError``) know whether retrying can help: ``Trans
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import logging
 import math
@@ -62,17 +63,52 @@ class TooManyPendingJobsError(ApplicationError):
     retry_after_seconds = 10
 
 
-class JobError(Exception):
-    """A failure while running a job; its subclass says whether a retry could succeed."""
+class QuotaExceededError(ApplicationError):
+    """The owner's daily quota of paid generations would be exceeded (jobs/spend/quotas.py).
+    Answered 429 with the limit, what was used and when it resets, and Retry-After."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        limit: int,
+        used: int,
+        pending: int,
+        requested: int,
+        resets_at: datetime.datetime,
+        retry_after: float,
+    ) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.used = used
+        self.pending = pending
+        self.requested = requested
+        self.resets_at = resets_at
+        self.retry_after = retry_after
+
+
+class JobError(Exception):
+    """A failure while running a job; its subclass says whether a retry could succeed.
+    ``request_id`` is the provider's id of the request that failed, when it answered."""
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, request_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retry_after = retry_after
+        self.request_id = request_id
 
 
 class TransientError(JobError):
     """Retrying can help (network, timeout, 429, 5xx): the job is retried with backoff."""
+
+
+class RateLimitedError(TransientError):
+    """The provider answered 429 (rate limited, not out of credit): the shared limiter is
+    tightened for every worker (jobs/spend/limiter.py ``penalize``)."""
 
 
 class PermanentError(JobError):
@@ -116,11 +152,11 @@ def _whole_seconds(retry_after: float) -> int:
     return max(1, math.ceil(retry_after))
 
 
-def _too_many_requests(message: str, retry_after: float) -> Response:
+def _too_many_requests(message: str, retry_after: float, **extra: Any) -> Response:
     """429 with a Retry-After header and the same in the body."""
     seconds = _whole_seconds(retry_after)
     return Response(
-        _error_body(message, retryAfter=seconds),
+        _error_body(message, retryAfter=seconds, **extra),
         status=status.HTTP_429_TOO_MANY_REQUESTS,
         headers={"Retry-After": str(seconds)},
     )
@@ -129,6 +165,16 @@ def _too_many_requests(message: str, retry_after: float) -> Response:
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, TooManyPendingJobsError):
         return _too_many_requests(exc.message, exc.retry_after_seconds)
+    if isinstance(exc, QuotaExceededError):
+        return _too_many_requests(
+            exc.message,
+            exc.retry_after,
+            limit=exc.limit,
+            used=exc.used,
+            pending=exc.pending,
+            requested=exc.requested,
+            resetsAt=exc.resets_at.isoformat(),
+        )
     if isinstance(exc, drf_exceptions.Throttled):
         message = "Too many job submissions; slow down"
         return _too_many_requests(message, getattr(exc, "wait", None) or 1)

@@ -24,6 +24,21 @@ class ErrorSerializer(serializers.Serializer):
     retryAfter = serializers.IntegerField(
         required=False, help_text="Seconds to wait before trying again (429)."
     )
+    limit = serializers.IntegerField(
+        required=False, help_text="The daily quota of paid generations (429 over quota)."
+    )
+    used = serializers.IntegerField(
+        required=False, help_text="Paid generations made today (429 over quota)."
+    )
+    pending = serializers.IntegerField(
+        required=False, help_text="Queued or running jobs that will pay (429 over quota)."
+    )
+    requested = serializers.IntegerField(
+        required=False, help_text="Paid generations the refused request needed (429 over quota)."
+    )
+    resetsAt = serializers.DateTimeField(
+        required=False, help_text="When the daily quota starts again (429 over quota)."
+    )
 
 
 ERROR_DESCRIPTIONS = {
@@ -34,7 +49,8 @@ ERROR_DESCRIPTIONS = {
     410: "The job's files are no longer in storage (removed by cleanup).",
     413: "Request body over 1 MiB.",
     415: "Request body is not JSON.",
-    429: "Too many submissions (rate limit) or too many pending jobs (cap): see Retry-After.",
+    429: "Too many submissions (rate limit), too many pending jobs (cap) or over the daily "
+    "quota of paid generations (the body says limit, used and resetsAt): see Retry-After.",
     503: "A service the request needs (database, JWKS) is unavailable; try again.",
 }
 

@@ -9,12 +9,20 @@ Models the SDK documents as shut down (gpt-image-1, dall-e-2/3) answer 404 model
 and GPT image models refuse the legacy ``style`` / ``response_format`` parameters.
 
 Tests script the next answers with ``queue_*`` / ``fail``; unscripted calls succeed.
+
+``images_per_minute`` makes it enforce an account's images-per-minute limit the way the
+real API answers it: a sliding minute of accepted generations; once it is full, 429
+``rate_limit_exceeded`` with ``retry-after`` (seconds until the oldest call leaves the
+minute) and the ``x-ratelimit-*`` headers. Accepted calls are recorded with their time
+(``accepted_at``), so a test or benchmark reads the busiest minute and the 429s it caused.
 """
 
 from __future__ import annotations
 
 import base64
 import io
+import math
+import threading
 import time
 import uuid
 from collections import deque
@@ -52,13 +60,29 @@ class Scripted:
     delay: float = 0.0
 
 
+RATE_WINDOW_SECONDS = 60.0
+
+
 class FakeOpenAI(FakeServer):
-    def __init__(self, *, api_key: str = API_KEY) -> None:
+    def __init__(
+        self,
+        *,
+        api_key: str = API_KEY,
+        images_per_minute: int | None = None,
+        window_seconds: float = RATE_WINDOW_SECONDS,
+    ) -> None:
         super().__init__()
         self.api_key = api_key
         self.script: deque[Scripted] = deque()
         self.files: dict[str, Reply] = {}
         self.default_image = png_bytes()
+        self.images_per_minute = images_per_minute
+        # The limit's window: a minute, as the real API's; shorter to test it in seconds.
+        self.window_seconds = window_seconds
+        # Times (time.time()) of the generations the limit let through, and the 429s it sent.
+        self.accepted_at: list[float] = []
+        self.rate_limited_at: list[float] = []
+        self._rate_lock = threading.Lock()
 
     @property
     def api_base(self) -> str:
@@ -142,6 +166,61 @@ class FakeOpenAI(FakeServer):
     def generation_calls(self) -> list[Request]:
         return self.seen("POST", "/v1/images/generations")
 
+    def busiest_window(self, seconds: float | None = None) -> int:
+        """The most accepted generations in any window of ``seconds`` (default: the
+        limit's window), sliding."""
+        seconds = seconds or self.window_seconds
+        with self._rate_lock:
+            times = sorted(self.accepted_at)
+        most, start = 0, 0
+        for end, at in enumerate(times):
+            while at - times[start] >= seconds:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
+
+    def per_minute_counts(self) -> list[int]:
+        """Accepted generations per minute, counted from the first one."""
+        with self._rate_lock:
+            times = sorted(self.accepted_at)
+        if not times:
+            return []
+        counts = [0] * (int((times[-1] - times[0]) // 60) + 1)
+        for at in times:
+            counts[int((at - times[0]) // 60)] += 1
+        return counts
+
+    def _take_rate_slot(self) -> Reply | None:
+        """None when the sliding minute has room (the call is counted), else the 429."""
+        if self.images_per_minute is None:
+            return None
+        with self._rate_lock:
+            now = time.time()
+            recent = [at for at in self.accepted_at if at > now - self.window_seconds]
+            limit = self.images_per_minute
+            if len(recent) < limit:
+                self.accepted_at.append(now)
+                return None
+            self.rate_limited_at.append(now)
+            wait = min(recent) + self.window_seconds - now
+        return Reply.json(
+            error_body(
+                f"Rate limit reached for images per minute (IPM): Limit {limit}, Used "
+                f"{len(recent)}, Requested 1. Please try again in {wait:.0f}s. Visit "
+                "https://platform.openai.com/account/rate-limits to learn more.",
+                type="requests",
+                code="rate_limit_exceeded",
+            ),
+            status=429,
+            headers={
+                "x-request-id": f"req_{uuid.uuid4().hex}",
+                "retry-after": str(max(1, math.ceil(wait))),
+                "x-ratelimit-limit-requests": str(limit),
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-reset-requests": f"{wait:.3f}s",
+            },
+        )
+
     # --- The API -----------------------------------------------------------------------------
 
     def handle(self, request: Request) -> Reply:
@@ -215,6 +294,9 @@ class FakeOpenAI(FakeServer):
                     headers=request_id,
                 )
 
+        limited = self._take_rate_slot()
+        if limited is not None:
+            return limited
         scripted = (
             self.script.popleft() if self.script else Scripted("b64", data=self.default_image)
         )

@@ -73,6 +73,7 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
         {OWNER: 403, OTHER: 403, STAFF: 201, ANON: 401},
     ),
     ("get", "/api/platforms", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
+    ("get", "/api/usage", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/health", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 200}),
 ]
 CASES = [

@@ -23,6 +23,7 @@ MODULES = [
     "bench.tasks",
     "bench.signals",
     "bench.task_results",
+    "bench.spend",
 ]
 
 
@@ -87,3 +88,9 @@ def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None
 def test_the_result_backend_benchmark_compares_the_stock_backend_with_ours() -> None:
     out = _run_bench("bench.task_results", "--tasks", "10", "--rounds", "1", "--retry")
     assert "stock, extended (before)" in out and "ours (after)" in out
+
+
+def test_the_spend_benchmark_runs_the_limiter_in_several_processes() -> None:
+    out = _run_bench("bench.spend", "--limit", "60", "--period", "2", "--jobs", "12",
+                     "--processes", "2")  # fmt: skip
+    assert "| 12 | 60/2 s |" in out and "Grant order by priority" in out
