@@ -10,7 +10,7 @@ PROCESSES := web worker cleanup beat $(if $(REDIS_URL),,redis)
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test setup migrate bench lint clean
+.PHONY: run test setup migrate bench lint clean chaos
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,3 +50,9 @@ bench: setup
 
 clean:
 	rm -rf var .pytest_cache
+
+# The long fault campaign (tests/chaos): a few minutes of faults on the real processes, then
+# the invariants. CHAOS_SEED replays a run (random by default), CHAOS_SECONDS sets its length.
+chaos: setup
+	CHAOS_SEED=$${CHAOS_SEED:-$$(shuf -i 1-999999 -n 1)} CHAOS_SECONDS=$${CHAOS_SECONDS:-240} \
+		$(MAKE) test PYTEST_ARGS="tests/chaos/test_campaign.py -s --runxfail $(PYTEST_ARGS)"
