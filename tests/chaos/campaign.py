@@ -143,6 +143,8 @@ class Campaign:
         self.jobs: list[JobRecord] = []
         self.by_marker: dict[int, JobRecord] = {}
         self.kills: list[Kill] = []
+        self.terms: list[Kill] = []  # SIGTERMs (tag, time), to explain what followed
+        self.planned: dict[tuple[int, int], str] = {}  # (job n, call n) -> provider fault
         self.faults: Counter[str] = Counter()
         self.answers: list[tuple[str, str, int | None]] = []  # (method, path, status)
         self.calm = False
@@ -187,11 +189,13 @@ class Campaign:
         openai = self.stack.openai
         if job is not None and job.policy:
             self.faults["provider_content_policy"] += 1
+            self.planned[(n, call)] = "content_policy"
             return openai.content_policy_reply()
         if self.calm:
             return None
         draw = random.Random(f"{self.config.seed}:{n}:{call}")
         kind = pick_fault(draw.random())
+        self.planned[(n, call)] = kind or "ok"
         if kind is None:
             # Most calls take a moment, so that kills land during some of them.
             return Scripted("b64", data=openai.default_image, delay=draw.uniform(0.2, 1.0))
@@ -345,6 +349,7 @@ class Campaign:
         if roles:
             role = self.rng.choice(roles)
             self.live[role].terminate()
+            self.terms.append(Kill(self.live[role].tag, time.time(), "SIGTERM"))
             self.stopping[role] = (self.live[role], time.monotonic())
             self.faults["sigterm_worker"] += 1
 

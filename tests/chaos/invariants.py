@@ -75,15 +75,24 @@ def platform_sizes(campaign: Campaign) -> dict[str, tuple[int, int]]:
 
 
 def check_settled(campaign: Campaign, result: CampaignResult) -> list[Violation]:
-    violations = [
-        Violation(
-            "settled",
-            f"{row.get('jobId', '-')}",
-            f"still {row.get('status')} after {result.time_to_settle:.0f}s "
-            f"(attempts {row.get('attemptsMade', '?')}, progress {row.get('progress')})",
+    labels = {job.job_id: job for job in campaign.jobs}
+    violations = []
+    for row in result.pending_left:
+        job = labels.get(row.get("jobId", ""))
+        history = (
+            f"; cancels {[code for _, code in job.cancels]}, retries "
+            f"{[code for _, code in job.retries]}"
+            if job
+            else ""
         )
-        for row in result.pending_left
-    ]
+        violations.append(
+            Violation(
+                "settled",
+                job.label if job else str(row.get("jobId", "-")),
+                f"still {row.get('status')} after {result.time_to_settle:.0f}s of calm "
+                f"(progress {row.get('progress')}){history}",
+            )
+        )
     for job in campaign.jobs:
         if job.last_known_status in PENDING and not any(
             row.get("jobId") == job.job_id for row in result.pending_left
@@ -224,14 +233,23 @@ def check_paid_calls(campaign: Campaign, job: JobRecord, state: dict[str, Any]) 
         return [Violation("paid calls", job.label, "completed without a paid call")]
     if account.paid <= account.allowed:
         return []
-    calls_text = ", ".join(f"{c.tag}@{c.started:.1f}->{c.status}" for c in account.calls)
+    calls_text = ", ".join(
+        f"{c.tag}@{c.started:.1f}->{c.status} ({campaign.planned.get((job.n, i), 'calm')})"
+        for i, c in enumerate(account.calls)
+    )
+    terms = [
+        f"{t.tag}@{t.at:.1f}"
+        for t in campaign.terms
+        if any(c.tag == t.tag and c.started <= t.at for c in account.calls)
+    ]
     return [
         Violation(
             "paid calls",
             job.label,
             f"paid {account.paid} times, {account.allowed} allowed (cut short by SIGKILL: "
             f"{account.cut or 'none'}; retries after a cancel: {account.after_cancel}); "
-            f"status {state['status']}, attempts {state['attemptsMade']}; calls: {calls_text}",
+            f"status {state['status']}, attempts {state['attemptsMade']}; calls: {calls_text}; "
+            f"SIGTERMs of a process that called for it: {terms or 'none'}",
         )
     ]
 
@@ -268,7 +286,7 @@ def check_live_stream(campaign: Campaign, job: JobRecord, state: dict[str, Any])
             Violation(
                 "watched live stream saw final",
                 job.label,
-                f"{watcher.connections} connections, ids {watcher.ids_seen}; "
+                f"{watcher.connections} connections, events {watcher.events}; "
                 + " | ".join(watcher.log[-3:]),
             )
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +53,10 @@ def read_stream(
     last_event_id: int | None = None,
     timeout: float = 20.0,
     stop: threading.Event | None = None,
+    on_event: Callable[[int | None, dict[str, Any]], None] | None = None,
 ) -> StreamResult:
-    """Read one stream until the server ends it, ``timeout`` seconds pass or ``stop`` is set."""
+    """Read one stream until the server ends it, ``timeout`` seconds pass or ``stop`` is set
+    (``on_event`` hears each event as it comes)."""
     result = StreamResult()
     request_headers = dict(headers, Accept="text/event-stream")
     if last_event_id is not None:
@@ -78,6 +81,8 @@ def read_stream(
                         data.append(line[5:].strip())
                     elif line == "" and data:
                         result.events.append((event_id, json.loads("\n".join(data))))
+                        if on_event is not None:
+                            on_event(*result.events[-1])
                         event_id, data = None, []
                     if time.monotonic() > deadline or (stop is not None and stop.is_set()):
                         result.timed_out = True
@@ -99,7 +104,7 @@ class Watcher:
         self.final: dict[str, Any] | None = None
         self.no_content = False  # the server answered 204 (the client saw everything)
         self.connections = 0
-        self.ids_seen: list[int] = []
+        self.events: list[str] = []  # "type#id:status" of every event seen, in order
         self.log: list[str] = []
         self.thread = threading.Thread(target=self._run, name=f"watch-{job_id}", daemon=True)
 
@@ -113,19 +118,22 @@ class Watcher:
 
     def _run(self) -> None:
         last_id: int | None = None
+
+        def seen(event_id: int | None, data: dict[str, Any]) -> None:
+            nonlocal last_id
+            self.events.append(f"{data.get('type')}#{event_id}:{data.get('status')}")
+            if event_id is not None:
+                last_id = event_id
+
         while not self.stop.is_set() and not self.done:
             self.connections += 1
+            opened_with = last_id
             result = read_stream(
                 self.base, self.headers, self.job_id, last_event_id=last_id, timeout=3600,
-                stop=self.stop,
+                stop=self.stop, on_event=seen,
             )  # fmt: skip
-            self.log.append(f"[{time.strftime('%H:%M:%S')} Last-Event-ID {last_id}] " + (
-                result.describe()
-            ))  # fmt: skip
-            for event_id, _ in result.events:
-                if event_id is not None:
-                    self.ids_seen.append(event_id)
-                    last_id = event_id
+            self.log.append(f"[{time.strftime('%H:%M:%S')} Last-Event-ID {opened_with}] "
+                            + result.describe())  # fmt: skip
             if result.final is not None:
                 self.final = result.final
             elif result.status == 204:

@@ -203,7 +203,7 @@ class ChaosStack:
         self.processes: list[Process] = []
         self.starts: dict[str, int] = {}
         self.base = ""
-        (tmp_path / "var").mkdir(exist_ok=True)
+        (tmp_path / "var").mkdir(parents=True, exist_ok=True)
 
     # --- Environment ---------------------------------------------------------------------
 
@@ -263,6 +263,7 @@ class ChaosStack:
         queues: str | None = "images",
         concurrency: int = 1,
         wait: bool = True,
+        options: tuple[str, ...] = (),
         **env: str,
     ) -> Process:
         """`celery -A snapasset worker -Q <queues>` as the Procfile runs it (mingle and
@@ -271,7 +272,7 @@ class ChaosStack:
         argv = [sys.executable, "-m", "celery", "-A", "snapasset", "worker"]
         if queues is not None:
             argv += ["-Q", queues]
-        argv += ["-n", f"{role}@%h", "--concurrency", str(concurrency), "-l", "info"]
+        argv += ["-n", f"{role}@%h", "--concurrency", str(concurrency), "-l", "info", *options]
         worker = self._spawn(role, argv, **env)
         if wait:
             self.wait_ready(worker)

@@ -64,12 +64,14 @@ class Latency:
     method: str | None
     path_contains: str
     until: float  # time.time() after which it no longer applies
+    tag: str | None = None
 
     def applies(self, request: Request) -> bool:
         return (
             time.time() < self.until
             and (self.method is None or request.method == self.method)
             and self.path_contains in request.path
+            and (self.tag is None or request.tag == self.tag)
         )
 
 
@@ -156,12 +158,13 @@ class FakeServer:
 
     def slow(
         self, seconds: float, *, for_seconds: float, method: str | None = None,
-        path_contains: str = "",
+        path_contains: str = "", tag: str | None = None,
     ) -> None:  # fmt: skip
-        """Delay matching requests by ``seconds`` (on top of their answer) for a while."""
+        """Delay matching requests (of one client ``tag``, if given) by ``seconds`` (on top
+        of their answer) for a while."""
         with self.lock:
             self.latencies.append(
-                Latency(seconds, method, path_contains, time.time() + for_seconds)
+                Latency(seconds, method, path_contains, time.time() + for_seconds, tag)
             )
 
     def handle(self, request: Request) -> Reply:
