@@ -316,6 +316,59 @@ class ChaosStack:
         return {"Authorization": f"Token {token}"}
 
 
+# --- A user's view of the API --------------------------------------------------------------
+
+
+class ApiClient:
+    """One user's view of the API."""
+
+    def __init__(self, stack: ChaosStack, token: str) -> None:
+        self.stack, self.headers = stack, stack.headers(token)
+
+    def request(
+        self, method: str, path: str, *, timeout: float = 30, **kwargs: Any
+    ) -> httpx.Response:
+        return httpx.request(
+            method, f"{self.stack.base}{path}", headers=self.headers, timeout=timeout, **kwargs
+        )
+
+    def submit(self, prompt: str = "A lighthouse in a storm", **body: Any) -> str:
+        response = self.request("POST", "/api/jobs/generate", json={"prompt": prompt, **body})
+        assert response.status_code == 202, response.text
+        return str(response.json()["jobId"])
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        response = self.request("GET", f"/api/jobs/{job_id}")
+        assert response.status_code == 200, f"GET job {job_id}: {response.status_code}"
+        return dict(response.json())
+
+    def wait_status(self, job_id: str, *statuses: str, timeout: float) -> dict[str, Any]:
+        seen: list[str] = []
+
+        def reached() -> dict[str, Any] | None:
+            body = self.job(job_id)
+            seen.append(body["status"])
+            return body if body["status"] in statuses else None
+
+        try:
+            return wait_until(reached, timeout=timeout, interval=0.2, what=f"{statuses}")
+        except AssertionError:
+            raise AssertionError(
+                f"job {job_id} never reached {statuses} in {timeout}s; it stayed "
+                f"{seen[-1] if seen else '?'} (last body: {self.job(job_id)})"
+            ) from None
+
+
+def images_downloadable(client: ApiClient, job_id: str) -> list[str]:
+    """The platform ids of a completed job's images whose file downloads."""
+    result = client.request("GET", f"/api/jobs/{job_id}/result").json()["result"]
+    return [
+        image["platformId"]
+        for image in result["images"]
+        if httpx.get(image["url"], timeout=30).status_code == 200
+    ]
+
+
 # --- Reading the fakes' logs ------------------------------------------------------------------
 
 MARKER = re.compile(r"\[cj-(\d+)\]")

@@ -23,7 +23,7 @@ from django.db import OperationalError
 from django.db.backends.utils import CursorWrapper
 from django.utils import timezone
 
-from tests.chaos.stack import ChaosStack, paid_calls
+from tests.chaos.stack import ApiClient, ChaosStack, images_downloadable, paid_calls
 from tests.conftest import make_user, wait_until
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.supabase_server import FakeSupabase
@@ -35,54 +35,6 @@ SLOW_STEPS = {"PNG_COMPRESS_LEVEL": "9"}
 
 
 # --- Helpers ------------------------------------------------------------------------------
-
-
-class Client:
-    """One user's view of the API."""
-
-    def __init__(self, stack: ChaosStack, token: str) -> None:
-        self.stack, self.headers = stack, stack.headers(token)
-
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        return httpx.request(
-            method, f"{self.stack.base}{path}", headers=self.headers, timeout=30, **kwargs
-        )
-
-    def submit(self, prompt: str = "A lighthouse in a storm", **body: Any) -> str:
-        response = self.request("POST", "/api/jobs/generate", json={"prompt": prompt, **body})
-        assert response.status_code == 202, response.text
-        return str(response.json()["jobId"])
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        response = self.request("GET", f"/api/jobs/{job_id}")
-        assert response.status_code == 200, f"GET job {job_id}: {response.status_code}"
-        return dict(response.json())
-
-    def wait_status(self, job_id: str, *statuses: str, timeout: float) -> dict[str, Any]:
-        seen: list[str] = []
-
-        def reached() -> dict[str, Any] | None:
-            body = self.job(job_id)
-            seen.append(body["status"])
-            return body if body["status"] in statuses else None
-
-        try:
-            return wait_until(reached, timeout=timeout, interval=0.2, what=f"{statuses}")
-        except AssertionError:
-            raise AssertionError(
-                f"job {job_id} never reached {statuses} in {timeout}s; it stayed "
-                f"{seen[-1] if seen else '?'} (last body: {self.job(job_id)})"
-            ) from None
-
-
-def images_downloadable(client: Client, job_id: str) -> list[str]:
-    """The platform ids of a completed job's images whose file downloads."""
-    result = client.request("GET", f"/api/jobs/{job_id}/result").json()["result"]
-    return [
-        image["platformId"]
-        for image in result["images"]
-        if httpx.get(image["url"], timeout=30).status_code == 200
-    ]
 
 
 @contextmanager
@@ -128,7 +80,7 @@ def test_a_job_cancelled_while_waiting_then_retried_runs_to_completion(
 ) -> None:
     stack = live_stack()
     stack.start_web()
-    alice = Client(stack, stack.api_token("alice"))
+    alice = ApiClient(stack, stack.api_token("alice"))
     stack.start_worker("images0", concurrency=1)
     stack.start_worker("cleanup", queues="cleanup")
     stack.start_beat()
@@ -196,7 +148,7 @@ def test_a_worker_stopped_during_the_paid_call_does_not_make_the_next_attempt_pa
 ) -> None:
     stack = live_stack(JOB_SHUTDOWN_GRACE_SECONDS="1")
     stack.start_web()
-    alice = Client(stack, stack.api_token("alice"))
+    alice = ApiClient(stack, stack.api_token("alice"))
     stopping = stack.start_worker("images0")
     fake_openai.queue_b64(delay=6)  # the paid call outlives the 1 s grace period
     job_id = alice.submit("Stopped mid-call [sigterm]", platforms=["twitter-post"])
@@ -226,7 +178,7 @@ def test_a_lost_message_is_sent_again_behind_a_backlog_of_500_newer_jobs(
 ) -> None:
     stack = live_stack(JOB_MAX_PENDING_PER_USER="1000")
     stack.start_web()
-    alice = Client(stack, stack.api_token("alice"))
+    alice = ApiClient(stack, stack.api_token("alice"))
     lost = alice.submit("Its message is lost", platforms=["twitter-post"])
     stack.redis.flush()
     with httpx.Client(headers=alice.headers, timeout=30) as http:
@@ -259,7 +211,7 @@ def test_a_lost_message_is_sent_again_behind_a_backlog_longer_than_the_scan_limi
 
     stack = live_stack()
     stack.start_web()
-    alice = Client(stack, stack.api_token("alice"))
+    alice = ApiClient(stack, stack.api_token("alice"))
     lost = alice.submit("Its message is lost", platforms=["twitter-post"])
     stack.redis.flush()
     # A backlog of 50,001 other messages (minimal ones: only their task id is read).
@@ -330,7 +282,7 @@ def test_a_failed_download_of_a_url_answer_is_retried_without_paying_again(
 ) -> None:
     stack = live_stack()
     stack.start_web()
-    alice = Client(stack, stack.api_token("alice"))
+    alice = ApiClient(stack, stack.api_token("alice"))
     stack.start_worker("images0")
     fake_openai.script.append(fake_openai.url_answer(file_status=503, then_status=200))
     job_id = alice.submit("Answered as a URL [url]", platforms=["twitter-post"])
@@ -354,7 +306,7 @@ def test_a_cancelled_runs_clean_up_leaves_the_retried_runs_images_alone(
 ) -> None:
     stack = live_stack(supabase=fake_supabase)
     stack.start_web()
-    alice = Client(stack, stack.api_token("alice"))
+    alice = ApiClient(stack, stack.api_token("alice"))
     cancelled_run = stack.start_worker("images0")
     # The first run stores each image slowly (cancelled between two) and cleans up slowly.
     fake_supabase.slow(4, for_seconds=300, method="POST", tag=cancelled_run.tag)
