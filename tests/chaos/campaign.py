@@ -72,7 +72,8 @@ def pick_fault(roll: float) -> str | None:
 class CampaignConfig:
     seed: int
     seconds: float
-    settle_seconds: float = 240.0
+    # Settling takes seconds once nothing is lost (a stall is seen after 2 x the lease).
+    settle_seconds: float = 120.0
     users: int = 3
     images_workers: int = 2
     watch_share: float = 0.35
@@ -85,7 +86,8 @@ class CampaignConfig:
         if seed is None:
             seed = random.SystemRandom().randrange(1, 1_000_000)
         seconds = float(os.environ.get("CHAOS_SECONDS", "").strip() or default_seconds)
-        return cls(seed=seed, seconds=seconds)
+        settle = float(os.environ.get("CHAOS_SETTLE_SECONDS", "").strip() or 120)
+        return cls(seed=seed, seconds=seconds, settle_seconds=settle)
 
 
 @dataclass

@@ -188,6 +188,7 @@ def test_a_lost_message_is_sent_again_behind_a_backlog_of_500_newer_jobs(
                 json={"prompt": f"Backlog {n}", "platforms": ["twitter-post"]},
             )
             assert response.status_code == 202, response.text
+    time.sleep(6)  # every job of the backlog is overdue too (JOB_ENQUEUE_OVERDUE_SECONDS 5)
     # No images worker: the backlog stays queued, and only the sweeper can resend `lost`.
     stack.start_worker("cleanup", queues="cleanup")
     stack.start_beat()
