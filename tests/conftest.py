@@ -28,8 +28,9 @@ from rest_framework.test import APIClient
 from snapasset.core.tokens import api_token_create
 
 ROOT = Path(__file__).resolve().parent.parent
-# Fixtures of the OpenAI and Supabase fakes (fake_openai, use_fake_supabase...).
-pytest_plugins = ["tests.fakes.fixtures"]
+# Fixtures of the OpenAI and Supabase fakes (fake_openai, use_fake_supabase...) and the
+# fault tests' stack of real processes (live_stack).
+pytest_plugins = ["tests.fakes.fixtures", "tests.chaos.fixtures"]
 
 
 @pytest.fixture(autouse=True)
