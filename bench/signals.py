@@ -48,7 +48,7 @@ def tiny_renders(
 def stub_image_work(**kwargs: Any) -> None:
     if os.environ.get("BENCH_STUB_IMAGE") != "1":
         return
-    from jobs import services
+    from jobs.services import generation
 
-    services.get_provider = lambda: TinyProvider()  # type: ignore[assignment]
-    services.render_platforms = tiny_renders  # type: ignore[assignment]
+    generation.get_provider = lambda: TinyProvider()  # type: ignore[assignment]
+    generation.render_platforms = tiny_renders  # type: ignore[assignment]

@@ -16,9 +16,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import archive, openapi, selectors, serializers, services
+from jobs import archive, openapi, selectors, serializers
 from jobs.models import JobStatus
 from jobs.platforms import PLATFORMS
+from jobs.services.control import job_cancel, job_retry
+from jobs.services.submission import job_create_generation
 from snapasset.core.exceptions import ApplicationError, InvalidStateError
 from snapasset.core.openapi import RETRY_AFTER_HEADER, errors
 from snapasset.core.throttling import SubmitRateThrottle
@@ -61,7 +63,7 @@ class JobGenerateApi(APIView):
                 extra={"details": {"Idempotency-Key": ["At most 255 characters."]}},
             )
         data = body.validated_data
-        submission = services.job_create_generation(
+        submission = job_create_generation(
             actor=request.user,
             prompt=data["prompt"],
             platforms=data.get("platforms"),
@@ -108,7 +110,7 @@ class JobDetailApi(APIView):
     )
     def delete(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        job = services.job_cancel(job=job)
+        job = job_cancel(job=job)
         body = serializers.JobCancelledSerializer(
             {"jobId": job.id, "status": JobStatus.CANCELLED, "message": "Job cancelled"}
         )
@@ -182,7 +184,7 @@ class JobRetryApi(APIView):
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        job = services.job_retry(job=job, actor=request.user)
+        job = job_retry(job=job, actor=request.user)
         body = serializers.JobRetryingSerializer(
             {"jobId": job.id, "status": "retrying", "message": "Job queued for retry"}
         )

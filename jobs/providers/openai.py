@@ -22,6 +22,7 @@ import openai
 from django.conf import settings
 
 from jobs.pipeline import inspect_image
+from jobs.providers import PaidAnswerNotFetched
 from snapasset.core.exceptions import JobError, PermanentError, TransientError, parse_retry_after
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,13 @@ class OpenAIProvider:
                     "The image model returned data that is not a valid image"
                 ) from exc
         elif first.url:
-            data = self._download(first.url)
+            try:
+                data = self._download(first.url)
+            except TransientError as exc:
+                # Paid for: the next attempt downloads this link instead of paying again.
+                raise PaidAnswerNotFetched(
+                    exc.message, url=first.url, retry_after=exc.retry_after
+                ) from exc
         else:
             raise TransientError("The image model answered without an image")
         inspect_image(data)
@@ -160,6 +167,14 @@ class OpenAIProvider:
         param = getattr(exc, "param", None)
         detail = f" (parameter {param})" if isinstance(param, str) and param.isidentifier() else ""
         return PermanentError(f"The image model rejected the request{detail}")
+
+    def download(self, url: str) -> bytes:
+        """The image an earlier call was answered with as a link (no new paid call):
+        TransientError for a failure worth retrying, PermanentError when the link no longer
+        gives an image (expired)."""
+        data = self._download(url)
+        inspect_image(data)
+        return data
 
     def _download(self, url: str) -> bytes:
         """Fetch an image answered as a URL: bounded time and size, image content types only."""

@@ -129,8 +129,9 @@ class PrivateRedis:
     def flush(self) -> None:
         self.client().flushdb()
 
-    def queued_task_ids(self, queue: str = "images") -> set[str]:
-        """Ids of the messages ready in a queue (every priority list)."""
+    def queued_job_ids(self, queue: str = "images") -> set[str]:
+        """Ids of the jobs whose message is ready in a queue (every priority list). A
+        message's task id is ``<job id>.<delivery>`` (jobs.services.delivery)."""
         import json
 
         client = self.client()
@@ -139,7 +140,7 @@ class PrivateRedis:
             if client.type(key) != b"list":
                 continue
             for raw in client.lrange(key, 0, -1):
-                ids.add(str(json.loads(raw)["headers"]["id"]))
+                ids.add(str(json.loads(raw)["headers"]["id"]).partition(".")[0])
         return ids
 
 

@@ -1,5 +1,5 @@
-"""Regression test of issue 13 #5 (cleanup deletes a job that was just retried), failing on
-today's main; through the real processes, HTTP and the Supabase fake (slow deletes)."""
+"""Regression test of issue 13 #5 (cleanup deletes a job that was just retried), seen failing
+on main before the fix; through the real processes, HTTP and the Supabase fake (slow deletes)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,6 @@ from tests.fakes.supabase_server import FakeSupabase
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 #5: the failed/cancelled batch picks its ids, deletes their files, then "
-    "deletes the rows without checking their state again: a job retried in between is gone",
-)
 def test_a_failed_job_retried_while_the_cleanup_deletes_its_files_is_kept_and_completes(
     live_stack: Callable[..., ChaosStack], fake_supabase: FakeSupabase
 ) -> None:
