@@ -23,14 +23,6 @@ CI_SEED = 13
 CI_SECONDS = 75
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 13: on today's main every seed tried breaks invariants: cancelled-then-"
-    "retried jobs stay waiting (#1), a failed download of a url answer pays again (#8), "
-    "streams with a Last-Event-ID above the current id answer 204 without final and a "
-    "watched stream misses final after a broker flush (#6); remove this mark when the "
-    "lifecycle fixes land",
-)
 def test_every_job_settles_exactly_once_under_a_seeded_fault_campaign(
     transactional_db: None, tmp_path: Path, fake_openai: FakeOpenAI, fake_supabase: FakeSupabase
 ) -> None:

@@ -1,5 +1,5 @@
 """Regression tests of issue 13 #10-#12 (the admin, the queue topology, a frozen broker),
-failing on today's main."""
+seen failing on main before the fix."""
 
 from __future__ import annotations
 
@@ -19,11 +19,6 @@ from tests.conftest import make_user
 # --- 10. The admin's Save -----------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 #10: the admin's Save writes the whole row and reverts a worker's "
-    "concurrent write",
-)
 def test_saving_a_job_in_the_admin_keeps_a_workers_concurrent_write(
     transactional_db: None, client: Any
 ) -> None:
@@ -73,11 +68,6 @@ def test_saving_a_job_in_the_admin_keeps_a_workers_concurrent_write(
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 #11: the bare worker command consumes only `images`; cleanup and the "
-    "sweeper never run and the worker does not say so",
-)
 def test_the_bare_worker_command_runs_cleanup_or_says_loudly_that_nobody_does(
     live_stack: Callable[..., ChaosStack],
 ) -> None:
@@ -120,11 +110,6 @@ def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response | None, fl
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 #12: with Redis alive but not answering (SIGSTOP) a submit hangs for "
-    "over a minute; only a refused connection is handled",
-)
 def test_a_submit_with_the_broker_frozen_answers_202_within_2s_with_its_row_committed(
     live_stack: Callable[..., ChaosStack],
 ) -> None:
@@ -147,11 +132,6 @@ def test_a_submit_with_the_broker_frozen_answers_202_within_2s_with_its_row_comm
 
 @pytest.mark.e2e
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 #12: with Redis alive but not answering (SIGSTOP) /health hangs for "
-    "over 30 s instead of answering 503",
-)
 def test_health_answers_503_within_2s_with_the_broker_frozen(
     live_stack: Callable[..., ChaosStack],
 ) -> None:

@@ -1,5 +1,6 @@
 """Regression tests of issue 13 #6 (a live stream never ends once its ids no longer match the
-broker's), failing on today's main; through uvicorn, a worker and a Redis of the test's own."""
+broker's), seen failing on main before the fix; through uvicorn, a worker and a Redis of the
+test's own."""
 
 from __future__ import annotations
 
@@ -40,11 +41,6 @@ def saw_final(events: list[tuple[int | None, dict[str, Any]]]) -> bool:
     return any(data.get("type") == "final" for _, data in events)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 #6: after the broker's data is lost, event ids restart at 1 and a "
-    "connected stream that has seen a higher id skips every event, final included",
-)
 def test_a_connected_stream_still_ends_with_final_after_the_broker_is_flushed(
     live_stack: Callable[..., ChaosStack],
 ) -> None:
@@ -68,11 +64,6 @@ def test_a_connected_stream_still_ends_with_final_after_the_broker_is_flushed(
         raise AssertionError(f"the stream never delivered final; it saw {kinds}") from None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 13 #6: a client-sent Last-Event-ID above the current id makes the stream "
-    "skip every event, final included (keep-alives only)",
-)
 def test_a_stream_opened_with_a_last_event_id_above_the_current_id_ends_with_final(
     live_stack: Callable[..., ChaosStack],
 ) -> None:
