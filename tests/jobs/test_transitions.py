@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 from jobs.models import Job, JobStatus
@@ -84,7 +84,8 @@ def test_a_move_applies_only_while_the_row_has_the_status_it_was_read_with(alice
     job = JobFactory(owner=alice, status=JobStatus.WAITING)
     stale_copy = Job.objects.get(pk=job.pk)
     job_transition(job, JobStatus.CANCELLED, cancel_requested=True)
-    with pytest.raises(StaleTransition):
+    # A failed move aborts its transaction (here the savepoint the test opens).
+    with pytest.raises(StaleTransition), transaction.atomic():
         job_transition(stale_copy, JobStatus.ACTIVE, claim_token=uuid.uuid4())
     assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELLED
 
@@ -93,11 +94,11 @@ def test_a_fenced_move_of_an_attempt_that_lost_the_job_raises(alice: Any) -> Non
     token = uuid.uuid4()
     job = JobFactory(owner=alice, status=JobStatus.ACTIVE, claim_token=token)
     Job.objects.filter(pk=job.pk).update(claim_token=uuid.uuid4())  # another attempt took over
-    with pytest.raises(LeaseLost):
+    with pytest.raises(LeaseLost), transaction.atomic():
         job_transition(job, JobStatus.COMPLETED, token=token, progress=100)
     cancelled = JobFactory(owner=alice, status=JobStatus.ACTIVE, claim_token=token)
     Job.objects.filter(pk=cancelled.pk).update(cancel_requested=True, status=JobStatus.CANCELLED)
-    with pytest.raises(JobCancelled):
+    with pytest.raises(JobCancelled), transaction.atomic():
         job_transition(cancelled, JobStatus.COMPLETED, token=token, progress=100)
 
 
