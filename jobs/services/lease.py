@@ -56,8 +56,6 @@ def job_claim(*, job_id: str) -> Claim | None:
     A cancelled-before-start job stays cancelled and never runs. An active job whose
     heartbeat stopped is taken over (a stall), at most JOB_MAX_STALLED_COUNT times.
     """
-    from jobs.services.outcomes import job_fail_stalled
-
     now = timezone.now()
     with transaction.atomic():
         job = (
@@ -104,6 +102,18 @@ def job_claim(*, job_id: str) -> Claim | None:
             stalled_count=stalled_count,
         )
     return Claim(job=job, token=token)
+
+
+def job_fail_stalled(job: Job) -> None:
+    """Fail an active job (locked by the caller) whose attempts kept stopping responding."""
+    job_transition(
+        job,
+        JobStatus.FAILED,
+        failed_reason=(
+            f"Job stalled {job.stalled_count + 1} times (its worker stopped responding); "
+            f"gave up after {job.stalled_count} re-runs"
+        ),
+    )
 
 
 def job_lease_remaining(*, job_id: str) -> float | None:

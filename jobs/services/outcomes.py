@@ -56,18 +56,6 @@ def job_fail(*, job_id: str, token: uuid.UUID | None, reason: str) -> None:
         job_transition(job, JobStatus.FAILED, token=token, failed_reason=readable_reason(reason))
 
 
-def job_fail_stalled(job: Job) -> None:
-    """Fail an active job (locked by the caller) whose attempts kept stopping responding."""
-    job_transition(
-        job,
-        JobStatus.FAILED,
-        failed_reason=(
-            f"Job stalled {job.stalled_count + 1} times (its worker stopped responding); "
-            f"gave up after {job.stalled_count} re-runs"
-        ),
-    )
-
-
 def retry_countdown(*, attempts_made: int, retry_after: float | None) -> float:
     """Exponential backoff with full jitter, never sooner than the server's Retry-After."""
     base = settings.JOB_RETRY_BACKOFF_SECONDS * (2 ** max(0, attempts_made - 1))

@@ -21,7 +21,7 @@ from django.utils import timezone
 from jobs import broker
 from jobs.models import Job, JobStatus
 from jobs.services.delivery import job_enqueue_on_commit, job_send_message
-from jobs.services.outcomes import job_fail_stalled
+from jobs.services.lease import job_fail_stalled
 from jobs.services.transitions import job_transition
 
 logger = logging.getLogger(__name__)

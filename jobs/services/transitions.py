@@ -36,7 +36,7 @@ LEGAL_MOVES: dict[tuple[JobStatus, JobStatus], str] = {
     (ACTIVE, COMPLETED): "complete: every platform recorded (outcomes.job_complete)",
     (ACTIVE, DELAYED): "retry later: a transient error (outcomes.job_schedule_retry)",
     (ACTIVE, FAILED): "fail: a permanent error, attempts used up, or stalled too often "
-    "(outcomes.job_fail, outcomes.job_schedule_retry, outcomes.job_fail_stalled)",
+    "(outcomes.job_fail, outcomes.job_schedule_retry, lease.job_fail_stalled)",
     (ACTIVE, WAITING): "give back: worker shutdown (lease.job_release), more batches to run "
     "(outcomes.job_requeue), or a silent attempt re-queued (sweeper.jobs_sweep)",
     (WAITING, CANCELLED): "cancel before it starts (control.job_cancel)",
