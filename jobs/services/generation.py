@@ -93,6 +93,12 @@ def job_run_generation(*, job_id: str) -> float | None:
     except JobCancelled:
         if job_remove_cancelled_outputs(job, token=claim.token):
             logger.info("job %s cancelled; partial outputs removed", job_id)
+        else:
+            logger.info(
+                "job %s cancelled; partial outputs removed until it was retried (the retried "
+                "run keeps the rest)",
+                job_id,
+            )
     except LeaseLost:
         logger.warning("job %s: claim lost to another attempt; stopping", job_id)
     except WorkerShuttingDown:

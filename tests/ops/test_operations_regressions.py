@@ -20,45 +20,53 @@ from tests.conftest import make_user
 
 
 def test_saving_a_job_in_the_admin_keeps_a_workers_concurrent_write(
-    transactional_db: None, client: Any
+    transactional_db: None, client: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """From inside: a worker's write (progress 30 -> 60) lands between the admin reading the
-    job and saving it, injected through the model's pre_save signal from another thread with
-    its own database connection. What it exercises: the admin's change view must not write
-    back fields it did not change."""
-    from django.db.models.signals import pre_save
+    job and the end of its Save, injected right after the change view reads the job, from
+    another thread with its own database connection (an admin that saves fires it before
+    its write; one that does not write still reads the job first). What it exercises: the
+    admin's change view must not write back fields it did not change."""
+    from django.contrib.auth.models import Permission
 
+    from jobs.admin import JobAdmin
     from jobs.models import Job
 
     staff = make_user("root", staff=True)
+    # May change jobs (the admin's model permissions): the Save is really offered.
+    staff.user_permissions.add(*Permission.objects.filter(codename__in=["view_job", "change_job"]))
     client.force_login(staff)
     job = Job.objects.create(
         owner=staff, kind="image-generation", prompt="Running", platforms=["twitter-post"],
         status="active", progress=30,
     )  # fmt: skip
+    injected = threading.Event()
 
     def worker_writes() -> None:
         Job.objects.filter(pk=job.pk).update(progress=60)
         connections.close_all()
 
-    def concurrent_write(sender: Any, instance: Job, **kwargs: Any) -> None:
-        if instance.pk == job.pk:
-            pre_save.disconnect(concurrent_write, sender=Job)
+    read_the_job = JobAdmin.get_object
+
+    def get_object_then_a_worker_writes(self: JobAdmin, *args: Any, **kwargs: Any) -> Any:
+        obj = read_the_job(self, *args, **kwargs)
+        if obj is not None and obj.pk == job.pk and not injected.is_set():
+            injected.set()
             writer = threading.Thread(target=worker_writes)
             writer.start()
             writer.join()
+        return obj
 
-    pre_save.connect(concurrent_write, sender=Job)
-    try:
-        client.post(
-            f"/admin/jobs/job/{job.pk}/change/",
-            {
-                "_save": "Save", "images-TOTAL_FORMS": "0", "images-INITIAL_FORMS": "0",
-                "images-MIN_NUM_FORMS": "0", "images-MAX_NUM_FORMS": "1000",
-            },
-        )  # fmt: skip
-    finally:
-        pre_save.disconnect(concurrent_write, sender=Job)
+    monkeypatch.setattr(JobAdmin, "get_object", get_object_then_a_worker_writes)
+    response = client.post(
+        f"/admin/jobs/job/{job.pk}/change/",
+        {
+            "_save": "Save", "images-TOTAL_FORMS": "0", "images-INITIAL_FORMS": "0",
+            "images-MIN_NUM_FORMS": "0", "images-MAX_NUM_FORMS": "1000",
+        },
+    )  # fmt: skip
+    assert injected.is_set(), f"the change view never read the job ({response.status_code})"
+    assert response.status_code == 302, f"the Save was not accepted: {response.status_code}"
     job.refresh_from_db()
     assert job.progress == 60, f"the worker's write was reverted: progress {job.progress}"
 
