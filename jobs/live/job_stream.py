@@ -15,7 +15,8 @@ connected stream that saw id 7 when the counter went back to 0) would skip every
 ``final`` included: it notices (an id at or below its position with the storage's current id
 below it, a catch-up read that finds the position gone, or a ``final`` it never sent) and
 starts over from the job row, as a fresh stream does, so a settled job's stream always ends
-with ``final``.
+with ``final``. An event the worker could not publish at all (Redis did not answer it) is
+covered by the row too: a quiet stream looks at its job's row every few keep-alives.
 """
 
 from __future__ import annotations
@@ -80,6 +81,17 @@ def job_restart_frames(job_id: str, subscriber: Subscriber) -> tuple[bytes, bool
     return sse_frame(json.dumps(update), snapshot.current_id), False
 
 
+# A quiet stream looks at its job's row every this many keep-alives (a minute by default):
+# one primary-key read per stream and minute, against an event lost for good.
+ROW_CHECK_EVERY_KEEPALIVES = 4
+
+
+def _row_is_finished(job_id: str) -> bool:
+    from jobs.models import FINISHED_STATUSES, Job
+
+    return Job.objects.filter(pk=job_id, status__in=FINISHED_STATUSES).exists()
+
+
 class PositionLost(Exception):
     """The storage's ids went below this stream's position."""
 
@@ -124,6 +136,7 @@ async def job_event_stream(
             return
 
         keep_alive = settings.SSE_KEEPALIVE_SECONDS
+        quiet = 0  # keep-alives since the last event
         while True:
             # Caught up, and not writing: the hub may write the next events itself. Our own
             # writes below go through Django's response, so the hub must not write meanwhile.
@@ -145,7 +158,17 @@ async def job_event_stream(
                 pending = list(catch_up)
             elif subscriber.items:
                 pending, subscriber.items = subscriber.items, []
+                quiet = 0
             else:
+                quiet += 1
+                if quiet % ROW_CHECK_EVERY_KEEPALIVES == 0 and await sync_to_async(
+                    _row_is_finished
+                )(job_id):
+                    # The final event was never published (Redis did not answer the
+                    # worker then): the row says the job ended, so end from the row.
+                    body, _ = await sync_to_async(job_restart_frames)(job_id, subscriber)
+                    yield body
+                    return
                 yield KEEP_ALIVE
                 continue
             try:

@@ -55,11 +55,14 @@ def _overdue(now: datetime) -> QuerySet[Job]:
     )
 
 
-def _oldest_first(queryset: QuerySet[Job], *, limit: int) -> Iterator[list[tuple[str, str, int]]]:
-    """Pages of (id, kind, priority), oldest job first, through the whole queryset."""
+def _oldest_first(
+    queryset: QuerySet[Job], *, limit: int | None = None
+) -> Iterator[list[tuple[str, str, int]]]:
+    """Pages of (id, kind, priority), oldest job first, through the whole queryset (or its
+    first ``limit`` rows)."""
     after: tuple[datetime, str] | None = None
     seen = 0
-    while seen < limit:
+    while limit is None or seen < limit:
         page_query = queryset.order_by("created_at", "id")
         if after is not None:
             created_at, job_id = after
@@ -83,7 +86,9 @@ def _resend_lost_messages(now: datetime) -> int:
     since = (now - timedelta(seconds=settings.JOB_ENQUEUE_OVERDUE_SECONDS)).timestamp()
     held = _held_job_ids(since=since)
     missing: list[tuple[str, str, int]] = []
-    for page in _oldest_first(overdue_jobs, limit=SWEEP_RUN_LIMIT * 4):
+    # Every overdue job is looked at (a backlog of held messages may be long); at most
+    # SWEEP_RUN_LIMIT of the missing ones are resent this run, the oldest.
+    for page in _oldest_first(overdue_jobs):
         missing += [row for row in page if held is None or row[0] not in held]
         if len(missing) >= SWEEP_RUN_LIMIT:
             missing = missing[:SWEEP_RUN_LIMIT]
