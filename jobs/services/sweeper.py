@@ -22,6 +22,7 @@ from jobs import broker
 from jobs.models import Job, JobStatus
 from jobs.services.delivery import job_enqueue_on_commit, job_send_message
 from jobs.services.lease import job_fail_stalled
+from jobs.services.outputs import job_remove_cancelled_outputs
 from jobs.services.transitions import job_transition
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,34 @@ def jobs_sweep() -> dict[str, int]:
     now = timezone.now()
     resent = _resend_lost_messages(now)
     stalled, failed = _recover_stalled(now)
-    if resent or stalled or failed:
-        logger.info("sweeper: resent %d, re-queued %d stalled, failed %d", resent, stalled, failed)
+    cleared = _clear_cancelled_leftovers(now)
+    if resent or stalled or failed or cleared:
+        logger.info(
+            "sweeper: resent %d, re-queued %d stalled, failed %d, cleared %d cancelled",
+            resent, stalled, failed, cleared,
+        )  # fmt: skip
     return {"resent": resent, "stalled": stalled, "failedStalled": failed}
+
+
+def _clear_cancelled_leftovers(now: datetime) -> int:
+    """Files of cancelled jobs that no attempt is left to remove: cancelled between attempts
+    while their message was lost, or cancelled while running on a worker that then died
+    (its heartbeat stopped for twice the lease). Fenced like the attempt's own removal."""
+    stale = now - timedelta(seconds=settings.JOB_LEASE_SECONDS * 2)
+    leftovers = (
+        Job.objects.filter(status=JobStatus.CANCELLED)
+        .filter(Q(claim_token__isnull=True) | Q(heartbeat_at__lt=stale) | Q(heartbeat_at=None))
+        .filter(Q(images__isnull=False) | ~Q(source_path=""))
+        .filter(finished_at__lt=stale)
+        .select_related("owner")
+        .distinct()
+        .order_by("finished_at")[:SWEEP_PAGE]
+    )
+    cleared = 0
+    for job in leftovers:
+        if job_remove_cancelled_outputs(job, token=job.claim_token):
+            cleared += 1
+    return cleared
 
 
 def _overdue(now: datetime) -> QuerySet[Job]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -154,3 +155,51 @@ def test_a_transient_error_delays_the_job_until_attempts_run_out(alice: Any, set
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert job.failed_reason == "Gave up after 2 attempts: Provider timed out"
+
+
+def _a_job_with_outputs_then_cancelled_between_attempts(alice: Any) -> Job:
+    """Its first attempt rendered one platform of two and stopped on a transient error;
+    then it was cancelled while delayed."""
+    job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
+    claim = lease.job_claim(job_id=str(job.id))
+    assert claim is not None
+    image = decode_image(generation.source_image_bytes(claim))
+    rendered = render_platform(image, 1200, 675, "png")
+    generation.render_and_store(claim, rendered, "twitter-post", progress=60)
+    outcomes.job_schedule_retry(job_id=str(job.id), token=claim.token, reason="5xx", retry_after=0)
+    control.job_cancel(job=job)
+    return Job.objects.get(pk=job.pk)
+
+
+def test_a_job_cancelled_between_attempts_has_its_files_removed_by_its_next_delivery(
+    alice: Any, media_root: Path
+) -> None:
+    job = _a_job_with_outputs_then_cancelled_between_attempts(alice)
+    assert job.images.exists()
+    assert generation.job_run_generation(job_id=str(job.id)) is None  # the delayed message
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.generation_calls == 1
+    assert not job.images.exists() and job.source_path == ""
+    assert not any(path.is_file() for path in media_root.rglob("*"))
+
+
+def test_the_sweeper_removes_the_files_of_a_cancelled_job_no_attempt_is_left_to_remove(
+    alice: Any, media_root: Path, settings: Any
+) -> None:
+    from jobs.services.sweeper import jobs_sweep
+
+    settings.JOB_LEASE_SECONDS = 2
+    job = _a_job_with_outputs_then_cancelled_between_attempts(alice)
+    Job.objects.filter(pk=job.pk).update(finished_at=job.finished_at - timedelta(seconds=10))
+    jobs_sweep()
+    job.refresh_from_db()
+    assert not job.images.exists() and job.source_path == ""
+    assert not any(path.is_file() for path in media_root.rglob("*"))
+
+
+def test_a_retry_stops_the_removal_of_a_cancelled_jobs_files(alice: Any, media_root: Path) -> None:
+    job = _a_job_with_outputs_then_cancelled_between_attempts(alice)
+    control.job_retry(job=job)
+    assert not outputs.job_remove_cancelled_outputs(job, token=None)
+    assert job.images.count() == 1
+    assert any(path.is_file() for path in media_root.rglob("*"))
