@@ -293,9 +293,11 @@ def _download_paid_answer(claim: Claim, provider: Any) -> bytes | None:
 
 def _checkpoint_path(job: Any) -> str:
     """Where an earlier attempt kept the original, or "". Once the model was ever called for
-    this job, also look in the job's tmp folder: an attempt may have stored it and lost its
-    claim (released at shutdown, taken over, or killed) before recording it."""
-    if job.source_path or job.generation_calls == 0:
+    this job (or this is not its first attempt), also look in the job's tmp folder: an
+    attempt may have stored it and lost its claim (released at shutdown, taken over, or
+    killed) before recording it. A released attempt is not counted in attempts_made, so
+    the count of paid calls is what says it may be there."""
+    if job.source_path or (job.generation_calls == 0 and job.attempts_made <= 1):
         return str(job.source_path)
     try:
         _, names = default_storage.listdir(f"tmp/{storage_prefix(job)}")
