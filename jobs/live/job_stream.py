@@ -22,6 +22,7 @@ covered by the row too: a quiet stream looks at its job's row every few keep-ali
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,8 @@ from jobs.live.frames import KEEP_ALIVE, RETRY, LiveEvent, error_frame, sse_fram
 from jobs.live.hub import Subscriber, hub
 from jobs.live.publish import job_event_payload, job_final_payload
 from jobs.live.storage import stored_events_after
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,13 @@ async def job_event_stream(
         except TimeoutError:
             yield error_frame(job_id, "Live events are unavailable; try again")
             return
-        snapshot = await sync_to_async(job_snapshot)(job_id, last_event_id)
+        try:
+            snapshot = await sync_to_async(job_snapshot)(job_id, last_event_id)
+        except Exception:
+            # Redis (the storage) did not answer in time: the client reconnects later.
+            logger.warning("live events: no snapshot of job %s", job_id, exc_info=True)
+            yield error_frame(job_id, "Live events are unavailable; try again")
+            return
         if snapshot.missing:
             yield error_frame(job_id, "Job not found")
             return

@@ -2,11 +2,11 @@
 
 For ``seconds`` the campaign submits jobs from several users, cancels and retries some,
 and meanwhile SIGKILLs and SIGTERMs images workers (restarting them), kills beat and the
-cleanup worker, flushes the broker and slows storage; the OpenAI fake answers slowly, with
-5xx, with 429 + retry-after, with a content-policy 400 (for the jobs whose prompt asks for
-it) or with a URL whose first download fails, following a schedule drawn from the seed for
-each (job, call). Then it calms down, lets everything settle and hands over to
-``tests.chaos.invariants``.
+cleanup worker, flushes and freezes (SIGSTOP) the broker and slows storage; the OpenAI fake
+answers slowly, with 5xx, with 429 + retry-after, with a content-policy 400 (for the jobs
+whose prompt asks for it) or with a URL whose first download fails, following a schedule
+drawn from the seed for each (job, call). Then it calms down, lets everything settle and
+hands over to ``tests.chaos.invariants``.
 
 Every prompt carries a marker ``[cj-N]``, so each call the OpenAI fake saw is attributed to
 its job; every process start has its own tag in the fakes' URLs, so a SIGKILL is attributed
@@ -49,6 +49,7 @@ ACTIONS = {
     "kill_beat": 0.2,
     "kill_cleanup_worker": 0.15,
     "flush_broker": 0.25,
+    "freeze_broker": 0.15,
     "slow_storage": 0.35,
 }
 # Chances of each provider fault per call (the rest succeed at once).
@@ -370,6 +371,19 @@ class Campaign:
     def do_flush_broker(self) -> None:
         self.stack.redis.flush()
         self.faults["flush_broker"] += 1
+
+    def do_freeze_broker(self) -> None:
+        """Redis alive but not answering for 1-3 s (SIGSTOP, then SIGCONT): a fork stall, a
+        full disk, a partition dropping packets. The campaign's own requests go on meanwhile
+        (a submit must still answer 202)."""
+        self.stack.redis.freeze()
+        try:
+            self.faults["freeze_broker"] += 1
+            if self.tokens and self.rng.random() < 0.5:
+                self.do_submit()
+            time.sleep(self.rng.uniform(1.0, 3.0))
+        finally:
+            self.stack.redis.thaw()
 
     def do_slow_storage(self) -> None:
         if self.stack.supabase is None:
