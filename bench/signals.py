@@ -19,7 +19,8 @@ from snapasset.core.redis_clients import redis_client
 def record_start(task_id: str | None = None, **kwargs: Any) -> None:
     started = time.time()
     client = redis_client(timeout=None)
-    key = f"bench:start:{task_id}"
+    # A job's delivery has the task id `<job id>.<delivery>`: recorded under the job id.
+    key = f"bench:start:{(task_id or '').partition('.')[0]}"
     client.rpush(key, repr(started))
     client.expire(key, 600)
 

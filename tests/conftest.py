@@ -42,6 +42,15 @@ def media_root(tmp_path: Path, settings: Any) -> Path:
     return media
 
 
+@pytest.fixture(autouse=True)
+def _no_remembered_redis_outage() -> None:
+    """A test that stopped Redis on purpose leaves no outage remembered for the next one
+    (snapasset.core.redis_clients.outage_known)."""
+    from snapasset.core.redis_clients import forget_outages
+
+    forget_outages()
+
+
 def make_user(username: str, *, staff: bool = False) -> Any:
     user = get_user_model().objects.create_user(username=username, is_staff=staff)
     return user

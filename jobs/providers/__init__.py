@@ -6,8 +6,6 @@ from typing import Protocol
 
 from django.conf import settings
 
-from snapasset.core.exceptions import TransientError
-
 
 class ImageProvider(Protocol):
     name: str
@@ -15,15 +13,6 @@ class ImageProvider(Protocol):
     def generate(self, *, prompt: str, image_type: str) -> bytes:
         """Return one 1024x1024 image (encoded bytes) for the prompt."""
         ...
-
-
-class PaidAnswerNotFetched(TransientError):
-    """The model answered (a paid call) with a link whose download failed for now; ``url``
-    is kept so that the retry downloads it instead of paying again."""
-
-    def __init__(self, message: str, *, url: str, retry_after: float | None = None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.paid_url = url
 
 
 def get_provider() -> ImageProvider:

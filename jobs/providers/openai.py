@@ -22,8 +22,13 @@ import openai
 from django.conf import settings
 
 from jobs.pipeline import inspect_image
-from jobs.providers import PaidAnswerNotFetched
-from snapasset.core.exceptions import JobError, PermanentError, TransientError, parse_retry_after
+from snapasset.core.exceptions import (
+    JobError,
+    PaidAnswerNotFetched,
+    PermanentError,
+    TransientError,
+    parse_retry_after,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -75,6 +75,15 @@ class TransientError(JobError):
     """Retrying can help (network, timeout, 429, 5xx): the job is retried with backoff."""
 
 
+class PaidAnswerNotFetched(TransientError):
+    """The image model answered (a paid call) with a link whose download failed for now;
+    ``paid_url`` is kept so that the retry downloads it instead of paying again."""
+
+    def __init__(self, message: str, *, url: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.paid_url = url
+
+
 class PermanentError(JobError):
     """Retrying cannot help (content policy, invalid input): the job fails at once."""
 
