@@ -14,7 +14,7 @@ DEV_STAMP := $(call stamp,dev,requirements-dev.txt)
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test coverage test-watch setup setup-run migrate bench lint lock clean
+.PHONY: run test coverage test-watch setup setup-run migrate bench lint lock clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -108,3 +108,9 @@ bench: setup
 
 clean:
 	rm -rf var .pytest_cache .coverage .coverage.* .testmondata*
+
+# The long fault campaign (tests/chaos): a few minutes of faults on the real processes, then
+# the invariants. CHAOS_SEED replays a run (random by default), CHAOS_SECONDS sets its length.
+chaos: setup
+	CHAOS_SEED=$${CHAOS_SEED:-$$(shuf -i 1-999999 -n 1)} CHAOS_SECONDS=$${CHAOS_SECONDS:-240} \
+		$(MAKE) test PYTEST_ARGS="tests/chaos/test_campaign.py -s $(PYTEST_ARGS)"

@@ -19,7 +19,8 @@ from snapasset.core.redis_clients import redis_client
 def record_start(task_id: str | None = None, **kwargs: Any) -> None:
     started = time.time()
     client = redis_client(timeout=None)
-    key = f"bench:start:{task_id}"
+    # A job's delivery has the task id `<job id>.<delivery>`: recorded under the job id.
+    key = f"bench:start:{(task_id or '').partition('.')[0]}"
     client.rpush(key, repr(started))
     client.expire(key, 600)
 
@@ -48,7 +49,7 @@ def tiny_renders(
 def stub_image_work(**kwargs: Any) -> None:
     if os.environ.get("BENCH_STUB_IMAGE") != "1":
         return
-    from jobs import services
+    from jobs.services import generation
 
-    services.get_provider = lambda: TinyProvider()  # type: ignore[assignment]
-    services.render_platforms = tiny_renders  # type: ignore[assignment]
+    generation.get_provider = lambda: TinyProvider()  # type: ignore[assignment]
+    generation.render_platforms = tiny_renders  # type: ignore[assignment]

@@ -71,8 +71,8 @@ def _wait_finished(job_ids: list[Any], timeout: float) -> None:
 
 
 def measure_start_latency(env: BenchEnv, owner: Any, count: int) -> dict[str, list[float]]:
-    from jobs import services
     from jobs.models import Job
+    from jobs.services.delivery import job_send_message
     from snapasset.celery import app
 
     worker = env.start_worker(concurrency=1)
@@ -85,7 +85,7 @@ def measure_start_latency(env: BenchEnv, owner: Any, count: int) -> dict[str, li
         noop.append(_started_at(env, task_id) - sent)
         time.sleep(0.05)  # past the no-op's tail (its result row, ack): the worker is idle
         sent = time.time()
-        services.job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
+        job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
         ours.append(_started_at(env, str(job.id)) - sent)
         _wait_finished([job.id], timeout=60)
         claimed.append(Job.objects.get(pk=job.id).processed_at.timestamp() - sent)
@@ -97,7 +97,8 @@ def measure_start_latency(env: BenchEnv, owner: Any, count: int) -> dict[str, li
 def measure_cpu(env: BenchEnv, owner: Any, count: int) -> dict[str, float]:
     """CPU seconds per task of the worker (parent and pool process), no-op vs image job with
     the image work stubbed out."""
-    from jobs import services
+    from jobs.platforms import PLATFORM_IDS
+    from jobs.services.delivery import job_send_message
     from snapasset.celery import app
 
     worker = env.start_worker(concurrency=1, BENCH_STUB_IMAGE="1")
@@ -116,10 +117,10 @@ def measure_cpu(env: BenchEnv, owner: Any, count: int) -> dict[str, float]:
         time.sleep(0.3)  # let the last one finish (its result row)
         results.setdefault("noop", []).append((total() - before - 0.0) / count)
 
-        jobs = _new_jobs(owner, count, list(services.PLATFORM_IDS))
+        jobs = _new_jobs(owner, count, list(PLATFORM_IDS))
         before = total()
         for job in jobs:
-            services.job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
+            job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
             _wait_finished([job.id], timeout=60)
         time.sleep(0.3)
         results.setdefault("ours", []).append((total() - before) / count)
@@ -130,9 +131,9 @@ def measure_cpu(env: BenchEnv, owner: Any, count: int) -> dict[str, float]:
 def measure_throughput(
     env: BenchEnv, owner: Any, count: int, platforms: int, threads: int
 ) -> dict[str, Any]:
-    from jobs import services
     from jobs.models import Job
     from jobs.platforms import PLATFORM_IDS
+    from jobs.services.delivery import job_send_message
 
     worker = env.start_worker(concurrency=2, IMAGE_RENDER_THREADS=str(threads))
     pool = children(worker.pid)
@@ -140,7 +141,7 @@ def measure_throughput(
     jobs = _new_jobs(owner, count, list(PLATFORM_IDS[:platforms]))
     start = time.time()
     for job in jobs:
-        services.job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
+        job_send_message(job_id=str(job.id), kind=job.kind, priority=job.priority)
     _wait_finished([job.id for job in jobs], timeout=600)
     last = max(
         j.finished_at.timestamp() for j in Job.objects.filter(pk__in=[job.id for job in jobs])

@@ -18,10 +18,12 @@ from django.core.files.storage import default_storage
 from django.db import transaction
 from django.utils import timezone
 
-from jobs import metrics
-from jobs import services as job_services
-from jobs.live.publish import publish_job_event
+from jobs.live.publish import publish_stats_changed
 from jobs.models import FINISHED_STATUSES, GeneratedImage, Job, JobKind, JobStatus
+from jobs.services.delivery import job_enqueue_on_commit
+from jobs.services.lease import job_claim
+from jobs.services.outcomes import job_complete, job_requeue
+from jobs.services.transitions import job_created
 from snapasset.core.exceptions import JobCancelled, LeaseLost
 
 logger = logging.getLogger(__name__)
@@ -74,25 +76,38 @@ def _delete_files(paths: list[str], *, dry_run: bool) -> int:
 
 
 def cleanup_temp_files_batch(*, older_than_days: int, dry_run: bool = False) -> CleanupBatch:
-    """Remove generated originals (checkpoints) of jobs finished over N days ago."""
-    cutoff = timezone.now() - timedelta(days=older_than_days)
+    """Remove generated originals (checkpoints) of jobs finished over N days ago.
+
+    The rows are re-checked under their lock and cleared first, then the files deleted: a
+    job retried meanwhile (no longer finished) keeps its checkpoint and the path a re-run
+    records; a file whose row was cleared is nobody's any more."""
+    finished_long_ago = Job.objects.filter(
+        kind=JobKind.IMAGE_GENERATION,
+        status__in=FINISHED_STATUSES,
+        finished_at__lt=timezone.now() - timedelta(days=older_than_days),
+    ).exclude(source_path="")
     rows = list(
-        Job.objects.filter(
-            kind=JobKind.IMAGE_GENERATION,
-            status__in=FINISHED_STATUSES,
-            finished_at__lt=cutoff,
-        )
-        .exclude(source_path="")
-        .values_list("id", "source_path")[: CLEANUP_BATCH_SIZE + 1]
+        finished_long_ago.order_by("finished_at", "id").values_list("id", "source_path")[
+            : CLEANUP_BATCH_SIZE + 1
+        ]
     )
     batch = CleanupBatch(more=len(rows) > CLEANUP_BATCH_SIZE)
     rows = rows[:CLEANUP_BATCH_SIZE]
-    batch.paths = [path for _, path in rows]
-    batch.deleted_files = _delete_files(batch.paths, dry_run=dry_run)
-    if not dry_run:
-        batch.cleared_checkpoints = Job.objects.filter(pk__in=[pk for pk, _ in rows]).update(
-            source_path=""
+    if dry_run:
+        batch.paths = [path for _, path in rows]
+        batch.deleted_files = len(batch.paths)
+        return batch
+    with transaction.atomic():
+        locked = dict(
+            finished_long_ago.select_for_update(of=("self",))
+            .filter(pk__in=[pk for pk, _ in rows])
+            .values_list("id", "source_path")
         )
+        batch.cleared_checkpoints = Job.objects.filter(pk__in=list(locked)).update(
+            source_path="", updated_at=timezone.now()
+        )
+    batch.paths = sorted(locked.values())
+    batch.deleted_files = _delete_files(batch.paths, dry_run=False)
     return batch
 
 
@@ -144,25 +159,58 @@ def cleanup_task_results_batch(*, older_than_days: int, dry_run: bool = False) -
 
 
 def _delete_jobs_batch(queryset: Any, *, dry_run: bool) -> CleanupBatch:
+    """Delete one batch of the jobs ``queryset`` selects: files and rows.
+
+    Three steps, each re-checking the jobs' state under their row locks: (1) the jobs still
+    selected are detached from their files (image rows deleted, checkpoint cleared), (2) the
+    files are deleted, (3) the rows still selected are deleted. A job retried at any point
+    (waiting again) is no longer selected: before (1) it keeps everything; after it, it
+    keeps its row and its run starts from nothing instead of finding records of deleted
+    files. A crash leaves at worst files without a row, never a row without its files."""
     job_ids = list(
-        queryset.order_by("finished_at").values_list("id", flat=True)[: CLEANUP_BATCH_SIZE + 1]
+        queryset.order_by("finished_at", "id").values_list("id", flat=True)[
+            : CLEANUP_BATCH_SIZE + 1
+        ]
     )
     batch = CleanupBatch(more=len(job_ids) > CLEANUP_BATCH_SIZE)
     job_ids = job_ids[:CLEANUP_BATCH_SIZE]
+    if dry_run:
+        batch.paths = _job_paths(job_ids)
+        batch.deleted_files = len(batch.paths)
+        batch.deleted_jobs = len(job_ids)
+        return batch
+    with transaction.atomic():
+        locked = list(
+            queryset.select_for_update(of=("self",))
+            .filter(pk__in=job_ids)
+            .values_list("id", flat=True)
+        )
+        batch.paths = _job_paths(locked)
+        GeneratedImage.objects.filter(job_id__in=locked).delete()
+        Job.objects.filter(pk__in=locked).exclude(source_path="").update(
+            source_path="", updated_at=timezone.now()
+        )
+    batch.deleted_files = _delete_files(batch.paths, dry_run=False)
+    with transaction.atomic():
+        still = queryset.select_for_update(of=("self",)).filter(pk__in=locked)
+        batch.deleted_jobs = (
+            Job.objects.filter(pk__in=list(still.values_list("id", flat=True)))
+            .delete()[1]
+            .get("jobs.Job", 0)
+        )
+        if batch.deleted_jobs:
+            publish_stats_changed()
+    return batch
+
+
+def _job_paths(job_ids: list[Any]) -> list[str]:
     paths = list(
         GeneratedImage.objects.filter(job_id__in=job_ids).values_list("storage_path", flat=True)
     )
     paths += [
         p for p in Job.objects.filter(pk__in=job_ids).values_list("source_path", flat=True) if p
     ]
-    batch.paths = paths
-    batch.deleted_files = _delete_files(paths, dry_run=dry_run)
-    if dry_run:
-        batch.deleted_jobs = len(job_ids)
-    else:
-        with transaction.atomic():
-            batch.deleted_jobs = Job.objects.filter(pk__in=job_ids).delete()[1].get("jobs.Job", 0)
-    return batch
+    return paths
 
 
 def cleanup_batch(
@@ -196,7 +244,7 @@ def _add(total: CleanupBatch, part: CleanupBatch) -> None:
 
 def cleanup_run(*, job_id: str) -> None:
     """Run one batch of a cleanup job; re-queue the job while more remains."""
-    claim = job_services.job_claim(job_id=job_id)
+    claim = job_claim(job_id=job_id)
     if claim is None:
         return
     job = claim.job
@@ -218,9 +266,9 @@ def cleanup_run(*, job_id: str) -> None:
             "batches": job.result.get("batches", 0) + 1,
         }
         if batch.more:
-            job_services.job_requeue(claim, result=result)
+            job_requeue(claim, result=result)
         else:
-            job_services.job_complete(claim, result=result)
+            job_complete(claim, result=result)
         logger.info("cleanup %s: %s%s", job_id, result, " (more to do)" if batch.more else "")
     except (JobCancelled, LeaseLost):
         logger.info("cleanup %s stopped (cancelled or taken over)", job_id)
@@ -245,9 +293,8 @@ def cleanup_create(*, actor: Any, cleanup_type: str, older_than_days: int | None
         priority=0,
         enqueued_at=timezone.now(),
     )
-    job_services.job_enqueue_on_commit(job)
-    publish_job_event(job)
-    metrics.record_job_submitted(kind=job.kind)
+    job_enqueue_on_commit(job)
+    job_created(job)
     return job
 
 

@@ -18,8 +18,9 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.timesince import timesince
 
-from jobs import services, task_results
+from jobs import task_results
 from jobs.models import GeneratedImage, Job
+from jobs.services.control import job_cancel, job_retry
 from snapasset.core.exceptions import ApplicationError
 
 THUMBNAIL_HEIGHT = 72
@@ -154,7 +155,13 @@ class JobAdmin(admin.ModelAdmin):
     )  # fmt: skip
 
     # Jobs are created through the API and deleted by the cleanup; the admin reads them
-    # and runs the two actions (for those who may change jobs), nothing else.
+    # and runs the two actions (for those who may change jobs), nothing else. Its Save
+    # writes only the fields the form changed (none: every field is read-only), never the
+    # whole row, which would revert a worker's concurrent write.
+    def save_model(self, request: HttpRequest, obj: Job, form: Any, change: bool) -> None:
+        if change and form.changed_data:
+            obj.save(update_fields=form.changed_data)
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -223,8 +230,8 @@ class JobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._run_action(request, queryset, verb="Retried", service=services.job_retry)
+        self._run_action(request, queryset, verb="Retried", service=job_retry)
 
     @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._run_action(request, queryset, verb="Cancelled", service=services.job_cancel)
+        self._run_action(request, queryset, verb="Cancelled", service=job_cancel)

@@ -16,10 +16,12 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from jobs import archive, openapi, selectors, serializers, services
+from jobs import archive, openapi, selectors, serializers
 from jobs.models import JobStatus
 from jobs.platforms import PLATFORMS
 from jobs.spend import selectors as spend_selectors
+from jobs.services.control import job_cancel, job_retry
+from jobs.services.submission import job_create_generation
 from snapasset.core.exceptions import ApplicationError, InvalidStateError
 from snapasset.core.openapi import RETRY_AFTER_HEADER, errors
 from snapasset.core.throttling import SubmitRateThrottle
@@ -62,7 +64,7 @@ class JobGenerateApi(APIView):
                 extra={"details": {"Idempotency-Key": ["At most 255 characters."]}},
             )
         data = body.validated_data
-        submission = services.job_create_generation(
+        submission = job_create_generation(
             actor=request.user,
             prompt=data["prompt"],
             platforms=data.get("platforms"),
@@ -110,7 +112,7 @@ class JobDetailApi(APIView):
     )
     def delete(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        job = services.job_cancel(job=job)
+        job = job_cancel(job=job)
         body = serializers.JobCancelledSerializer(
             {"jobId": job.id, "status": JobStatus.CANCELLED, "message": "Job cancelled"}
         )
@@ -184,7 +186,7 @@ class JobRetryApi(APIView):
     )
     def post(self, request: Request, job_id: str) -> Response:
         job = selectors.job_get_for_user(job_id=job_id, user=request.user)
-        job = services.job_retry(job=job, actor=request.user)
+        job = job_retry(job=job, actor=request.user)
         body = serializers.JobRetryingSerializer(
             {"jobId": job.id, "status": "retrying", "message": "Job queued for retry"}
         )

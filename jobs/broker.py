@@ -20,7 +20,9 @@ if TYPE_CHECKING:
     import redis
 
 # /health and /metrics: a broker that does not answer within this long counts as down.
-PROBE_TIMEOUT_SECONDS = 2
+PROBE_TIMEOUT_SECONDS = 0.5
+# The sweeper's reads of the queues, one page per command.
+READ_TIMEOUT_SECONDS = 10
 
 
 def _client(*, timeout: float | None, connect_timeout: float | None = None) -> redis.Redis:
@@ -35,8 +37,9 @@ def _client(*, timeout: float | None, connect_timeout: float | None = None) -> r
 
 
 def probe_client() -> redis.Redis:
-    """A client for the quick reads of /health and /metrics."""
-    return _client(timeout=PROBE_TIMEOUT_SECONDS)
+    """A client for the quick reads of /health and /metrics (no retry: a frozen broker
+    costs one timeout)."""
+    return redis_client(url=current_app.conf.broker_url, timeout=PROBE_TIMEOUT_SECONDS, retries=0)
 
 
 def _transport_options() -> dict[str, Any]:
@@ -62,37 +65,58 @@ def queue_depths(queues: list[str]) -> dict[str, int]:
     return {queue: sum(next(lengths) for _ in queue_keys(queue)) for queue in queues}
 
 
-def held_task_ids(queues: list[str], *, since: float, scan_limit: int) -> set[str] | None:
-    """The task ids of every message the broker holds for ``queues``: waiting in a list (any
-    priority), or taken by a worker since ``since`` (unix time) and not yet acknowledged.
-    None when the lists hold more than ``scan_limit`` messages (not read). Raises when the
-    broker cannot be read."""
-    options = _transport_options()
+# Messages read per LRANGE: one page of a long backlog is a short command for Redis (the
+# sweeper reads a 50,000-message backlog in 25 of them) and a bounded buffer for us.
+READ_PAGE = 2000
+
+
+def held_job_ids(queues: list[str], *, since: float) -> set[str]:
+    """The ids of the jobs whose message the broker holds for ``queues``: waiting in a list
+    (any priority), or taken by a worker since ``since`` (unix time) and not yet
+    acknowledged. The lists are read page by page, however long. Raises when the broker
+    cannot be read."""
     keys = [key for queue in sorted(queues) for key in queue_keys(queue)]
-    # No read timeout: a long backlog (up to scan_limit messages) is read in one go.
-    client = _client(timeout=None, connect_timeout=current_app.conf.broker_connection_timeout)
-    pipe = client.pipeline(transaction=False)
+    client = _reader()
+    held: set[str] = set()
     for key in keys:
-        pipe.llen(key)
-    if sum(pipe.execute()) > scan_limit:
-        return None
-    for key in keys:
-        pipe.lrange(key, 0, -1)
-    raw_messages = [raw for items in pipe.execute() for raw in items]
+        start = 0
+        while True:
+            page = client.lrange(key, start, start + READ_PAGE - 1)
+            held.update(_message_job_id(raw) for raw in page)
+            if len(page) < READ_PAGE:
+                break
+            start += READ_PAGE
+    return held | taken_job_ids(since=since)
+
+
+def taken_job_ids(*, since: float) -> set[str]:
+    """The jobs whose message a worker took since ``since`` (unix time) and has not yet
+    acknowledged (kombu's ``unacked`` hash, indexed by delivery time)."""
+    options = _transport_options()
+    client = _reader()
     # Without decode_responses (the factory's default) Redis answers bytes.
     tags = cast(
         "list[bytes]",
         client.zrangebyscore(options.get("unacked_index_key", "unacked_index"), since, "+inf"),
     )
-    if tags:
-        unacked = client.hmget(options.get("unacked_key", "unacked"), tags)
-        # Each entry is [message, exchange, routing_key].
-        raw_messages += [json.loads(entry)[0] for entry in unacked if entry]
-    return {_message_task_id(raw) for raw in raw_messages}
+    if not tags:
+        return set()
+    unacked = client.hmget(options.get("unacked_key", "unacked"), tags)
+    # Each entry is [message, exchange, routing_key].
+    return {_message_job_id(json.loads(entry)[0]) for entry in unacked if entry}
 
 
-def _message_task_id(raw: Any) -> str:
+def _reader() -> redis.Redis:
+    # Pages are short commands: the probe's timeout is ample, and a frozen broker does not
+    # hold the sweeper.
+    return _client(timeout=READ_TIMEOUT_SECONDS)
+
+
+def _message_job_id(raw: Any) -> str:
+    """The job a message is for: its task id is ``<job id>.<delivery>`` (or, for messages
+    sent before deliveries had ids of their own, the job id)."""
     message = json.loads(raw) if isinstance(raw, (bytes, str)) else raw
     headers = message.get("headers") or {}
     properties = message.get("properties") or {}
-    return str(headers.get("id") or properties.get("correlation_id") or "")
+    task_id = str(headers.get("id") or properties.get("correlation_id") or "")
+    return task_id.partition(".")[0]

@@ -77,6 +77,10 @@ class Job(models.Model):
     # The generated original, kept in storage as a checkpoint so that a retry or a
     # redelivery after generation never pays the image model twice.
     source_path = models.CharField(max_length=512, blank=True, default="")
+    # The image model's answer when it came as a link whose download has not succeeded yet:
+    # the next attempt downloads it instead of paying again (cleared once the original is
+    # kept, or when the link no longer gives the image).
+    source_url = models.URLField(max_length=2048, blank=True, default="")
     # Calls made to the image model for this job (each one may be paid): 1 for a job that
     # completed, whatever its redeliveries, retries and stalls. Operators compare it with
     # the provider's bill; the fault tests assert it.

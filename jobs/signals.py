@@ -17,6 +17,10 @@ logger = logging.getLogger(__name__)
 # A job reached a final status (completed, failed or cancelled). Arguments: ``job_id`` (str)
 # and ``status`` (str). A retried job that ends again sends it again.
 job_finished = Signal()
+# A job's status changed (every move of jobs.services.transitions, and a new job's first
+# status). Arguments: ``job_id`` (str), ``status`` (str) and ``previous_status`` (str, or
+# None for a new job). For mirrors of job state elsewhere.
+job_status_changed = Signal()
 
 
 def send_after_commit(signal: Signal, **kwargs: object) -> None:

@@ -6,13 +6,14 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from jobs import services
 from jobs.models import TASK_FOR_KIND, JobKind
+from jobs.services.generation import job_run_generation
+from jobs.services.sweeper import jobs_sweep
 
 
 @shared_task(bind=True, name=TASK_FOR_KIND[JobKind.IMAGE_GENERATION], max_retries=None)
 def generate_images_task(self: Task, job_id: str) -> None:
-    countdown = services.job_run_generation(job_id=job_id)
+    countdown = job_run_generation(job_id=job_id)
     if countdown is not None:
         # The Job row already says `delayed` with its retry time (or another attempt holds
         # it until its lease ends); this message is the wake-up call (and the sweeper
@@ -22,4 +23,4 @@ def generate_images_task(self: Task, job_id: str) -> None:
 
 @shared_task(name="jobs.sweep", ignore_result=True)
 def sweep_jobs_task() -> dict[str, Any]:
-    return services.jobs_sweep()
+    return jobs_sweep()

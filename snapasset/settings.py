@@ -310,7 +310,9 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "snapasset",
-        "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
+        # Short: the throttle asks it on every submit, and lets the submit through when
+        # Redis does not answer (snapasset/core/throttling.py).
+        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
     }
 }
 # HTTPS in production (behind a proxy that sets X-Forwarded-Proto). Off by default so a
@@ -512,6 +514,7 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # A submit with the broker down must still answer 202 quickly (the sweeper sends the
 # message later): fail a connection attempt after 1 s instead of kombu's 4 s.
 CELERY_BROKER_CONNECTION_TIMEOUT = env_int("BROKER_CONNECT_TIMEOUT_SECONDS", 1, minimum=1)
+BROKER_SOCKET_TIMEOUT_SECONDS = 0.5
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # Longer than the hard time limit and the longest retry countdown, so an unacked
     # message is redelivered only when its worker is really gone.
@@ -520,6 +523,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "priority_steps": list(range(10)),
     "sep": ":",
     "socket_connect_timeout": CELERY_BROKER_CONNECTION_TIMEOUT,
+    # A broker alive but not answering (SIGSTOP, a full disk, a partition dropping packets)
+    # must not hold a send for ever: a submit answers 202 within 2 s (its row is committed;
+    # the sweeper sends the message later). Redis answers in well under a millisecond.
+    "socket_timeout": BROKER_SOCKET_TIMEOUT_SECONDS,
 }
 CELERY_TASK_DEFAULT_QUEUE = "images"
 CELERY_TASK_ROUTES = {
@@ -554,6 +561,10 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 # --- Operations: worker heartbeats, metrics, Flower ----------------------------------------
 # The Celery queues workers consume (health and metrics report on each).
 WORKER_QUEUES = ["images", "cleanup", "webhooks"]
+# Declared, so that a worker started without -Q (`celery -A snapasset worker`, the command
+# of every Celery guide) consumes all of them, the sweeper's and cleanup's queue included.
+# Each as Celery would create it when a worker names it (an exchange of its own name).
+CELERY_TASK_QUEUES = {name: {"exchange": name, "routing_key": name} for name in WORKER_QUEUES}
 # A worker refreshes its key every 2 s (Celery's event heartbeat); a key this old is a dead
 # or hung worker.
 WORKER_HEARTBEAT_TTL_SECONDS = env_int("WORKER_HEARTBEAT_TTL_SECONDS", 15, minimum=3)

@@ -28,8 +28,9 @@ from rest_framework.test import APIClient
 from snapasset.core.tokens import api_token_create
 
 ROOT = Path(__file__).resolve().parent.parent
-# Fixtures of the OpenAI and Supabase fakes (fake_openai, use_fake_supabase...).
-pytest_plugins = ["tests.fakes.fixtures"]
+# Fixtures of the OpenAI and Supabase fakes (fake_openai, use_fake_supabase...) and the
+# fault tests' stack of real processes (live_stack).
+pytest_plugins = ["tests.fakes.fixtures", "tests.chaos.fixtures"]
 
 
 @pytest.fixture(autouse=True)
@@ -39,6 +40,15 @@ def media_root(tmp_path: Path, settings: Any) -> Path:
     media.mkdir()
     settings.MEDIA_ROOT = media  # FileSystemStorage re-reads it on setting_changed
     return media
+
+
+@pytest.fixture(autouse=True)
+def _no_remembered_redis_outage() -> None:
+    """A test that stopped Redis on purpose leaves no outage remembered for the next one
+    (snapasset.core.redis_clients.outage_known)."""
+    from snapasset.core.redis_clients import forget_outages
+
+    forget_outages()
 
 
 def make_user(username: str, *, staff: bool = False) -> Any:

@@ -22,9 +22,12 @@ from django.db import transaction
 from jobs.live.channels import STATS_CHANNEL, job_channel, pubsub_channel
 from jobs.live.storage import store_event
 from jobs.models import Job, JobStatus
-from snapasset.core.redis_clients import redis_client
+from snapasset.core.redis_clients import outage_known, record_outage, redis_client
 
 logger = logging.getLogger(__name__)
+
+# Redis answers a publish in well under a millisecond; a frozen one must not hold a submit.
+PUBLISH_TIMEOUT_SECONDS = 0.5
 
 
 def job_event_payload(job: Job, *, event_type: str) -> dict[str, Any]:
@@ -103,14 +106,21 @@ def publish_stored_event(channel: str, *, event_id: int | None, event_type: str,
 
 
 def _publish(message: dict[str, Any]) -> None:
+    if outage_known():
+        # Redis failed a moment ago: the row is the truth, and a stream that missed this
+        # event reads it from storage or the row once Redis is back.
+        logger.warning("live event on %s not published: Redis is unavailable", message.get("c"))
+        return
     try:
-        # Short timeouts: a Redis outage must not hold a worker's state change for long
-        # (the event is stored; a reconnecting client gets it from storage). One immediate
-        # retry covers a stale pooled connection; redis-py's default retries with backoff
-        # made a submit with Redis down take seconds per event.
+        # Short timeouts: a Redis outage must not hold a request or a worker's state
+        # change for long. One immediate retry covers a stale pooled connection; redis-py's
+        # default retries with backoff made a submit with Redis down take seconds per event.
         client = redis_client(
-            timeout=2, connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT, retries=1
+            timeout=PUBLISH_TIMEOUT_SECONDS,
+            connect_timeout=settings.CELERY_BROKER_CONNECTION_TIMEOUT,
+            retries=1,
         )
         client.publish(pubsub_channel(), json.dumps(message))
     except Exception:
+        record_outage()
         logger.warning("could not publish live event on %s", message.get("c"), exc_info=True)

@@ -12,7 +12,7 @@ from django_eventstream.event import Event
 from django_eventstream.storage import EVENT_TIMEOUT, RedisStorage
 
 from jobs.live.frames import LiveEvent, sse_frame
-from snapasset.core.redis_clients import redis_client
+from snapasset.core.redis_clients import outage_known, record_outage, redis_client
 
 if TYPE_CHECKING:
     import redis
@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 
 # Most events replayed from storage in one read (a job has ~10).
 REPLAY_LIMIT = 1000
+STORAGE_TIMEOUT_SECONDS = 0.5
 
 
 def store_event(channel: str, event_type: str, data: str) -> int | None:
@@ -30,20 +31,26 @@ def store_event(channel: str, event_type: str, data: str) -> int | None:
     storage = get_storage()
     if storage is None or not get_channelmanager().is_channel_reliable(channel):
         return None
+    if outage_known():
+        return None  # Redis failed a moment ago: see redis_clients.outage_known
     try:
         return int(storage.append_event(channel, event_type, data).id)
     except Exception:
+        record_outage()
         logger.warning("could not store %s event on %s", event_type, channel, exc_info=True)
         return None
 
 
 def stored_events_after(channel: str, last_id: int) -> list[LiveEvent] | None:
-    """Stored events after ``last_id``, or None when that id is unknown (expired)."""
+    """Stored events after ``last_id``, or None when that id is unknown: expired, or above
+    the current id (the ids restarted after Redis lost its data)."""
     from django_eventstream.storage import EventDoesNotExist
     from django_eventstream.utils import get_storage
 
     storage = get_storage()
     try:
+        if last_id > int(storage.get_current_id(channel)):
+            return None
         stored = storage.get_events(channel, last_id, limit=REPLAY_LIMIT)
     except EventDoesNotExist:
         return None
@@ -56,9 +63,10 @@ class LiveEventStorage(RedisStorage):
     and the event written in the same transaction as the counter's expiry."""
 
     def _connect(self) -> redis.Redis:
-        # Upstream builds its own client from EVENTSTREAM_STORAGE_CONNECTION; ours comes from
-        # the project's one factory, with upstream's (lack of) timeouts.
-        return redis_client(timeout=None)
+        # Upstream builds its own client from EVENTSTREAM_STORAGE_CONNECTION, without
+        # timeouts; ours comes from the project's one factory, with short ones: a frozen
+        # Redis must not hold a state change (cancel, retry, a worker's step) or a stream.
+        return redis_client(timeout=STORAGE_TIMEOUT_SECONDS, retries=1)
 
     def append_event(self, channel: str, event_type: str, data: Any) -> Event:
         counter = f"event_counter:{channel}"

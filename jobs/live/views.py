@@ -160,10 +160,11 @@ class JobEventStreamApi(EventStreamApi):
         if (
             last_event_id is not None
             and job.is_finished
-            and last_event_id >= int(get_storage().get_current_id(channel))
+            and last_event_id == int(get_storage().get_current_id(channel))
         ):
             # The client already saw the final event: 204 tells an EventSource to stop
-            # reconnecting.
+            # reconnecting. An id above the current one is from before the broker lost its
+            # data: the stream starts over and ends with final.
             return HttpResponse(status=204)
         return event_stream_response(
             job_event_stream(

@@ -25,6 +25,7 @@ from jobs.pipeline import inspect_image
 from jobs.providers.result import ProviderImage
 from snapasset.core.exceptions import (
     JobError,
+    PaidAnswerNotFetched,
     PermanentError,
     RateLimitedError,
     TransientError,
@@ -128,6 +129,11 @@ class OpenAIProvider:
         elif first.url:
             try:
                 data = self._download(first.url)
+            except TransientError as exc:
+                # Paid for: the next attempt downloads this link instead of paying again.
+                paid = PaidAnswerNotFetched(exc.message, url=first.url, retry_after=exc.retry_after)
+                paid.request_id = request_id
+                raise paid from exc
             except JobError as exc:
                 exc.request_id = request_id
                 raise
@@ -187,6 +193,14 @@ class OpenAIProvider:
         param = getattr(exc, "param", None)
         detail = f" (parameter {param})" if isinstance(param, str) and param.isidentifier() else ""
         return PermanentError(f"The image model rejected the request{detail}")
+
+    def download(self, url: str) -> bytes:
+        """The image an earlier call was answered with as a link (no new paid call):
+        TransientError for a failure worth retrying, PermanentError when the link no longer
+        gives an image (expired)."""
+        data = self._download(url)
+        inspect_image(data)
+        return data
 
     def _download(self, url: str) -> bytes:
         """Fetch an image answered as a URL: bounded time and size, image content types only."""

@@ -111,6 +111,15 @@ class RateLimitedError(TransientError):
     tightened for every worker (jobs/spend/limiter.py ``penalize``)."""
 
 
+class PaidAnswerNotFetched(TransientError):
+    """The image model answered (a paid call) with a link whose download failed for now;
+    ``paid_url`` is kept so that the retry downloads it instead of paying again."""
+
+    def __init__(self, message: str, *, url: str, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.paid_url = url
+
+
 class PermanentError(JobError):
     """Retrying cannot help (content policy, invalid input): the job fails at once."""
 

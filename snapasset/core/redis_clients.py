@@ -10,6 +10,7 @@ Clients are kept per process and profile, so each use has one connection pool.
 from __future__ import annotations
 
 import functools
+import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
@@ -71,3 +72,27 @@ def async_redis_client(*, client_name: str, health_check_interval: int) -> redis
         health_check_interval=health_check_interval,
         client_name=client_name,
     )
+
+
+# After a Redis call on a request path failed (a timeout: the server is frozen or the network
+# drops packets), the next calls of this process to the same server are not tried for this
+# long: one request pays one timeout, not one per call. Short, because a message not sent
+# meanwhile waits for the sweeper (JOB_ENQUEUE_OVERDUE_SECONDS).
+OUTAGE_MEMORY_SECONDS = 2.0
+_outages: dict[str, float] = {}
+
+
+def record_outage(url: str | None = None) -> None:
+    """A call to ``url`` (default REDIS_URL) just failed."""
+    _outages[url or settings.REDIS_URL] = time.monotonic() + OUTAGE_MEMORY_SECONDS
+
+
+def outage_known(url: str | None = None) -> bool:
+    """Whether a call to ``url`` (default REDIS_URL) failed less than OUTAGE_MEMORY_SECONDS
+    ago: callers that can do without Redis skip it meanwhile."""
+    return _outages.get(url or settings.REDIS_URL, 0.0) > time.monotonic()
+
+
+def forget_outages() -> None:
+    """Forget every outage seen (tests that break Redis on purpose)."""
+    _outages.clear()

@@ -14,6 +14,8 @@ from django.conf import settings
 from rest_framework.request import Request
 from rest_framework.throttling import UserRateThrottle
 
+from snapasset.core.redis_clients import outage_known, record_outage
+
 logger = logging.getLogger(__name__)
 
 
@@ -24,11 +26,15 @@ class SubmitRateThrottle(UserRateThrottle):
         return settings.SUBMIT_RATE
 
     def allow_request(self, request: Request, view: Any) -> bool:
+        # The cache (Redis) down or not answering: let the request through rather than
+        # answer 500 or hang. The per-user pending cap, kept in the database, still bounds
+        # the damage. A known outage is not tried again for a few seconds.
+        if self.get_rate() is not None and outage_known():
+            return True
         try:
             return super().allow_request(request, view)
         except Exception:
-            # The cache (Redis) is down: let the request through rather than answer 500.
-            # The per-user pending cap, kept in the database, still bounds the damage.
+            record_outage()
             logger.warning("submit throttle skipped: the cache is unavailable", exc_info=True)
             return True
 

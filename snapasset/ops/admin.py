@@ -12,7 +12,8 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from jobs import services, task_results
+from jobs import task_results
+from jobs.services.control import job_retry
 from jobs.admin import job_tasks_table
 from snapasset.core.exceptions import ApplicationError
 from snapasset.ops.models import FailedJob
@@ -70,7 +71,7 @@ class FailedJobAdmin(admin.ModelAdmin):
         done = 0
         for job in queryset:
             try:
-                services.job_retry(job=job)
+                job_retry(job=job)
             except ApplicationError as exc:
                 self.message_user(request, f"Job {job.pk}: {exc.message}", messages.ERROR)
             else:

@@ -60,6 +60,25 @@ def on_worker_ready(sender: Any = None, **_: Any) -> None:
     _state["hostname"] = sender.hostname
     _state["queues"] = sorted(queue.name for queue in sender.task_consumer.queues)
     write_heartbeat()
+    warn_about_unconsumed_queues()
+
+
+def warn_about_unconsumed_queues() -> None:
+    """Say loudly, at start-up, which of WORKER_QUEUES no live worker consumes (the sweeper
+    and cleanup run on `cleanup`: without a consumer they never run)."""
+    try:
+        workers = read_live_workers(_client())
+    except Exception:
+        return
+    consumed = {queue for worker in workers for queue in worker["queues"]} | set(_state["queues"])
+    missing = [queue for queue in settings.WORKER_QUEUES if queue not in consumed]
+    if missing:
+        logger.warning(
+            "no live worker consumes the queue(s) %s: their tasks wait until one does "
+            "(cleanup runs the sweeper and the cleanup; start `celery -A snapasset worker "
+            "-Q cleanup`, or a worker without -Q, which consumes every queue)",
+            ", ".join(missing),
+        )
 
 
 def on_heartbeat_sent(sender: Any = None, **_: Any) -> None:

@@ -12,7 +12,7 @@ from django.conf import settings as django_settings
 from pythonjsonlogger.json import JsonFormatter
 
 from jobs.models import JobStatus
-from jobs.services import job_fail
+from jobs.services.outcomes import job_fail
 from snapasset.core.log_redaction import RedactSecretsFilter, redact_secrets
 from tests.factories import JobFactory
 

@@ -8,7 +8,9 @@ content_policy_violation, 429 rate_limit_exceeded with retry-after, 5xx server_e
 Models the SDK documents as shut down (gpt-image-1, dall-e-2/3) answer 404 model_not_found,
 and GPT image models refuse the legacy ``style`` / ``response_format`` parameters.
 
-Tests script the next answers with ``queue_*`` / ``fail``; unscripted calls succeed.
+Tests script the next answers with ``queue_*`` / ``fail``; unscripted calls succeed, or
+answer what ``planner(request)`` decides (the fault campaign's per-request fault schedule;
+``None`` from it is a success). ``reply_for_url`` / ``error_reply`` build planned answers.
 
 ``images_per_minute`` makes it enforce an account's images-per-minute limit the way the
 real API answers it: a sliding minute of accepted generations; once it is full, 429
@@ -26,6 +28,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PIL import Image, ImageDraw
@@ -83,6 +86,8 @@ class FakeOpenAI(FakeServer):
         self.accepted_at: list[float] = []
         self.rate_limited_at: list[float] = []
         self._rate_lock = threading.Lock()
+        self.planner: Callable[[Request], Scripted | None] | None = None
+        self.file_then: dict[str, int] = {}
 
     @property
     def api_base(self) -> str:
@@ -104,6 +109,23 @@ class FakeOpenAI(FakeServer):
         file_status: int = 200,
     ) -> str:
         """The next generation answers with a URL served by this fake; returns that URL."""
+        scripted = self.url_answer(
+            data, content_type=content_type, file_delay=file_delay, file_status=file_status
+        )
+        self.script.append(scripted)
+        return f"{self.base_url}/files/{scripted.data.decode()}.png"
+
+    def url_answer(
+        self,
+        data: bytes | None = None,
+        *,
+        content_type: str = "image/png",
+        file_delay: float = 0.0,
+        file_status: int = 200,
+        then_status: int | None = None,
+    ) -> Scripted:
+        """A generation answered with a URL of this fake. ``then_status``: the file answers
+        ``file_status`` once, then ``then_status`` (a download that fails, then works)."""
         name = uuid.uuid4().hex
         self.files[name] = Reply(
             status=file_status,
@@ -111,8 +133,26 @@ class FakeOpenAI(FakeServer):
             headers={"Content-Type": content_type},
             delay=file_delay,
         )
-        self.script.append(Scripted("url", data=name.encode()))
-        return f"{self.base_url}/files/{name}.png"
+        if then_status is not None:
+            self.file_then[name] = then_status
+        return Scripted("url", data=name.encode())
+
+    def error_reply(
+        self,
+        status: int,
+        *,
+        code: str | None,
+        message: str,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Scripted:
+        reply = Reply.json(
+            error_body(message, type=type, code=code, param=param),
+            status=status,
+            headers={"x-request-id": f"req_{uuid.uuid4().hex}", **(headers or {})},
+        )
+        return Scripted("reply", reply=reply)
 
     def fail(
         self,
@@ -125,16 +165,14 @@ class FakeOpenAI(FakeServer):
         headers: dict[str, str] | None = None,
         times: int = 1,
     ) -> None:
-        reply = Reply.json(
-            error_body(message, type=type, code=code, param=param),
-            status=status,
-            headers={"x-request-id": f"req_{uuid.uuid4().hex}", **(headers or {})},
+        scripted = self.error_reply(
+            status, code=code, message=message, type=type, param=param, headers=headers
         )
         for _ in range(times):
-            self.script.append(Scripted("reply", reply=reply))
+            self.script.append(scripted)
 
-    def rate_limit(self, *, retry_after: str = "7") -> None:
-        self.fail(
+    def rate_limit_reply(self, *, retry_after: str = "7") -> Scripted:
+        return self.error_reply(
             429,
             code="rate_limit_exceeded",
             type="requests",
@@ -143,22 +181,31 @@ class FakeOpenAI(FakeServer):
             headers={"retry-after": retry_after, "x-ratelimit-remaining-requests": "0"},
         )
 
-    def server_error(self, status: int = 500) -> None:
-        self.fail(
+    def server_error_reply(self, status: int = 500) -> Scripted:
+        return self.error_reply(
             status,
             code=None,
             type="server_error",
             message="The server had an error while processing your request. Sorry about that!",
         )
 
-    def reject_content(self) -> None:
-        self.fail(
+    def content_policy_reply(self) -> Scripted:
+        return self.error_reply(
             400,
             code="moderation_blocked",
             type="image_generation_user_error",
             message="Your request was rejected by the safety system. safety_violations=[violence]. "
             "request_id=req_8f1c0e",
         )
+
+    def rate_limit(self, *, retry_after: str = "7") -> None:
+        self.script.append(self.rate_limit_reply(retry_after=retry_after))
+
+    def server_error(self, status: int = 500) -> None:
+        self.script.append(self.server_error_reply(status))
+
+    def reject_content(self) -> None:
+        self.script.append(self.content_policy_reply())
 
     # --- Recorded calls ----------------------------------------------------------------------
 
@@ -226,7 +273,15 @@ class FakeOpenAI(FakeServer):
     def handle(self, request: Request) -> Reply:
         if request.method == "GET" and request.path.startswith("/files/"):
             name = request.path.removeprefix("/files/").removesuffix(".png")
-            return self.files.get(name) or Reply(status=404, body=b"Not Found")
+            reply = self.files.get(name)
+            if reply is None:
+                return Reply(status=404, body=b"Not Found")
+            if name in self.file_then:
+                # Answer the scripted status once, then the next one from now on.
+                self.files[name] = Reply(
+                    status=self.file_then.pop(name), body=reply.body, headers=reply.headers
+                )
+            return reply
         if request.method == "POST" and request.path == "/v1/images/generations":
             return self.generate(request)
         return Reply.json(
@@ -297,12 +352,19 @@ class FakeOpenAI(FakeServer):
         limited = self._take_rate_slot()
         if limited is not None:
             return limited
-        scripted = (
-            self.script.popleft() if self.script else Scripted("b64", data=self.default_image)
-        )
+        scripted = self.script.popleft() if self.script else None
+        if scripted is None and self.planner is not None:
+            scripted = self.planner(request)
+        if scripted is None:
+            scripted = Scripted("b64", data=self.default_image)
         if scripted.kind == "reply":
             assert scripted.reply is not None
-            return scripted.reply
+            return Reply(
+                status=scripted.reply.status,
+                body=scripted.reply.body,
+                headers=scripted.reply.headers,
+                delay=scripted.delay,
+            )
         item: dict[str, object]
         if scripted.kind == "url":
             item = {

@@ -95,7 +95,7 @@ def test_a_job_whose_worker_keeps_dying_fails_after_two_re_runs(stack: Stack) ->
 
 @pytest.mark.slow
 def test_two_deliveries_of_the_same_message_at_once_make_one_set_of_images(stack: Stack) -> None:
-    from jobs.services import job_send_message
+    from jobs.services.delivery import job_send_message
 
     stack.web()
     first, second = stack.worker(), stack.worker()
@@ -189,7 +189,8 @@ def test_a_job_submitted_while_the_broker_is_down_answers_202_quickly_and_runs_w
 def test_the_sweeper_resends_only_the_messages_missing_from_the_broker(
     transactional_db: None, broker: RedisServer, settings: Any
 ) -> None:
-    from jobs.services import job_create_generation, jobs_sweep
+    from jobs.services.submission import job_create_generation
+    from jobs.services.sweeper import jobs_sweep
 
     settings.JOB_ENQUEUE_OVERDUE_SECONDS = 60
     alice = make_user("alice")
@@ -210,7 +211,11 @@ def test_the_sweeper_resends_only_the_messages_missing_from_the_broker(
 
     # Part of the queue lost (a restore from an old snapshot): exactly the missing ones.
     client = broker.client()
-    lost = {__import__("json").loads(client.rpop("images:9"))["headers"]["id"] for _ in range(5)}
+    # A message's task id is `<job id>.<delivery>` (jobs.services.delivery).
+    lost = {
+        __import__("json").loads(client.rpop("images:9"))["headers"]["id"].partition(".")[0]
+        for _ in range(5)
+    }
     Job.objects.update(enqueued_at=timezone.now() - timedelta(minutes=5))
     assert jobs_sweep()["resent"] == 5
     assert broker.queued() == 20
@@ -256,7 +261,7 @@ def test_cancelling_a_waiting_job_means_it_never_starts(stack: Stack, broker: Re
 
     worker = stack.worker()
     time.sleep(0.5)
-    from jobs.services import job_send_message
+    from jobs.services.delivery import job_send_message
 
     job_send_message(job_id=job_id, kind="image-generation", priority=0)  # and again, late
     time.sleep(3)
@@ -323,7 +328,7 @@ def test_a_step_outliving_the_shutdown_grace_period_has_its_job_released_and_fen
     """The step itself is simulated by a sleep in this process: the heartbeat thread sees the
     grace period end, gives the job back to the queue, and the late step can write nothing."""
     from jobs import shutdown
-    from jobs.services import job_claim, job_heartbeat, job_set_progress
+    from jobs.services.lease import job_claim, job_heartbeat, job_set_progress
     from snapasset.core.exceptions import LeaseLost
 
     settings.JOB_SHUTDOWN_GRACE_SECONDS = 1

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
 
-from jobs import services
 from jobs.models import GeneratedImage, Job, JobStatus
-from jobs.pipeline import render_platform
+from jobs.pipeline import decode_image, render_platform
+from jobs.services import control, generation, lease, outcomes, outputs
+from snapasset.core.exceptions import JobCancelled, LeaseLost
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -22,7 +24,7 @@ def test_a_job_run_records_one_image_per_platform_and_completes(
     job = JobFactory(
         owner=alice, platforms=["twitter-post", "instagram-story"], output_format="jpeg"
     )
-    assert services.job_run_generation(job_id=str(job.id)) is None
+    assert generation.job_run_generation(job_id=str(job.id)) is None
     job.refresh_from_db()
     assert (job.status, job.progress, job.attempts_made) == (JobStatus.COMPLETED, 100, 1)
     images = {image.platform_id: image for image in job.images.all()}
@@ -39,7 +41,7 @@ def test_a_second_run_resumes_from_the_checkpoint_and_redoes_only_missing_platfo
     alice: Any, media_root: Path
 ) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
-    services.job_run_generation(job_id=str(job.id))
+    generation.job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
     kept = job.images.get(platform_id="twitter-post")
     job.images.filter(platform_id="facebook-post").delete()
@@ -48,8 +50,8 @@ def test_a_second_run_resumes_from_the_checkpoint_and_redoes_only_missing_platfo
     original.write_bytes(original.read_bytes())
     marker = original.stat().st_mtime_ns
     Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, progress=60)
-    services.job_retry(job=job)
-    services.job_run_generation(job_id=str(job.id))
+    control.job_retry(job=job)
+    generation.job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED
     assert original.stat().st_mtime_ns == marker  # the original was not made again
@@ -59,8 +61,8 @@ def test_a_second_run_resumes_from_the_checkpoint_and_redoes_only_missing_platfo
 
 def test_a_finished_job_is_not_run_again_by_a_duplicate_message(alice: Any) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post"])
-    services.job_run_generation(job_id=str(job.id))
-    services.job_run_generation(job_id=str(job.id))
+    generation.job_run_generation(job_id=str(job.id))
+    generation.job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
     assert job.attempts_made == 1
     assert GeneratedImage.objects.filter(job=job).count() == 1
@@ -68,30 +70,30 @@ def test_a_finished_job_is_not_run_again_by_a_duplicate_message(alice: Any) -> N
 
 def test_a_job_held_by_a_live_attempt_is_left_alone(alice: Any) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post"])
-    claim = services.job_claim(job_id=str(job.id))
+    claim = lease.job_claim(job_id=str(job.id))
     assert claim is not None
-    assert services.job_claim(job_id=str(job.id)) is None
+    assert lease.job_claim(job_id=str(job.id)) is None
 
 
 @pytest.mark.django_db(transaction=True)  # a refused fenced write rolls back its transaction
 def test_a_stale_attempt_cannot_write_after_another_took_over(alice: Any) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post"])
-    stale = services.job_claim(job_id=str(job.id))
+    stale = lease.job_claim(job_id=str(job.id))
     assert stale is not None
     Job.objects.filter(pk=job.pk).update(heartbeat_at=None)  # its lease ran out
-    fresh = services.job_claim(job_id=str(job.id))
+    fresh = lease.job_claim(job_id=str(job.id))
     assert fresh is not None and fresh.token != stale.token
-    with pytest.raises(services.LeaseLost):
-        services.job_set_progress(stale, 80)
-    services.job_set_progress(fresh, 50)
+    with pytest.raises(LeaseLost):
+        lease.job_set_progress(stale, 80)
+    lease.job_set_progress(fresh, 50)
     job.refresh_from_db()
     assert job.progress == 50
 
 
 def test_a_cancelled_waiting_job_never_starts(alice: Any) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post"])
-    services.job_cancel(job=job)
-    services.job_run_generation(job_id=str(job.id))
+    control.job_cancel(job=job)
+    generation.job_run_generation(job_id=str(job.id))
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
     assert job.attempts_made == 0
@@ -102,16 +104,16 @@ def test_cancelling_a_running_job_stops_it_and_removes_partial_outputs(
     alice: Any, media_root: Path
 ) -> None:
     job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
-    claim = services.job_claim(job_id=str(job.id))
+    claim = lease.job_claim(job_id=str(job.id))
     assert claim is not None
-    image = services.decode_image(services._source_image_bytes(claim))
+    image = decode_image(generation.source_image_bytes(claim))
     rendered = render_platform(image, 1200, 675, "png")
-    services._render_and_store(claim, rendered, "twitter-post", progress=60)
+    generation.render_and_store(claim, rendered, "twitter-post", progress=60)
     assert job.images.count() == 1
-    services.job_cancel(job=job)
-    with pytest.raises(services.JobCancelled):
-        services._check_not_cancelled(claim)
-    services._remove_outputs(claim.job)
+    control.job_cancel(job=job)
+    with pytest.raises(JobCancelled):
+        lease.check_not_cancelled(claim)
+    outputs.job_remove_cancelled_outputs(claim.job, token=claim.token)
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED
     assert not job.images.exists()
@@ -123,29 +125,29 @@ def test_transient_errors_back_off_exponentially_with_jitter(settings: Any) -> N
     settings.JOB_RETRY_BACKOFF_MAX_SECONDS = 300
     for attempt, ceiling in ((1, 2), (2, 4), (3, 8)):
         delays = {
-            services.retry_countdown(attempts_made=attempt, retry_after=None) for _ in range(20)
+            outcomes.retry_countdown(attempts_made=attempt, retry_after=None) for _ in range(20)
         }
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(delays) > 1  # jittered
-    assert services.retry_countdown(attempts_made=1, retry_after=30) == 30  # Retry-After wins
+    assert outcomes.retry_countdown(attempts_made=1, retry_after=30) == 30  # Retry-After wins
 
 
 def test_a_transient_error_delays_the_job_until_attempts_run_out(alice: Any, settings: Any) -> None:
     settings.JOB_MAX_ATTEMPTS = 2
     job = JobFactory(owner=alice)
-    claim = services.job_claim(job_id=str(job.id))
+    claim = lease.job_claim(job_id=str(job.id))
     assert claim is not None
-    countdown = services.job_schedule_retry(
+    countdown = outcomes.job_schedule_retry(
         job_id=str(job.id), token=claim.token, reason="Provider timed out", retry_after=None
     )
     job.refresh_from_db()
     assert countdown is not None
     assert job.status == JobStatus.DELAYED
     Job.objects.filter(pk=job.pk).update(retry_at=None)
-    claim = services.job_claim(job_id=str(job.id))
+    claim = lease.job_claim(job_id=str(job.id))
     assert claim is not None
     assert (
-        services.job_schedule_retry(
+        outcomes.job_schedule_retry(
             job_id=str(job.id), token=claim.token, reason="Provider timed out", retry_after=None
         )
         is None
@@ -153,3 +155,51 @@ def test_a_transient_error_delays_the_job_until_attempts_run_out(alice: Any, set
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert job.failed_reason == "Gave up after 2 attempts: Provider timed out"
+
+
+def _a_job_with_outputs_then_cancelled_between_attempts(alice: Any) -> Job:
+    """Its first attempt rendered one platform of two and stopped on a transient error;
+    then it was cancelled while delayed."""
+    job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
+    claim = lease.job_claim(job_id=str(job.id))
+    assert claim is not None
+    image = decode_image(generation.source_image_bytes(claim))
+    rendered = render_platform(image, 1200, 675, "png")
+    generation.render_and_store(claim, rendered, "twitter-post", progress=60)
+    outcomes.job_schedule_retry(job_id=str(job.id), token=claim.token, reason="5xx", retry_after=0)
+    control.job_cancel(job=job)
+    return Job.objects.get(pk=job.pk)
+
+
+def test_a_job_cancelled_between_attempts_has_its_files_removed_by_its_next_delivery(
+    alice: Any, media_root: Path
+) -> None:
+    job = _a_job_with_outputs_then_cancelled_between_attempts(alice)
+    assert job.images.exists()
+    assert generation.job_run_generation(job_id=str(job.id)) is None  # the delayed message
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.generation_calls == 1
+    assert not job.images.exists() and job.source_path == ""
+    assert not any(path.is_file() for path in media_root.rglob("*"))
+
+
+def test_the_sweeper_removes_the_files_of_a_cancelled_job_no_attempt_is_left_to_remove(
+    alice: Any, media_root: Path, settings: Any
+) -> None:
+    from jobs.services.sweeper import jobs_sweep
+
+    settings.JOB_LEASE_SECONDS = 2
+    job = _a_job_with_outputs_then_cancelled_between_attempts(alice)
+    Job.objects.filter(pk=job.pk).update(finished_at=job.finished_at - timedelta(seconds=10))
+    jobs_sweep()
+    job.refresh_from_db()
+    assert not job.images.exists() and job.source_path == ""
+    assert not any(path.is_file() for path in media_root.rglob("*"))
+
+
+def test_a_retry_stops_the_removal_of_a_cancelled_jobs_files(alice: Any, media_root: Path) -> None:
+    job = _a_job_with_outputs_then_cancelled_between_attempts(alice)
+    control.job_retry(job=job)
+    assert not outputs.job_remove_cancelled_outputs(job, token=None)
+    assert job.images.count() == 1
+    assert any(path.is_file() for path in media_root.rglob("*"))

@@ -10,9 +10,10 @@ import pytest
 from django.db import connection
 from PIL import Image
 
-from jobs import services
 from jobs.models import Job, JobStatus
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
+from jobs.services.control import job_cancel
+from jobs.services.generation import job_run_generation
 from tests.factories import JobFactory
 
 pytestmark = pytest.mark.django_db
@@ -25,7 +26,7 @@ def test_a_job_renders_every_platform_to_its_size(
     settings.IMAGE_RENDER_THREADS = threads
     job = JobFactory(owner=alice, platforms=list(PLATFORM_IDS), output_format="webp")
 
-    services.job_run_generation(job_id=str(job.id))
+    job_run_generation(job_id=str(job.id))
 
     job.refresh_from_db()
     assert job.status == JobStatus.COMPLETED and job.progress == 100
@@ -39,7 +40,7 @@ def test_a_job_renders_every_platform_to_its_size(
 
 def test_a_resumed_job_renders_only_the_platforms_it_lacks(alice: Any) -> None:
     job = JobFactory(owner=alice, platforms=list(PLATFORM_IDS), output_format="jpeg")
-    services.job_run_generation(job_id=str(job.id))
+    job_run_generation(job_id=str(job.id))
     first = job.images.get(platform_id="instagram-post")
     job.images.exclude(platform_id="instagram-post").delete()
     Job.objects.filter(pk=job.pk).update(status=JobStatus.WAITING, progress=0)
@@ -53,7 +54,7 @@ def test_a_resumed_job_renders_only_the_platforms_it_lacks(alice: Any) -> None:
 
     Image.Image.resize = spy  # type: ignore[method-assign]
     try:
-        services.job_run_generation(job_id=str(job.id))
+        job_run_generation(job_id=str(job.id))
     finally:
         Image.Image.resize = original  # type: ignore[method-assign]
 
@@ -75,11 +76,11 @@ def test_a_job_cancelled_between_platforms_stops_and_removes_its_outputs(
         if sql.startswith('INSERT INTO "jobs_generatedimage"'):
             recorded.append(sql)
             if len(recorded) == 2:  # the user cancels while the second platform is recorded
-                services.job_cancel(job=Job.objects.get(pk=job.pk))
+                job_cancel(job=Job.objects.get(pk=job.pk))
         return result
 
     with connection.execute_wrapper(cancel_after_two):
-        services.job_run_generation(job_id=str(job.id))
+        job_run_generation(job_id=str(job.id))
 
     job.refresh_from_db()
     assert job.status == JobStatus.CANCELLED

@@ -14,7 +14,8 @@ from PIL import Image
 
 from jobs.models import Job, JobStatus
 from jobs.serializers import ImageJobResultSerializer
-from jobs.services import job_run_generation, source_path
+from jobs.services.generation import job_run_generation
+from jobs.services.outputs import source_path
 from tests.conftest import client_for
 from tests.factories import JobFactory, UserFactory
 from tests.fakes.fixtures import BUCKET

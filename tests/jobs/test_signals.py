@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from jobs import services
 from jobs.models import JobStatus
+from jobs.services.control import job_cancel
 from jobs.signals import job_finished
 from tests.factories import JobFactory
 
@@ -31,7 +31,7 @@ def test_job_finished_is_sent_once_the_final_status_commits(
 ) -> None:
     job = JobFactory()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        services.job_cancel(job=job)
+        job_cancel(job=job)
     assert heard == []  # not before the commit
     for callback in callbacks:
         callback()
@@ -49,7 +49,7 @@ def test_a_failing_receiver_does_not_undo_the_change(
     try:
         job = JobFactory()
         with django_capture_on_commit_callbacks(execute=True):
-            services.job_cancel(job=job)
+            job_cancel(job=job)
     finally:
         job_finished.disconnect(broken)
     job.refresh_from_db()

@@ -21,7 +21,7 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from jobs.broker import queue_keys
-from jobs.services import job_send_message
+from jobs.services.delivery import job_send_message
 from snapasset.ops import health
 from snapasset.ops.health import public_health
 from tests.conftest import ROOT, ManagedProcess, api_key_for, free_port, make_user, wait_until

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from jobs import services
+from jobs.services import generation
 from snapasset.core.exceptions import TransientError
 from snapasset.ops.metrics import render_metrics
 from tests.conftest import api_key_for, free_port, make_user, wait_until
@@ -69,8 +69,8 @@ def test_provider_errors_are_counted_by_class(alice: Any, monkeypatch: Any) -> N
         error_class="TransientError",
     )
     job = JobFactory(owner=alice)
-    monkeypatch.setattr(services, "get_provider", lambda: FailingProvider())
-    assert services.job_run_generation(job_id=str(job.id)) is not None  # a retry is scheduled
+    monkeypatch.setattr(generation, "get_provider", lambda: FailingProvider())
+    assert generation.job_run_generation(job_id=str(job.id)) is not None  # a retry is scheduled
     after = value(
         samples(render_metrics(cluster_state=False).decode()),
         "snapasset_provider_errors_total",

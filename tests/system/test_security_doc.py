@@ -1,4 +1,5 @@
-"""SECURITY.md names a test for every defence: each one it names must exist."""
+"""SECURITY.md names a test for every defence, docs/guarantees.md one for every fault: each one
+they name must exist."""
 
 from __future__ import annotations
 
@@ -12,13 +13,21 @@ REFERENCE = re.compile(r"`((?:tests/[\w/]+\.py)?)::(test_\w+)`")
 
 
 def test_every_test_security_md_names_exists() -> None:
-    text = (ROOT / "SECURITY.md").read_text()
+    assert_named_tests_exist("SECURITY.md", at_least=40)
+
+
+def test_every_test_the_guarantees_name_exists() -> None:
+    assert_named_tests_exist("docs/guarantees.md", at_least=25)
+
+
+def assert_named_tests_exist(document: str, *, at_least: int) -> None:
+    text = (ROOT / document).read_text()
     named: list[tuple[str, str]] = []
     path = ""
     for file, name in REFERENCE.findall(text):
         path = file or path
         named.append((path, name))
-    assert len(named) > 40
+    assert len(named) > at_least
     missing = []
     for path, name in named:
         tree = ast.parse((ROOT / path).read_text())

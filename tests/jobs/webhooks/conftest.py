@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from jobs import services
+from jobs.services.control import job_cancel
+from jobs.services.generation import job_run_generation
+from jobs.services.outcomes import job_fail
 from jobs.models import Job
 from jobs.webhooks.models import WebhookDelivery
 
@@ -31,11 +33,11 @@ def end_job(django_capture_on_commit_callbacks: Any) -> Callable[..., Job]:
     def end(job: Job, how: str = "cancel") -> Job:
         with django_capture_on_commit_callbacks(execute=True):
             if how == "cancel":
-                services.job_cancel(job=job)
+                job_cancel(job=job)
             elif how == "fail":
-                services.job_fail(job_id=str(job.pk), token=None, reason="The model said no")
+                job_fail(job_id=str(job.pk), token=None, reason="The model said no")
             else:
-                services.job_run_generation(job_id=str(job.pk))
+                job_run_generation(job_id=str(job.pk))
         job.refresh_from_db()
         return job
 

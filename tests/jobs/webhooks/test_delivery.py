@@ -216,13 +216,13 @@ def test_endpoints_get_the_events_they_chose_and_a_shared_url_gets_one_delivery(
 def test_a_retried_job_that_ends_again_is_a_new_event(
     alice: Any, end_job: Callable[..., Job], django_capture_on_commit_callbacks: Any
 ) -> None:
-    from jobs import services
+    from jobs.services.control import job_retry
 
     job = JobFactory(owner=alice)
     JobCallback.objects.create(job=job, url="http://127.0.0.1:9/hook")
     end_job(job, "cancel")
     with django_capture_on_commit_callbacks(execute=True):
-        services.job_retry(job=job)
+        job_retry(job=job)
     end_job(job, "cancel")
     first, second = WebhookDelivery.objects.filter(job=job).order_by("created_at")
     assert first.webhook_id != second.webhook_id

@@ -107,7 +107,7 @@ def test_a_job_s_webhooks_are_retried_by_the_worker_until_the_receivers_take_the
 def test_beat_sends_the_deliveries_whose_message_never_left_or_was_lost(
     start_worker: Any, tmp_path: Path
 ) -> None:
-    from jobs import services
+    from jobs.services.control import job_cancel
     from jobs.webhooks import services as webhooks
 
     alice = make_user("alice")
@@ -118,9 +118,9 @@ def test_beat_sends_the_deliveries_whose_message_never_left_or_was_lost(
             JobCallback.objects.create(job=job, url=receiver.url)
         # The job ends while the broker is down: its delivery's message never leaves.
         with celery_app_on(f"redis://127.0.0.1:{free_port()}/0"):
-            services.job_cancel(job=outage)
+            job_cancel(job=outage)
         # This one's message left, and the broker lost it.
-        services.job_cancel(job=lost)
+        job_cancel(job=lost)
         long_ago = timezone.now() - timedelta(minutes=5)
         WebhookDelivery.objects.filter(job=lost).update(
             next_attempt_at=long_ago, enqueued_at=long_ago

@@ -1,0 +1,362 @@
+"""One run of an image job: claim, generate once (or reuse the kept original), render each
+missing platform, store and record it, complete.
+
+Every step can be repeated: the image model's answer is kept before anything else happens
+to it (its bytes as the checkpoint ``tmp/.../original.*``, or its URL while the download is
+not done), so no retry, redelivery or stall recovery pays for it twice; outputs have
+deterministic paths and one ``GeneratedImage`` row per platform. The only window left is a
+worker killed during the paid call itself (after the count, before the answer is kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
+from django.core.files.storage import default_storage
+from django.db import DatabaseError, close_old_connections, transaction
+from django.db.models import F
+
+from jobs import metrics
+from jobs.models import GeneratedImage, Job, JobStatus
+from jobs.pipeline import CONTENT_TYPES, RenderedImage, decode_image, inspect_image
+from jobs.pipeline import render_platforms as render_platforms
+from jobs.platforms import PLATFORMS
+from jobs.providers import get_provider
+from jobs.services.lease import (
+    Claim,
+    WorkerShuttingDown,
+    between_steps,
+    fenced_update,
+    job_claim,
+    job_heartbeat,
+    job_lease_remaining,
+    job_release,
+    job_set_progress,
+)
+from jobs.services.outcomes import job_complete, job_fail, job_schedule_retry
+from jobs.services.outputs import (
+    job_has_outputs,
+    job_remove_cancelled_outputs,
+    output_path,
+    source_path,
+    storage_prefix,
+)
+from jobs.services.transitions import lost_claim_error
+from jobs.shutdown import worker_is_shutting_down
+from jobs.storage import file_with_content_type, recordable_url
+from snapasset.core.exceptions import (
+    JobCancelled,
+    LeaseLost,
+    PermanentError,
+    TransientError,
+)
+from snapasset.core.log_redaction import truncate_prompt
+
+logger = logging.getLogger(__name__)
+
+# Progress milestones of an image job: claimed (lease.PROGRESS_CLAIMED), original ready,
+# then the platforms share the rest evenly.
+PROGRESS_SOURCE_READY = 30
+# Storing the freshly generated original is retried in place (0.5 s, 1 s) before the job
+# is given up to a later attempt: until it is stored, a retry would pay the model again.
+CHECKPOINT_SAVE_ATTEMPTS = 3
+CHECKPOINT_RETRY_MAX_SLEEP_SECONDS = 5.0
+DATABASE_UNAVAILABLE = "The database was unavailable; retrying"
+
+
+def job_run_generation(*, job_id: str) -> float | None:
+    """Run (or resume) an image job: generate once, then render each missing platform.
+
+    Returns the countdown in seconds when a transient error left the job ``delayed`` for a
+    retry, or when another attempt holds the job and this message should look again after
+    its lease (the task sends that message), else None. Permanent errors, cancellation and a
+    lost claim end here; a database error is transient (the job is retried); an unexpected
+    error fails the job and propagates to be logged.
+    """
+    claim = job_claim(job_id=job_id)
+    if claim is None:
+        return _nothing_to_run(job_id)
+    job = claim.job
+    logger.info(
+        "job %s started, attempt %d, %d platforms: %s",
+        job_id, job.attempts_made, len(job.platforms), truncate_prompt(job.prompt),
+    )  # fmt: skip
+    try:
+        with job_heartbeat(claim):
+            count = _run_generation_steps(claim)
+        logger.info("job %s completed with %d images", job_id, count)
+    except JobCancelled:
+        if job_remove_cancelled_outputs(job, token=claim.token):
+            logger.info("job %s cancelled; partial outputs removed", job_id)
+        else:
+            logger.info(
+                "job %s cancelled; partial outputs removed until it was retried (the retried "
+                "run keeps the rest)",
+                job_id,
+            )
+    except LeaseLost:
+        logger.warning("job %s: claim lost to another attempt; stopping", job_id)
+    except WorkerShuttingDown:
+        job_release(claim, reason="the worker is shutting down")
+    except PermanentError as exc:
+        logger.warning("job %s failed permanently: %s", job_id, exc.message)
+        job_fail(job_id=job_id, token=claim.token, reason=exc.message)
+    except (TransientError, SoftTimeLimitExceeded) as exc:
+        message = getattr(exc, "message", "The job took longer than its time limit")
+        logger.warning("job %s: transient error: %s", job_id, message)
+        return job_schedule_retry(
+            job_id=job_id, token=claim.token, reason=message, retry_after=exc_retry_after(exc)
+        )
+    except DatabaseError:
+        # A blip (a dropped connection, a failover, SQLite busy) is not the job's fault.
+        logger.warning("job %s: database error; retrying the job", job_id, exc_info=True)
+        return _retry_after_database_error(claim)
+    except Exception:
+        logger.exception("job %s: unexpected error", job_id)
+        job_fail(job_id=job_id, token=claim.token, reason="Internal error while generating images")
+        raise
+    return None
+
+
+def exc_retry_after(exc: BaseException) -> float | None:
+    return getattr(exc, "retry_after", None)
+
+
+def _nothing_to_run(job_id: str) -> float | None:
+    check_back = job_lease_remaining(job_id=job_id)
+    if check_back is not None:
+        # Another attempt holds the job. It may be a live duplicate, or the message Celery
+        # gave back after the pool process running it died (reject_on_worker_lost): look
+        # again once its lease has run out instead of waiting for the sweeper.
+        logger.info("job %s: held by another attempt; checking back in %.0fs", job_id, check_back)
+        return check_back
+    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+    if (
+        job is not None
+        and job.status == JobStatus.CANCELLED
+        and job.claim_token is None
+        and job_has_outputs(job)
+    ):
+        # Cancelled between attempts (waiting or delayed): no attempt is there to remove
+        # what the earlier ones made, so this delivery does.
+        if job_remove_cancelled_outputs(job, token=None):
+            logger.info("job %s cancelled; outputs of earlier attempts removed", job_id)
+        return None
+    logger.info("job %s: nothing to do (finished or not due)", job_id)
+    return None
+
+
+def _retry_after_database_error(claim: Claim) -> float | None:
+    close_old_connections()
+    try:
+        return job_schedule_retry(
+            job_id=str(claim.job.pk),
+            token=claim.token,
+            reason=DATABASE_UNAVAILABLE,
+            retry_after=None,
+        )
+    except DatabaseError:
+        # Still down: the job stays active under this attempt; once its lease runs out the
+        # message this returns (or the sweeper) takes it over.
+        logger.warning("job %s: database still unavailable", claim.job.pk, exc_info=True)
+        return float(settings.JOB_LEASE_SECONDS) + 1.0
+
+
+def _run_generation_steps(claim: Claim) -> int:
+    """Render the missing platforms on IMAGE_RENDER_THREADS threads (the encoders release
+    the GIL); storage, the database and events stay on this thread, which records each
+    platform as soon as it is ready, so every finished platform is a checkpoint."""
+    job = claim.job
+    image = decode_image(source_image_bytes(claim))
+    done = set(job.images.values_list("platform_id", flat=True))
+    span = 100 - PROGRESS_SOURCE_READY
+    between_steps(claim)
+    todo = [p for p in job.platforms if p not in done]
+    renders = _render_missing(job, image, todo)
+    try:
+        for _ in todo:
+            # The render step as the job feels it: the wait for the next finished platform
+            # (the threads render ahead while this thread stores the previous one).
+            with metrics.observe_step("render"):
+                platform_id, rendered = next(renders)
+            if worker_is_shutting_down():
+                raise WorkerShuttingDown(str(job.pk))
+            done.add(platform_id)
+            # Recording a platform is fenced together with the progress write, which is
+            # also the cancel check between steps (JobCancelled or LeaseLost once the job
+            # is no longer this attempt's).
+            progress = PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms)
+            render_and_store(claim, rendered, platform_id, progress=progress)
+    finally:
+        renders.close()  # a cancelled job stops rendering: at most the running renders finish
+    job_complete(claim)
+    return len(done)
+
+
+def _render_missing(
+    job: Any, image: Any, platform_ids: list[str]
+) -> Generator[tuple[str, RenderedImage], None, None]:
+    targets = [(p, PLATFORMS[p].width, PLATFORMS[p].height) for p in platform_ids]
+    return render_platforms(
+        image,
+        targets,
+        job.output_format,
+        threads=settings.IMAGE_RENDER_THREADS,
+        png_compress_level=settings.PNG_COMPRESS_LEVEL,
+        png_strategy=settings.PNG_COMPRESS_STRATEGY,
+    )
+
+
+def source_image_bytes(claim: Claim) -> bytes:
+    """The generated original: from the checkpoint if an earlier attempt made it, else from
+    the URL an earlier attempt was answered with, else from one paid call."""
+    job = claim.job
+    checkpoint = _checkpoint_path(job)
+    if checkpoint:
+        try:
+            with default_storage.open(checkpoint, "rb") as handle:
+                data: bytes = handle.read()
+        except FileNotFoundError:
+            logger.info("job %s: checkpoint %s is gone; generating again", job.id, checkpoint)
+        else:
+            logger.info("job %s: reusing the generated original from %s", job.id, checkpoint)
+            if checkpoint != job.source_path:
+                fenced_update(
+                    claim, source_path=checkpoint, progress=max(job.progress, PROGRESS_SOURCE_READY)
+                )
+            return data
+    between_steps(claim)
+    provider = get_provider()
+    paid = _download_paid_answer(claim, provider) if job.source_url else None
+    data = paid if paid is not None else _generate(claim, provider)
+    # Checked before it is kept, so a checkpoint is always a usable image.
+    source_format = inspect_image(data)
+    with metrics.observe_step("store"):
+        path = _save_checkpoint(job, data, source_format)
+    fenced_update(
+        claim,
+        source_path=path,
+        source_url="",
+        progress=max(job.progress, PROGRESS_SOURCE_READY),
+    )
+    return data
+
+
+def _generate(claim: Claim, provider: Any) -> bytes:
+    """The paid call. Counted before it is made (a call that dies half-way may still be
+    billed), and fenced: the last check before paying."""
+    job = claim.job
+    counted = Job.objects.filter(
+        pk=job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
+    ).update(generation_calls=F("generation_calls") + 1)
+    if not counted:
+        raise lost_claim_error(job.pk, claim.token)
+    job.generation_calls += 1
+    logger.info("job %s: calling the image provider %s", job.id, settings.IMAGE_PROVIDER)
+    try:
+        with metrics.observe_step("generate"):
+            return bytes(provider.generate(prompt=job.prompt, image_type=job.image_type))
+    except TransientError as exc:
+        paid_url = getattr(exc, "paid_url", "")
+        if paid_url:
+            # Paid for, not yet downloaded: the next attempt downloads this URL instead of
+            # paying again.
+            fenced_update(claim, source_url=paid_url)
+        metrics.record_provider_error(provider=getattr(provider, "name", "?"), error=exc)
+        raise
+    except Exception as exc:
+        metrics.record_provider_error(provider=getattr(provider, "name", "?"), error=exc)
+        raise
+
+
+def _download_paid_answer(claim: Claim, provider: Any) -> bytes | None:
+    """The image an earlier attempt paid for, from the URL it was answered with; None when
+    that link no longer gives it (expired: the model is asked again). A transient failure
+    raises, and the job is retried with the URL kept."""
+    job = claim.job
+    download = getattr(provider, "download", None)
+    if download is None:
+        return None
+    logger.info("job %s: downloading the image an earlier attempt paid for", job.id)
+    try:
+        return bytes(download(job.source_url))
+    except PermanentError as exc:
+        logger.warning("job %s: the paid answer's link failed (%s)", job.id, exc.message)
+        fenced_update(claim, source_url="")
+        return None
+
+
+def _checkpoint_path(job: Any) -> str:
+    """Where an earlier attempt kept the original, or "". Once the model was ever called for
+    this job (or this is not its first attempt), also look in the job's tmp folder: an
+    attempt may have stored it and lost its claim (released at shutdown, taken over, or
+    killed) before recording it. A released attempt is not counted in attempts_made, so
+    the count of paid calls is what says it may be there."""
+    if job.source_path or (job.generation_calls == 0 and job.attempts_made <= 1):
+        return str(job.source_path)
+    try:
+        _, names = default_storage.listdir(f"tmp/{storage_prefix(job)}")
+    except FileNotFoundError:
+        return ""
+    originals = sorted(name for name in names if name.startswith("original."))
+    return f"tmp/{storage_prefix(job)}/{originals[0]}" if originals else ""
+
+
+def _save_checkpoint(job: Any, data: bytes, source_format: str) -> str:
+    content = file_with_content_type(data, CONTENT_TYPES[source_format])
+    for attempt in range(1, CHECKPOINT_SAVE_ATTEMPTS + 1):
+        try:
+            return default_storage.save(source_path(job, source_format), content)
+        except TransientError as exc:
+            if attempt == CHECKPOINT_SAVE_ATTEMPTS:
+                raise
+            delay = min(
+                exc.retry_after or 0.5 * 2 ** (attempt - 1), CHECKPOINT_RETRY_MAX_SLEEP_SECONDS
+            )
+            logger.warning(
+                "job %s: storing the original failed (%s); trying again in %.1fs",
+                job.id, exc.message, delay,
+            )  # fmt: skip
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def render_and_store(
+    claim: Claim, rendered: RenderedImage, platform_id: str, *, progress: int
+) -> None:
+    job = claim.job
+    with metrics.observe_step("store"):
+        path = default_storage.save(
+            output_path(job, platform_id),
+            file_with_content_type(rendered.data, rendered.content_type),
+        )
+    url = recordable_url(default_storage, path)
+    with transaction.atomic():
+        # Fenced: only the attempt holding the claim records the output; the fenced update
+        # takes the row lock and moves the progress in the same transaction, and the row is
+        # one upsert (four round trips per platform instead of thirteen). A cancel seen here
+        # leaves this file unrecorded: the removal of the cancelled outputs takes it too
+        # (it removes every platform's deterministic path).
+        job_set_progress(claim, progress)
+        GeneratedImage.objects.bulk_create(
+            [
+                GeneratedImage(
+                    job=job,
+                    platform_id=platform_id,
+                    width=rendered.width,
+                    height=rendered.height,
+                    file_size=len(rendered.data),
+                    storage_path=path,
+                    url=url,
+                    format=rendered.format,
+                )
+            ],
+            update_conflicts=True,
+            unique_fields=["job", "platform_id"],
+            update_fields=["width", "height", "file_size", "storage_path", "url", "format"],
+        )
