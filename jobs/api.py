@@ -19,9 +19,9 @@ from rest_framework.views import APIView
 from jobs import archive, openapi, selectors, serializers
 from jobs.models import JobStatus
 from jobs.platforms import PLATFORMS
-from jobs.spend import selectors as spend_selectors
 from jobs.services.control import job_cancel, job_retry
 from jobs.services.submission import job_create_generation
+from jobs.spend import selectors as spend_selectors
 from snapasset.core.exceptions import ApplicationError, InvalidStateError
 from snapasset.core.openapi import RETRY_AFTER_HEADER, errors
 from snapasset.core.throttling import SubmitRateThrottle

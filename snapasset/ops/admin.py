@@ -13,8 +13,8 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from jobs import task_results
-from jobs.services.control import job_retry
 from jobs.admin import job_tasks_table
+from jobs.services.control import job_retry
 from snapasset.core.exceptions import ApplicationError
 from snapasset.ops.models import FailedJob
 

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from jobs.models import Job
 from jobs.services.control import job_cancel
 from jobs.services.generation import job_run_generation
 from jobs.services.outcomes import job_fail
-from jobs.models import Job
 from jobs.webhooks.models import WebhookDelivery
 
 RETRY_SCHEDULE = [1.0, 1.0]
