@@ -11,6 +11,7 @@ import pytest
 from jobs.models import Job
 from jobs.services.control import job_cancel
 from jobs.services.generation import job_run_generation
+from jobs.services.lease import job_claim
 from jobs.services.outcomes import job_fail
 from jobs.webhooks.models import WebhookDelivery
 
@@ -35,7 +36,10 @@ def end_job(django_capture_on_commit_callbacks: Any) -> Callable[..., Job]:
             if how == "cancel":
                 job_cancel(job=job)
             elif how == "fail":
-                job_fail(job_id=str(job.pk), token=None, reason="The model said no")
+                # Only a running attempt fails a job (docs/guarantees.md): claim it first.
+                claim = job_claim(job_id=str(job.pk))
+                assert claim is not None
+                job_fail(job_id=str(job.pk), token=claim.token, reason="The model said no")
             else:
                 job_run_generation(job_id=str(job.pk))
         job.refresh_from_db()
