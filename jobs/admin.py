@@ -71,6 +71,30 @@ def job_tasks_table(job: Job) -> str:
     )
 
 
+def run_job_action(
+    model_admin: admin.ModelAdmin[Any],
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    *,
+    verb: str,
+    service: Any,
+) -> None:
+    """An admin action that calls a job service (retry, cancel) for each selected job and
+    reports each job it could not act on, then how many it did."""
+    done = 0
+    for job in queryset:
+        try:
+            service(job=job)
+        except ApplicationError as exc:
+            model_admin.message_user(request, f"Job {job.pk}: {exc.message}", messages.ERROR)
+        else:
+            done += 1
+    if done:
+        model_admin.message_user(
+            request, f"{verb} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS
+        )
+
+
 class GeneratedImageInline(admin.TabularInline):
     model = GeneratedImage
     extra = 0
@@ -212,26 +236,10 @@ class JobAdmin(admin.ModelAdmin):
     def age(self, job: Job) -> str:
         return timesince(job.created_at, timezone.now(), depth=1)
 
-    def _run_action(
-        self, request: HttpRequest, queryset: QuerySet[Job], *, verb: str, service: Any
-    ) -> None:
-        done = 0
-        for job in queryset:
-            try:
-                service(job=job)
-            except ApplicationError as exc:
-                self.message_user(request, f"Job {job.id}: {exc.message}", messages.ERROR)
-            else:
-                done += 1
-        if done:
-            self.message_user(
-                request, f"{verb} {done} job{'s' if done != 1 else ''}.", messages.SUCCESS
-            )
-
     @admin.action(description="Retry selected failed or cancelled jobs", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._run_action(request, queryset, verb="Retried", service=job_retry)
+        run_job_action(self, request, queryset, verb="Retried", service=job_retry)
 
     @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel_jobs(self, request: HttpRequest, queryset: QuerySet[Job]) -> None:
-        self._run_action(request, queryset, verb="Cancelled", service=job_cancel)
+        run_job_action(self, request, queryset, verb="Cancelled", service=job_cancel)

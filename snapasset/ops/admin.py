@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
 from jobs import task_results
-from jobs.admin import job_tasks_table
+from jobs.admin import job_tasks_table, run_job_action
 from jobs.services.control import job_retry
-from snapasset.core.exceptions import ApplicationError
 from snapasset.ops.models import FailedJob
 
 
@@ -68,15 +67,4 @@ class FailedJobAdmin(admin.ModelAdmin):
 
     @admin.action(description="Retry selected jobs", permissions=["change"])
     def retry_jobs(self, request: HttpRequest, queryset: QuerySet[FailedJob]) -> None:
-        done = 0
-        for job in queryset:
-            try:
-                job_retry(job=job)
-            except ApplicationError as exc:
-                self.message_user(request, f"Job {job.pk}: {exc.message}", messages.ERROR)
-            else:
-                done += 1
-        if done:
-            self.message_user(
-                request, f"Retried {done} job{'s' if done != 1 else ''}.", messages.SUCCESS
-            )
+        run_job_action(self, request, queryset, verb="Retried", service=job_retry)
