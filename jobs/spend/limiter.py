@@ -128,7 +128,9 @@ end
 # KEYS: tat, blocked, leases, line, due.  ARGV: see ProviderLimiter.acquire.
 # Returns {granted (0/1), wait in ms, reason}. Times are written with %.17g: Lua's tostring
 # keeps 14 digits, which would move a timestamp by up to 0.1 ms.
-_ACQUIRE = _NOW + """local waiter = ARGV[2]
+_ACQUIRE = (
+    _NOW
+    + """local waiter = ARGV[2]
 local priority = tonumber(ARGV[3])
 local interval = tonumber(ARGV[4])
 local tolerance = tonumber(ARGV[5])
@@ -227,10 +229,13 @@ redis.call('EXPIRE', KEYS[4], ttl)
 redis.call('EXPIRE', KEYS[5], ttl)
 return {0, math.ceil(wait * 1000), reason}
 """
+)
 
 # KEYS: tat, blocked.  ARGV: now ("" for Redis's), seconds, tolerance, ttl.
 # Returns the blocked-until time (seconds, as a string).
-_PENALIZE = _NOW + """local until_ = now + tonumber(ARGV[2])
+_PENALIZE = (
+    _NOW
+    + """local until_ = now + tonumber(ARGV[2])
 local blocked = tonumber(redis.call('GET', KEYS[2]) or '0')
 if blocked > until_ then until_ = blocked end
 local ttl = tonumber(ARGV[4])
@@ -243,13 +248,17 @@ if tat < drained then
 end
 return string.format('%.17g', until_)
 """
+)
 
 # KEYS: leases.  ARGV: now ("" for Redis's), lease, seconds.  Returns 1 if still held.
-_RENEW = _NOW + """local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
+_RENEW = (
+    _NOW
+    + """local score = redis.call('ZSCORE', KEYS[1], ARGV[2])
 if not score or tonumber(score) <= now then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 return 1
 """
+)
 
 
 @dataclass
