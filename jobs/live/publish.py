@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from typing import Any
 
@@ -68,7 +70,7 @@ def publish_job_event(job: Job, *, to_job_channel: bool = True) -> None:
     the current state when it connects. That event was about half the cost of a submit.
     """
     if not to_job_channel:
-        publish_stats_changed()
+        transaction.on_commit(stats_nudger.nudge)
         return
     event_type = job_event_type(job)
     payload = job_event_payload(job, event_type=event_type)
@@ -83,6 +85,53 @@ def publish_job_event(job: Job, *, to_job_channel: bool = True) -> None:
 def publish_stats_changed() -> None:
     """Nudge the stats streams after a change that is not a job event (rows deleted)."""
     transaction.on_commit(lambda: _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"}))
+
+
+# A process nudges the stats streams for new jobs at most this often; a nudge asked for
+# within the interval is sent once at its end. The streams recompute the counts at most once
+# per SSE_STATS_INTERVAL_SECONDS (1 s) anyway, so a burst of submits costs one PUBLISH, not
+# one each, and the last submit of a burst is still seen.
+STATS_NUDGE_INTERVAL_SECONDS = 0.25
+
+
+class StatsNudger:
+    """Coalesces the stats nudges of one process: the first at once, the rest of an interval
+    as one nudge at its end (a timer thread)."""
+
+    def __init__(self, interval: float = STATS_NUDGE_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._timer: threading.Timer | None = None
+
+    def nudge(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                return  # a nudge is already due at the end of this interval
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                self._timer = threading.Timer(wait, self._send_due)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            self._last = time.monotonic()
+        _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"})
+
+    def _send_due(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._last = time.monotonic()
+        _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"})
+
+    def reset(self) -> None:
+        """In a forked child: the parent's timer thread does not exist there."""
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._timer = None
+
+
+stats_nudger = StatsNudger()
+os.register_at_fork(after_in_child=stats_nudger.reset)
 
 
 def send_event(channel: str, event_type: str, payload: dict[str, Any]) -> None:

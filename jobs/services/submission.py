@@ -1,5 +1,9 @@
-"""Submission: the job row inserted (waiting) in one transaction, its message sent after
-the commit. The owner's row lock makes the pending-jobs cap hold under concurrent submits."""
+"""Submission: the job row inserted (waiting), its message sent after the commit.
+
+A plain submit is one autocommitted INSERT after one unlocked COUNT of the owner's pending
+jobs. A job that comes with more than its row (an idempotency key, a callback) is one
+transaction; so is a submit of an owner near the pending-jobs cap, which counts again under
+the owner's row lock so that concurrent submits cannot go past the cap."""
 
 from __future__ import annotations
 
@@ -45,11 +49,26 @@ def resolve_owner(*, actor: Any, user_id: str | None) -> Any:
     return owner
 
 
+# Below this many jobs short of the cap, a submit counts the owner's pending jobs without a
+# lock: only more than this many submits of one user in flight at the same instant could
+# together go past the cap. Nearer, the count is taken under the owner's row lock.
+PENDING_CAP_LOCK_MARGIN = 10
+
+
+def pending_cap_near(owner: Any) -> bool:
+    """Whether the owner is within PENDING_CAP_LOCK_MARGIN jobs of the pending-jobs cap (or
+    at it): one COUNT, no lock."""
+    pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
+    return pending + PENDING_CAP_LOCK_MARGIN >= settings.JOB_MAX_PENDING_PER_USER
+
+
 def check_pending_cap(owner: Any) -> None:
     """TooManyPendingJobsError when the owner already has the most jobs waiting or running."""
     # The owner's row lock makes concurrent submissions of one user count one at a time,
-    # so together they cannot go past the cap.
-    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    # so together they cannot go past the cap. It also waits for the submits that counted
+    # without it (pending_cap_near) and are inserting: their INSERT holds a key-share lock
+    # on the owner's row (the foreign key) until it commits.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).values("pk").first()
     pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
     if pending >= settings.JOB_MAX_PENDING_PER_USER:
         raise TooManyPendingJobsError(
@@ -80,32 +99,35 @@ def job_create_generation(
 
     With an ``idempotency_key`` seen from the same owner within 24 h, the first job is
     returned instead (``created=False``); the same key for a different request is a 400.
-    One transaction: the owner's row lock taken by the pending-jobs cap holds until the
-    INSERT commits, so concurrent submissions of one user cannot go past the cap.
+    Near the pending-jobs cap, one transaction: the owner's row lock taken by the cap check
+    holds until the INSERT commits, so concurrent submissions of one user cannot go past it.
     """
     if callback_url:  # resolves its host: before the transaction and its lock
         webhooks.callback_url_check(callback_url)
-    with transaction.atomic():
+    owner = resolve_owner(actor=actor, user_id=user_id)
+    near_cap = pending_cap_near(owner)
+    # A plain submit far from the cap is the INSERT alone (autocommitted: no BEGIN/COMMIT).
+    plain = not (near_cap or idempotency_key or callback_url)
+    with nullcontext() if plain else transaction.atomic():
         return _job_insert_generation(
-            actor=actor, prompt=prompt, platforms=platforms, image_type=image_type,
-            output_format=output_format, priority=priority, user_id=user_id,
+            owner=owner, prompt=prompt, platforms=platforms, image_type=image_type,
+            output_format=output_format, priority=priority, check_cap=near_cap,
             idempotency_key=idempotency_key, callback_url=callback_url,
         )  # fmt: skip
 
 
 def _job_insert_generation(
     *,
-    actor: Any,
+    owner: Any,
     prompt: str,
     platforms: list[str] | None,
     image_type: str,
     output_format: str,
     priority: int,
-    user_id: str | None,
+    check_cap: bool,
     idempotency_key: str | None,
     callback_url: str | None,
 ) -> Submission:
-    owner = resolve_owner(actor=actor, user_id=user_id)
     platforms = list(platforms or PLATFORM_IDS)
     fields = {
         "prompt": prompt,
@@ -119,7 +141,8 @@ def _job_insert_generation(
         if existing is not None:
             return _idempotent_replay(existing, fields)
 
-    check_pending_cap(owner)
+    if check_cap:
+        check_pending_cap(owner)
     try:
         # The savepoint is only needed to survive a duplicate idempotency key.
         with transaction.atomic() if idempotency_key else nullcontext():
