@@ -22,7 +22,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
 from jobs.live.channels import STATS_CHANNEL, job_channel, pubsub_channel
-from jobs.live.storage import store_event
+from jobs.live.storage import store_and_publish, store_event
 from jobs.models import Job, JobStatus
 from snapasset.core.redis_clients import outage_known, record_outage, redis_client
 
@@ -145,6 +145,11 @@ def send_event(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     and reads it from storage (jobs.live.job_stream).
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)
+    # The message _publish would send, split around its id.
+    head = '{"c": ' + json.dumps(channel) + ', "i": '
+    tail = ', "t": ' + json.dumps(event_type) + ', "d": ' + json.dumps(data) + "}"
+    if store_and_publish(channel, event_type, data, pubsub=pubsub_channel(), message=(head, tail)):
+        return
     event_id = store_event(channel, event_type, data)
     publish_stored_event(channel, event_id=event_id, event_type=event_type, data=data)
 
