@@ -164,13 +164,11 @@ def render_platforms(
     """Render ``(key, width, height)`` targets on up to ``threads`` threads, yielding
     ``(key, RenderedImage)`` in the order of ``targets`` as each one is ready.
 
-    A thread starts the next target as soon as it finishes one, whether or not the consumer
-    has taken it yet, so the threads never wait for the consumer; closing the iterator
-    starts no new render and waits for the running ones, so a consumer that stops early (a
-    cancelled job) wastes at most those (and the finished ones it did not take).
+    Nothing is queued ahead of the threads, so a consumer that stops early (a cancelled job)
+    wastes at most the renders already running; closing the iterator waits for those.
     ``ready()`` says whether the next one is already rendered (taking it will not wait), so
-    a consumer can record renders that finished together in one go. ``render`` replaces
-    ``render_platform`` (benchmarks).
+    a consumer can record renders that finished together (up to ``threads``) in one go.
+    ``render`` replaces ``render_platform`` (benchmarks).
     """
     options: dict[str, Any] = {
         "png_compress_level": png_compress_level,
@@ -193,8 +191,7 @@ class RenderStream(Iterator[tuple[str, RenderedImage]]):
         render: Callable[..., RenderedImage] | None = None,
     ) -> None:
         self._image, self._fmt, self._options = image, fmt, options
-        render_one: Callable[..., RenderedImage] = render_platform if render is None else render
-        self._render = render_one
+        self._render: Callable[..., RenderedImage] = render or render_platform
         self._upcoming = iter(targets)
         self._pending: deque[tuple[str, Future[RenderedImage]]] = deque()
         self._pool: ThreadPoolExecutor | None = None
@@ -203,11 +200,18 @@ class RenderStream(Iterator[tuple[str, RenderedImage]]):
             # written.
             image.load()
             self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
-            # All queued at once, in order: the pool's threads take them one after the
-            # other; close() cancels those not started.
-            for key, width, height in self._upcoming:
-                future = self._pool.submit(render_one, image, width, height, fmt, **self._options)
-                self._pending.append((key, future))
+            for _ in range(threads):
+                self._start_next()
+
+    def _start_next(self) -> None:
+        """Start the next target: one per thread ahead of the consumer, no more."""
+        assert self._pool is not None
+        for key, width, height in self._upcoming:
+            future = self._pool.submit(
+                self._render, self._image, width, height, self._fmt, **self._options
+            )
+            self._pending.append((key, future))
+            return
 
     def __next__(self) -> tuple[str, RenderedImage]:
         if self._pool is None:
@@ -219,10 +223,12 @@ class RenderStream(Iterator[tuple[str, RenderedImage]]):
             raise StopIteration
         key, future = self._pending.popleft()
         try:
-            return key, future.result()
+            rendered = future.result()
         except BaseException:
             self.close()
             raise
+        self._start_next()
+        return key, rendered
 
     def ready(self) -> bool:
         """Whether the next render is finished (False when there is none, or when renders
