@@ -74,6 +74,7 @@ class JobGenerateApi(APIView):
             user_id=data.get("userId"),
             idempotency_key=key,
             callback_url=data.get("callbackUrl"),
+            reuse=data.get("reuse"),
         )
         job = submission.job
         answer = serializers.JobSubmittedSerializer(

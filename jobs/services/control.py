@@ -11,6 +11,7 @@ from jobs.models import Job, JobStatus
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.submission import check_pending_cap
 from jobs.services.transitions import job_transition
+from jobs.spend.quotas import generations_for_retry, quota_check
 from snapasset.core.exceptions import InvalidStateError
 
 
@@ -47,6 +48,9 @@ def job_retry(*, job: Job, actor: Any | None = None) -> Job:
         )
     if actor is not None and not actor.is_staff and job.owner is not None:
         check_pending_cap(job.owner)
+        # A retry that will pay again counts against the daily quota (not one whose
+        # original is still kept).
+        quota_check(job.owner, generations=generations_for_retry(job))
     job_transition(
         job,
         JobStatus.WAITING,

@@ -17,6 +17,8 @@ from jobs.models import PENDING_STATUSES, Job, JobKind
 from jobs.platforms import PLATFORM_IDS
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.transitions import job_created
+from jobs.spend.quotas import generations_for_submission, quota_check
+from jobs.spend.reuse import reuse_requested
 from jobs.webhooks import services as webhooks
 from snapasset.core.exceptions import (
     ApplicationError,
@@ -75,6 +77,7 @@ def job_create_generation(
     user_id: str | None = None,
     idempotency_key: str | None = None,
     callback_url: str | None = None,
+    reuse: bool | None = None,
 ) -> Submission:
     """Insert a waiting image job and enqueue it after commit.
 
@@ -90,6 +93,7 @@ def job_create_generation(
             actor=actor, prompt=prompt, platforms=platforms, image_type=image_type,
             output_format=output_format, priority=priority, user_id=user_id,
             idempotency_key=idempotency_key, callback_url=callback_url,
+            reuse=reuse_requested(reuse),
         )  # fmt: skip
 
 
@@ -104,6 +108,7 @@ def _job_insert_generation(
     user_id: str | None,
     idempotency_key: str | None,
     callback_url: str | None,
+    reuse: bool,
 ) -> Submission:
     owner = resolve_owner(actor=actor, user_id=user_id)
     platforms = list(platforms or PLATFORM_IDS)
@@ -113,6 +118,7 @@ def _job_insert_generation(
         "image_type": image_type,
         "output_format": output_format,
         "priority": priority,
+        "reuse": reuse,
     }
     if idempotency_key:
         existing = _job_for_idempotency_key(owner=owner, key=idempotency_key)
@@ -120,6 +126,13 @@ def _job_insert_generation(
             return _idempotent_replay(existing, fields)
 
     check_pending_cap(owner)
+    # Under the owner's row lock the cap just took: concurrent submissions count one by one.
+    quota_check(
+        owner,
+        generations=generations_for_submission(
+            owner, reuse=reuse, prompt=prompt, image_type=image_type
+        ),
+    )
     try:
         # The savepoint is only needed to survive a duplicate idempotency key.
         with transaction.atomic() if idempotency_key else nullcontext():
