@@ -359,10 +359,13 @@ def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
         with metrics.observe_step("generate"):
             image = provider.generate_image(prompt=job.prompt, image_type=job.image_type)
     except BaseException as exc:
+        # Answered with a link whose download failed: the image was paid for (the next
+        # attempt downloads it, no new call).
+        paid_url = bool(getattr(exc, "paid_url", ""))
         ledger_call_finished(
             job=job,
             call_number=call_number,
-            outcome=outcome_for_error(exc),
+            outcome=CallOutcome.SUCCEEDED if paid_url else outcome_for_error(exc),
             request_id=getattr(exc, "request_id", None) or "",
             error=str(getattr(exc, "message", exc)),
         )

@@ -175,3 +175,42 @@ def test_a_429_of_the_provider_delays_every_job_until_its_retry_after(
     assert len(use_fake_openai.generation_calls) == 1
     assert isinstance(limiter.acquire(waiter="probe"), Wait)
     limiter.reset()
+
+
+def test_a_paid_answer_whose_download_failed_is_on_the_books_as_paid_once(
+    alice: Any, alice_client: Any, use_fake_openai: FakeOpenAI
+) -> None:
+    use_fake_openai.script.append(use_fake_openai.url_answer(file_status=502, then_status=200))
+    job_id = submit(alice_client, "Answered with a link").json()["jobId"]
+    assert job_run_generation(job_id=job_id) is not None  # delayed: the download failed
+    call = ProviderCall.objects.get(job_id=job_id)
+    assert call.outcome == CallOutcome.SUCCEEDED and call.estimated_cost_usd > 0
+
+    Job.objects.filter(pk=job_id).update(retry_at=timezone.now())
+    job = run(job_id)  # downloads the paid link, no new call
+    assert (job.status, job.generation_calls) == (JobStatus.COMPLETED, 1)
+    assert list(ProviderCall.objects.filter(job_id=job_id)) == [call]
+    assert len(use_fake_openai.generation_calls) == 1
+
+
+def test_a_concurrency_cap_makes_a_job_wait_for_a_call_in_flight_to_end(
+    alice: Any, alice_client: Any, limited: Any, settings: Any
+) -> None:
+    settings.OPENAI_IMAGES_PER_MINUTE = 0
+    settings.OPENAI_MAX_CONCURRENT = 1
+    capped = provider_limiter()
+    capped.reset()
+    in_flight = capped.acquire(waiter="another-job")
+    assert isinstance(in_flight, Grant) and in_flight.lease
+    job_id = submit(alice_client, "Second in flight").json()["jobId"]
+    assert job_run_generation(job_id=job_id) is not None
+    body = alice_client.get(f"/api/jobs/{job_id}").json()
+    assert (body["status"], body["delayReason"], body["attemptsMade"]) == (
+        "delayed", "provider-slot", 0,
+    )  # fmt: skip
+
+    capped.release(in_flight)
+    Job.objects.filter(pk=job_id).update(retry_at=timezone.now())
+    assert run(job_id).status == JobStatus.COMPLETED
+    assert capped.client.zcard(capped.keys[2]) == 0  # its own lease ended with its call
+    capped.reset()
