@@ -17,7 +17,7 @@ from jobs.models import PENDING_STATUSES, Job, JobKind
 from jobs.platforms import PLATFORM_IDS
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.transitions import job_created
-from jobs.spend.quotas import generations_for_submission, quota_check
+from jobs.spend.quotas import quota_check_submission
 from jobs.spend.reuse import reuse_requested
 from jobs.webhooks import services as webhooks
 from snapasset.core.exceptions import (
@@ -127,12 +127,7 @@ def _job_insert_generation(
 
     check_pending_cap(owner)
     # Under the owner's row lock the cap just took: concurrent submissions count one by one.
-    quota_check(
-        owner,
-        generations=generations_for_submission(
-            owner, reuse=reuse, prompt=prompt, image_type=image_type
-        ),
-    )
+    quota_check_submission(owner, reuse=reuse, prompt=prompt, image_type=image_type)
     try:
         # The savepoint is only needed to survive a duplicate idempotency key.
         with transaction.atomic() if idempotency_key else nullcontext():

@@ -137,6 +137,16 @@ def generations_for_retry(job: Job) -> int:
     return 1
 
 
+def quota_check_submission(owner: Any, *, reuse: bool, prompt: str, image_type: str) -> None:
+    """``quota_check`` of a new job (nothing looked up for an unlimited owner)."""
+    if quota_limit(owner)[0] is None:
+        return
+    generations = generations_for_submission(
+        owner, reuse=reuse, prompt=prompt, image_type=image_type
+    )
+    quota_check(owner, generations=generations)
+
+
 def generations_for_submission(
     owner: Any, *, reuse: bool, prompt: str, image_type: str, now: datetime | None = None
 ) -> int:
