@@ -359,6 +359,9 @@ def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
         with metrics.observe_step("generate"):
             image = provider.generate_image(prompt=job.prompt, image_type=job.image_type)
     except BaseException as exc:
+        if isinstance(exc, RateLimitedError) and limiter is not None:
+            # The account is over its limit whatever we counted: every worker waits.
+            limiter.penalize(exc.retry_after)
         # Answered with a link whose download failed: the image was paid for (the next
         # attempt downloads it, no new call).
         paid_url = bool(getattr(exc, "paid_url", ""))
@@ -369,9 +372,6 @@ def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
             request_id=getattr(exc, "request_id", None) or "",
             error=str(getattr(exc, "message", exc)),
         )
-        if isinstance(exc, RateLimitedError) and limiter is not None:
-            # The account is over its limit whatever we counted: every worker waits.
-            limiter.penalize(exc.retry_after)
         _record_call_error(claim, provider, exc)
         raise
     ledger_call_finished(

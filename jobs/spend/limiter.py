@@ -466,14 +466,19 @@ def _limiter(
     )
 
 
-def prepare_paid_calls(**_: Any) -> None:
+def prepare_paid_calls(sender: Any = None, **_: Any) -> None:
     """A worker's ``worker_init`` receiver: load the image provider's client code (the
     OpenAI SDK takes most of a second to import and set up) before the pool forks, so that
     no paid call pays it between its grant and reaching the provider. The limiter spaces
     grants; a call that reaches the provider late bunches up with the next one, and only
-    half a second a minute is budgeted for that."""
+    half a second a minute is budgeted for that. Workers that do not consume the image
+    jobs' queue are left alone (no SDK in their memory)."""
     from jobs.providers import get_provider
 
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    consumed = getattr(queues, "consume_from", None)
+    if consumed and settings.CELERY_TASK_DEFAULT_QUEUE not in consumed:
+        return
     try:
         provider = get_provider()
         warm_up = getattr(provider, "warm_up", None)
