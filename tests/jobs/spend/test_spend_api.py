@@ -214,3 +214,16 @@ def test_a_concurrency_cap_makes_a_job_wait_for_a_call_in_flight_to_end(
     assert run(job_id).status == JobStatus.COMPLETED
     assert capped.client.zcard(capped.keys[2]) == 0  # its own lease ended with its call
     capped.reset()
+
+
+def test_a_job_cancelled_while_waiting_for_its_slot_leaves_the_line(
+    alice: Any, alice_client: Any, limited: Any, django_capture_on_commit_callbacks: Any
+) -> None:
+    assert isinstance(limited.acquire(waiter="someone-else"), Grant)
+    job_id = submit(alice_client, priority=9).json()["jobId"]
+    job_run_generation(job_id=job_id)
+    assert [w for w, _, _ in limited.waiting()] == [job_id]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_client.delete(f"/api/jobs/{job_id}").status_code == 200
+    assert limited.waiting() == []
