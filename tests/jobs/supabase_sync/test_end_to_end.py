@@ -21,6 +21,7 @@ from tests.jobs.faults import celery_app_on
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 PLATFORMS = ["instagram-post", "twitter-post", "linkedin-post"]
+DONE = ("completed", sorted(PLATFORMS))
 
 
 def sync_env(fake: FakeSupabase) -> dict[str, str]:
@@ -64,7 +65,7 @@ def test_a_job_run_by_the_worker_ends_completed_in_supabase_with_one_row_per_ima
 
     submitted = submit(base, headers)
     wait_until(
-        lambda: mirrored(fake_supabase, submitted["generationId"]) == ("completed", sorted(PLATFORMS)),
+        lambda: mirrored(fake_supabase, submitted["generationId"]) == DONE,
         timeout=60, interval=0.2, what="the completed generation and its images in Supabase",
     )  # fmt: skip
 
@@ -109,7 +110,7 @@ def test_supabase_s_database_slow_never_delays_a_job_and_its_rows_arrive_once_it
 
     fake_supabase.recover()
     wait_until(
-        lambda: mirrored(fake_supabase, submitted["generationId"]) == ("completed", sorted(PLATFORMS)),
+        lambda: mirrored(fake_supabase, submitted["generationId"]) == DONE,
         timeout=60, interval=0.2, what="the rows to arrive once Supabase answers",
     )  # fmt: skip
     assert len(fake_supabase.rows("generated_images")) == len(PLATFORMS)
