@@ -92,42 +92,63 @@ def test_a_completed_job_ends_completed_with_one_image_row_per_platform(
     )  # fmt: skip
 
 
-def test_pushing_again_or_retrying_a_job_never_duplicates_an_image(
+def test_pushing_again_never_duplicates_a_row(
     sync_on: FakeSupabase, alice_client: APIClient, committing: Callable[..., Any]
 ) -> None:
     job = run(submit(alice_client, committing), committing)
     push_all(job)
-    # A push the worker repeats (a message delivered twice, an operator's retry).
+    # The worker repeats a push (a message delivered twice, an operator's retry).
     for event in SyncEvent.objects.filter(job=job):
         services.event_retry(event=event)
-    push_all(job)
-    # The same job failed, retried and completed again: the images are upserted again.
-    committing(lambda: _fail_and_retry_after_completion(job))
-    job = run(job, committing)
     push_all(job)
 
     images = sync_on.rows("generated_images", generation_id=str(job.generation_id))
     assert sorted(i["platform_id"] for i in images) == sorted(PLATFORMS)
     assert len(sync_on.rows("generations")) == 1
     assert generation(sync_on, job)["status"] == "completed"
-    upserts = sync_on.seen("POST", "/rest/v1/generated_images")
-    assert upserts and all(
+    # (The first push's images met the foreign key once: its generations row came first.)
+    upserts = [r for r in sync_on.seen("POST", "/rest/v1/generated_images") if r.status == 201]
+    assert len(upserts) == 2 and all(
         r.query["on_conflict"] == ["generation_id,platform_id"]
         and "resolution=merge-duplicates" in (r.header("prefer") or "")
         for r in upserts
     )
 
 
-def _fail_and_retry_after_completion(job: Job) -> None:
-    # A completed job cannot be retried; one that failed after its images were made can.
-    # Replay that: the job is failed by a running attempt, then retried by its owner.
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.WAITING)
-    job.refresh_from_db()
-    claim = job_claim(job_id=str(job.pk))
-    assert claim is not None
-    job_fail(job_id=str(job.pk), token=claim.token, reason="The model said no")
-    job.refresh_from_db()
-    job_retry(job=job)
+def test_a_job_that_failed_half_way_then_was_retried_and_resumed_keeps_one_row_per_image(
+    settings: Any,
+    sync_on: FakeSupabase,
+    use_fake_supabase: FakeSupabase,
+    alice_client: APIClient,
+    committing: Callable[..., Any],
+) -> None:
+    settings.JOB_RETRY_BACKOFF_SECONDS = 0
+    # Storage refuses one platform's file for good: the job fails with the others made.
+    use_fake_supabase.fail_json(
+        "POST", "/twitter-post.png", status=403, error="Unauthorized", message="denied"
+    )
+    job = run(submit(alice_client, committing), committing)
+    assert job.status == JobStatus.FAILED
+    made = sorted(job.images.values_list("platform_id", flat=True))
+    assert made and "twitter-post" not in made
+    push_all(job)
+    assert generation(sync_on, job)["status"] == "failed"
+    images = sync_on.rows("generated_images", generation_id=str(job.generation_id))
+    assert sorted(i["platform_id"] for i in images) == made
+
+    # Retried: it resumes, a transient error on the way (delayed, then run again).
+    use_fake_supabase.fail("POST", "/twitter-post.png", status=503)
+    committing(lambda: job_retry(job=job))
+    job = run(job, committing)
+    assert job.status == JobStatus.DELAYED
+    job = run(job, committing)
+    assert job.status == JobStatus.COMPLETED
+    push_all(job)
+
+    images = sync_on.rows("generated_images", generation_id=str(job.generation_id))
+    assert sorted(i["platform_id"] for i in images) == sorted(PLATFORMS)
+    row = generation(sync_on, job)
+    assert (row["status"], row["error_message"]) == ("completed", None)
 
 
 def test_an_older_status_pushed_late_never_moves_a_newer_one_back(
