@@ -134,10 +134,11 @@ def event_push(*, event_id: int) -> str | None:
     job = Job.objects.select_related("owner").filter(pk=event.job_id).first()
     if job is None:  # deleted meanwhile (the cascade takes the event too)
         return None
+    first_write = not SyncEvent.objects.filter(job_id=job.pk, state=SyncState.SYNCED).exists()
     try:
         outcome = tables.job_write(
             job, job_status=event.job_status, status=event.status,
-            error_message=event.error_message, version=event.version,
+            error_message=event.error_message, version=event.version, first_write=first_write,
         )  # fmt: skip
     except SoftTimeLimitExceeded:
         _failed(event, "Timed out (task time limit)")

@@ -151,27 +151,35 @@ def _update_if_older(row: dict[str, Any]) -> bool:
     return bool(response.data)
 
 
-def images_write(job: Job) -> int:
-    """Upsert the job's images (none: nothing to write). An image of a generations row that
-    does not exist yet (a foreign key refuses it) first gets the row, created as pending:
-    the status write that follows moves it on."""
+def images_write(job: Job, *, ensure_row: bool = False) -> int:
+    """Upsert the job's images (none: nothing to write). Their generations row must exist
+    (a foreign key): with ``ensure_row`` (nothing of this job was written yet) it is made
+    first, as pending, the status write that follows moving it on; without, it is made only
+    when the foreign key refuses the images."""
     rows = image_rows(job)
     if not rows:
         return 0
+    if ensure_row:
+        _row_ensure(job)
     try:
         _images_upsert(rows)
     except Exception as exc:
         if getattr(exc, "code", None) != FOREIGN_KEY_VIOLATION:
             raise
-        placeholder = generation_row(
-            job, status=STATUS_FOR_JOB_STATUS[JobStatus.WAITING], error_message="",
-            version=job.created_at,
-        )  # fmt: skip
-        client().table(GENERATIONS).upsert(
-            placeholder, on_conflict="id", ignore_duplicates=True
-        ).execute()
+        _row_ensure(job)
         _images_upsert(rows)
     return len(rows)
+
+
+def _row_ensure(job: Job) -> None:
+    """The job's generations row, inserted as pending unless it exists (then untouched)."""
+    placeholder = generation_row(
+        job, status=STATUS_FOR_JOB_STATUS[JobStatus.WAITING], error_message="",
+        version=job.created_at,
+    )  # fmt: skip
+    client().table(GENERATIONS).upsert(
+        placeholder, on_conflict="id", ignore_duplicates=True
+    ).execute()
 
 
 def _images_upsert(rows: list[dict[str, Any]]) -> None:
@@ -181,11 +189,12 @@ def _images_upsert(rows: list[dict[str, Any]]) -> None:
 
 
 def job_write(
-    job: Job, *, job_status: str, status: str, error_message: str, version: datetime
-) -> str:
+    job: Job, *, job_status: str, status: str, error_message: str, version: datetime,
+    first_write: bool = False,
+) -> str:  # fmt: skip
     """Everything one status change of ``job`` means in the two tables: its images first
     (when it completed or failed), so a reader that sees ``completed`` finds them, then the
-    status."""
+    status. ``first_write``: nothing of this job reached the tables yet."""
     if job_status in WITH_IMAGES:
-        images_write(job)
+        images_write(job, ensure_row=first_write)
     return status_write(job, status=status, error_message=error_message, version=version)

@@ -106,8 +106,7 @@ def test_pushing_again_never_duplicates_a_row(
     assert sorted(i["platform_id"] for i in images) == sorted(PLATFORMS)
     assert len(sync_on.rows("generations")) == 1
     assert generation(sync_on, job)["status"] == "completed"
-    # (The first push's images met the foreign key once: its generations row came first.)
-    upserts = [r for r in sync_on.seen("POST", "/rest/v1/generated_images") if r.status == 201]
+    upserts = sync_on.seen("POST", "/rest/v1/generated_images")
     assert len(upserts) == 2 and all(
         r.query["on_conflict"] == ["generation_id,platform_id"]
         and "resolution=merge-duplicates" in (r.header("prefer") or "")
@@ -157,7 +156,8 @@ def test_an_older_status_pushed_late_never_moves_a_newer_one_back(
     job = run(submit(alice_client, committing), committing)
     first, active, completed = SyncEvent.objects.filter(job=job).order_by("pk")
     SyncEvent.objects.filter(pk=completed.pk).update(next_attempt_at=timezone.now())
-    # No row yet: the images' foreign key asks for it first, then the status moves it on.
+    # Nothing written yet: the row is made first (for the images' foreign key), then the
+    # status moves it on.
     assert services.event_push(event_id=completed.pk) == "updated"
     # The "processing" write arrives after "completed" (a slow message, a retry): it is
     # refused by the condition on updated_at, not applied.
@@ -222,6 +222,23 @@ def test_a_job_submitted_before_the_sync_was_on_gets_its_row_when_it_ends(
     assert (row["status"], row["user_id"]) == ("completed", "alice")
     images = sync_on.rows("generated_images", generation_id=str(job.generation_id))
     assert len(images) == len(PLATFORMS)
+
+
+def test_a_generations_row_deleted_in_supabase_is_made_again_with_the_job_s_images(
+    sync_on: FakeSupabase, alice_client: APIClient, committing: Callable[..., Any]
+) -> None:
+    job = submit(alice_client, committing)
+    push_all(job)
+    with sync_on.data_lock:
+        sync_on.tables["generations"].clear()
+    job = run(job, committing)
+    push_all(job)
+
+    assert generation(sync_on, job)["status"] == "completed"
+    assert len(sync_on.rows("generated_images", generation_id=str(job.generation_id))) == 3
+    # The images met the foreign key once, then the row was made and they went in.
+    answers = [r.status for r in sync_on.seen("POST", "/rest/v1/generated_images")]
+    assert answers == [409, 201]
 
 
 def test_supabase_down_leaves_the_job_alone_and_the_rows_arrive_once_it_answers(
