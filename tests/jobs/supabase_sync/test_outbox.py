@@ -4,6 +4,7 @@ duplicate or move a status back, that Supabase down loses nothing, and the admin
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -280,6 +281,32 @@ def test_an_event_that_used_up_its_retries_is_failed_and_can_be_pushed_again(
     event.refresh_from_db()
     assert event.state == SyncState.SYNCED
     assert generation(sync_on, job)["status"] == "pending"
+
+
+def test_the_outbox_costs_a_status_change_one_insert_in_its_own_transaction(
+    settings: Any, sync_on: FakeSupabase, alice: Any
+) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from tests.factories import JobFactory
+
+    def cancel_queries(sync: bool) -> list[str]:
+        settings.SUPABASE_SYNC_TABLES = sync
+        job = JobFactory(owner=alice)
+        with CaptureQueriesContext(connection) as captured:
+            job_cancel(job=job)
+        return [q["sql"] for q in captured.captured_queries]
+
+    off, on = cancel_queries(False), cancel_queries(True)
+
+    def kinds(queries: list[str]) -> Counter[str]:
+        return Counter(sql.split()[0].upper() for sql in queries)
+
+    # One more statement, an INSERT into the outbox: no other query, savepoint or commit.
+    assert kinds(on) - kinds(off) == Counter({"INSERT": 1}) and len(on) == len(off) + 1
+    assert [sql for sql in on if "supabase_sync_syncevent" in sql][0].startswith("INSERT")
+    assert sync_on.requests == []  # nothing talks to Supabase inside the change
 
 
 def test_with_the_sync_off_by_default_nothing_is_recorded_or_sent(
