@@ -127,7 +127,11 @@ def _finish(event: SyncEvent, state: str, *, error: str = "") -> None:
 
 def event_push(*, event_id: int) -> str | None:
     """One push of an event: claim it, write the job's row (and images) to Supabase, record
-    the outcome. Returns what the status write did, or None when nothing was pushed."""
+    the outcome. Returns what the status write did, or None when nothing was pushed.
+    With the sync switched off the event waits, pending, for it to be on again (the drain
+    then sends it)."""
+    if not settings.SUPABASE_SYNC_TABLES:
+        return None
     event = _claim(event_id, now=timezone.now())
     if event is None:
         return None

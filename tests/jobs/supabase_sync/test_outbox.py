@@ -325,6 +325,22 @@ def test_with_the_sync_off_by_default_nothing_is_recorded_or_sent(
     assert fake_supabase.seen("PATCH", "/rest/v1/") == []
 
 
+def test_switched_off_the_pending_events_wait_and_go_once_it_is_on_again(
+    settings: Any,
+    sync_on: FakeSupabase,
+    alice_client: APIClient,
+    committing: Callable[..., Any],
+) -> None:
+    job = submit(alice_client, committing)
+    settings.SUPABASE_SYNC_TABLES = False
+    assert push_all(job) == [None]
+    assert SyncEvent.objects.get(job=job).state == SyncState.PENDING
+    assert sync_on.rows("generations") == []
+
+    settings.SUPABASE_SYNC_TABLES = True
+    assert push_all(job) == ["created"]
+
+
 def test_staff_see_each_event_with_its_attempts_and_last_error_and_can_retry_it(
     sync_on: FakeSupabase,
     alice_client: APIClient,
