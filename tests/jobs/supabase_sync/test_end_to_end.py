@@ -88,7 +88,9 @@ def test_supabase_s_database_slow_never_delays_a_job_and_its_rows_arrive_once_it
     env = sync_env(fake_supabase)
     headers = {"Authorization": f"Bearer {api_key_for(make_user('alice'))}"}
     base = start_web(env=env)
-    start_worker(queues="images,webhooks", env=env)
+    # As the Procfile runs them: image jobs and the webhooks queue in workers of their own.
+    start_worker(queues="images", env=env)
+    start_worker(queues="webhooks", env=env)
     # Every PostgREST answer takes 3 s, past the 1 s timeout of a push; Storage is fine.
     fake_supabase.slow(3, for_seconds=600, path_contains="/rest/v1/")
 
