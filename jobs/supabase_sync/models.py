@@ -55,6 +55,12 @@ class SyncEvent(models.Model):
                 condition=Q(state="pending"),
                 name="supabase_sync_due_idx",
             ),
+            # The backlog on /metrics: few rows (the pending and failed ones).
+            models.Index(
+                fields=("state", "created_at"),
+                condition=Q(state__in=("pending", "failed")),
+                name="supabase_sync_backlog_idx",
+            ),
         ]
 
     def __str__(self) -> str:

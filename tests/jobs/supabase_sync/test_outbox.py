@@ -4,6 +4,7 @@ duplicate or move a status back, that Supabase down loses nothing, and the admin
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -339,6 +340,31 @@ def test_switched_off_the_pending_events_wait_and_go_once_it_is_on_again(
 
     settings.SUPABASE_SYNC_TABLES = True
     assert push_all(job) == ["created"]
+
+
+def test_the_backlog_of_events_not_in_supabase_is_on_metrics(
+    sync_on: FakeSupabase,
+    alice_client: APIClient,
+    staff_client: APIClient,
+    committing: Callable[..., Any],
+) -> None:
+    sync_on.fail("POST", "/rest/v1/", status=503, times=1000)
+    sync_on.fail("PATCH", "/rest/v1/", status=503, times=1000)
+    for _ in range(2):
+        push_all(submit(alice_client, committing))
+
+    text = staff_client.get("/metrics").content.decode()
+    assert 'snapasset_supabase_sync_events{state="pending"} 2.0' in text
+    assert 'snapasset_supabase_sync_events{state="failed"} 0.0' in text
+    age = re.search(r"^snapasset_supabase_sync_oldest_pending_seconds (\S+)$", text, re.M)
+    assert age is not None and float(age[1]) > 0
+
+    sync_on.recover()
+    for job in Job.objects.all():
+        push_all(job)
+    text = staff_client.get("/metrics").content.decode()
+    assert 'snapasset_supabase_sync_events{state="pending"} 0.0' in text
+    assert "snapasset_supabase_sync_oldest_pending_seconds 0.0" in text
 
 
 def test_staff_see_each_event_with_its_attempts_and_last_error_and_can_retry_it(
