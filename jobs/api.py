@@ -116,6 +116,7 @@ class JobGenerateBatchApi(APIView):
 
     # The submit rate is checked in post(): a batch counts as the items it carries.
     throttle_classes: list[type] = []
+    schema = openapi.BatchSchema()
 
     @extend_schema(
         operation_id="jobs_generate_batch",

@@ -4,8 +4,13 @@ serializers of jobs/serializers.py, which the views render; errors are snapasset
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
+
+from jobs.services.submission import BATCH_MAX_JOBS
 
 JOB_ID_PARAMETER = OpenApiParameter(
     "job_id",
@@ -32,3 +37,15 @@ STATUS_LIST_PARAMETER = OpenApiParameter(
     "the old server took them. The parameter repeated (`status=waiting&status=active`, what "
     "most generated clients send for a list) means the same.",
 )
+
+
+class BatchSchema(AutoSchema):
+    """POST /api/jobs/generate/batch: its body, a list of JobGenerateInput, is an array of
+    1..BATCH_MAX_JOBS items (drf-spectacular maps a list serializer to an array, without
+    the bounds)."""
+
+    def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        if schema and schema.get("type") == "array":
+            schema = {**schema, "minItems": 1, "maxItems": BATCH_MAX_JOBS}
+        return schema, required
