@@ -117,6 +117,7 @@ class JobGenerateBatchApi(APIView):
     # The submit rate is checked in post(): a batch counts as the items it carries.
     throttle_classes: list[type] = []
     schema = openapi.BatchSchema()
+    max_items = BATCH_MAX_JOBS  # in the schema
 
     @extend_schema(
         operation_id="jobs_generate_batch",

@@ -10,8 +10,6 @@ from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 
-from jobs.services.submission import BATCH_MAX_JOBS
-
 JOB_ID_PARAMETER = OpenApiParameter(
     "job_id",
     OpenApiTypes.UUID,
@@ -41,11 +39,12 @@ STATUS_LIST_PARAMETER = OpenApiParameter(
 
 class BatchSchema(AutoSchema):
     """POST /api/jobs/generate/batch: its body, a list of JobGenerateInput, is an array of
-    1..BATCH_MAX_JOBS items (drf-spectacular maps a list serializer to an array, without
+    1..``view.max_items`` items (drf-spectacular maps a list serializer to an array, without
     the bounds)."""
 
     def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
         schema, required = super()._get_request_for_media_type(serializer, direction)
+        view: Any = self.view
         if schema and schema.get("type") == "array":
-            schema = {**schema, "minItems": 1, "maxItems": BATCH_MAX_JOBS}
+            schema = {**schema, "minItems": 1, "maxItems": view.max_items}
         return schema, required
