@@ -143,9 +143,7 @@ def _job_insert_generation(
     try:
         # The savepoint is only needed to survive a duplicate idempotency key.
         with transaction.atomic() if idempotency_key else nullcontext():
-            job = _job_insert(
-                owner=owner, request=request, fields=fields, idempotency_key=idempotency_key
-            )
+            job = _job_insert(owner=owner, request=request, idempotency_key=idempotency_key)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -164,20 +162,14 @@ def _admit_jobs(owner: Any, *, count: int) -> None:
     quota_check(owner, generations=count)
 
 
-def _job_insert(
-    *,
-    owner: Any,
-    request: JobRequest,
-    fields: dict[str, Any],
-    idempotency_key: str | None = None,
-) -> Job:
+def _job_insert(*, owner: Any, request: JobRequest, idempotency_key: str | None = None) -> Job:
     """Insert one admitted job (waiting); its message and events go after the commit."""
     job = Job.objects.create(
         owner=owner,
         kind=JobKind.IMAGE_GENERATION,
         idempotency_key=idempotency_key or None,
         enqueued_at=timezone.now(),
-        **fields,
+        **request.job_fields(),
     )
     if request.callback_url:
         webhooks.job_callback_create(job=job, url=request.callback_url)
@@ -217,9 +209,7 @@ def job_create_generation_batch(
             for pk in sorted(counts):  # one lock order: concurrent batches cannot deadlock
                 _admit_jobs(by_pk[pk], count=counts[pk])
             for index, owner, request in accepted:
-                results[index] = _job_insert(
-                    owner=owner, request=request, fields=request.job_fields()
-                )
+                results[index] = _job_insert(owner=owner, request=request)
     return [results[index] for index in range(len(requests))]
 
 
