@@ -8,12 +8,14 @@ whole: over any of them, the whole batch is a 429 and nothing is queued."""
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from django.db import connections
 from rest_framework.test import APIClient
 
 from jobs.models import Job, JobStatus
@@ -244,6 +246,35 @@ def test_a_batch_over_the_pending_cap_is_refused_whole(alice: Any, settings: Any
     fits = submit_batch(client, [fox(0), {"prompt": ""}, fox(1), {"prompt": ""}])
     assert fits.status_code == 200 and fits.json()["accepted"] == 2
     assert assert_429_shape(client.post(GENERATE, fox(9), format="json"))
+
+
+def test_concurrent_batches_of_one_user_cannot_pass_the_cap_together(
+    transactional_db: None, settings: Any
+) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = 5
+    settings.SUBMIT_RATE = None
+    alice = make_user("alice")
+    clients = [client_for(alice) for _ in range(4)]
+    for client in clients:  # each loads its middleware (metrics) before the race
+        assert client.get("/api/platforms").status_code == 200
+    start = threading.Barrier(4)
+    statuses: list[int] = []
+
+    def send(n: int) -> None:
+        start.wait()
+        try:
+            statuses.append(submit_batch(clients[n], [fox(n), fox(n + 10)]).status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # Two batches of 2 fit under 5; a third would make 6: refused whole, whatever the order.
+    assert sorted(statuses) == [200, 200, 429, 429]
+    assert Job.objects.filter(owner=alice).count() == 4
 
 
 def test_a_batch_over_the_submit_rate_is_refused_whole_and_each_item_counts(
