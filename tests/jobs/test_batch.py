@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from django.db import connections
+from django.utils import timezone
 from rest_framework.test import APIClient
 
 from jobs.models import Job, JobStatus
@@ -115,6 +118,30 @@ def test_each_job_gets_its_own_message_with_its_priority_and_the_request_id(
         key, message = by_job[job_id]
         assert message["properties"]["priority"] == celery_priority(priority)
         assert message["headers"]["request_id"] == "batch-req-0001"
+
+
+def test_with_the_broker_down_a_batch_answers_at_once_and_the_sweeper_sends_its_jobs_later(
+    transactional_db: None, broker: RedisServer, settings: Any
+) -> None:
+    from jobs.services.sweeper import jobs_sweep
+    from snapasset.core.redis_clients import forget_outages
+
+    settings.JOB_ENQUEUE_OVERDUE_SECONDS = 60
+    client = client_for(make_user("alice"))
+    broker.stop()
+    started = time.monotonic()
+    response = submit_batch(client, [fox(n) for n in range(10)])
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200 and response.json()["accepted"] == 10
+    assert elapsed < 3, f"a batch took {elapsed:.2f}s with the broker down"
+    assert Job.objects.filter(status=JobStatus.WAITING).count() == 10
+
+    broker.start()
+    forget_outages()
+    assert jobs_sweep()["resent"] == 0  # not overdue yet
+    Job.objects.update(enqueued_at=timezone.now() - timedelta(minutes=5))
+    assert jobs_sweep()["resent"] == 10
+    assert broker.queued() == 10
 
 
 # --- Invalid items ------------------------------------------------------------------------------
