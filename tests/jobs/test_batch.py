@@ -232,26 +232,46 @@ def test_an_idempotency_key_is_refused_on_a_batch(alice_client: APIClient) -> No
     assert not Job.objects.exists()
 
 
-def test_100_items_of_the_longest_prompts_fit_in_the_body_limit(
-    alice_client: APIClient, settings: Any
-) -> None:
-    settings.JOB_MAX_PENDING_PER_USER = 100
-    settings.SUBMIT_RATE = None
-    items = [
+def longest_items(words: str, count: int = 100) -> list[dict[str, Any]]:
+    """``count`` items with every field set and prompts of about 4000 characters."""
+    return [
         {
-            "prompt": f"{n:03d} " + "a watercolour fox in a snowy birch forest at dusk, " * 78,
+            "prompt": f"{n:03d} " + words * ((3990 - 4) // len(words)),
             "platforms": list(PLATFORM_IDS),
             "imageType": "natural",
             "format": "webp",
             "priority": 9,
         }
-        for n in range(100)
+        for n in range(count)
     ]
-    raw = json.dumps(items).encode()
-    assert 400_000 < len(raw) < settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-    response = alice_client.post(BATCH, raw, content_type="application/json")
-    assert response.status_code == 200, response.content[:500]
+
+
+@pytest.mark.e2e
+def test_100_items_of_the_longest_english_prompts_fit_in_the_body_limit(start_web: Any) -> None:
+    base = start_web(env={"JOB_MAX_PENDING_PER_USER": "100", "SUBMIT_RATE": "off"})
+    headers = {"Authorization": f"Token {api_key_for(make_user('alice'))}"}
+    raw = json.dumps(longest_items("a watercolour fox in a snowy birch forest at dusk, ")).encode()
+    assert 400_000 < len(raw) < 1024 * 1024
+    response = httpx.post(
+        f"{base}{BATCH}",
+        content=raw,
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text[:500]
     assert response.json()["accepted"] == 100
+    assert Job.objects.count() == 100
+
+    # 4000 CJK characters a prompt: 1.2 MB in UTF-8, over 1 MiB. Refused before it is read.
+    too_big = json.dumps(longest_items("雪の白樺林の狐、"), ensure_ascii=False).encode()
+    assert len(too_big) > 1024 * 1024
+    response = httpx.post(
+        f"{base}{BATCH}",
+        content=too_big,
+        headers={**headers, "Content-Type": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 413 and response.json()["limit"] == 1024 * 1024
     assert Job.objects.count() == 100
 
 
