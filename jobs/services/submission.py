@@ -191,10 +191,13 @@ def job_create_generation_batch(
     results: dict[int, Job | ApplicationError] = {}
     accepted: list[tuple[int, Any, JobRequest]] = []
     owners: dict[str | None, Any] = {}
+    callbacks_checked: set[str] = set()  # a URL repeated in the batch is resolved once
     for index, request in enumerate(requests):
         try:
-            if request.callback_url:  # resolves its host: before the transaction
+            if request.callback_url and request.callback_url not in callbacks_checked:
+                # Resolves its host: before the transaction.
                 webhooks.callback_url_check(request.callback_url)
+                callbacks_checked.add(request.callback_url)
             if request.user_id not in owners:
                 owners[request.user_id] = resolve_owner(actor=actor, user_id=request.user_id)
         except ApplicationError as error:
