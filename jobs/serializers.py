@@ -27,6 +27,7 @@ from jobs.models import (
 )
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.spend.serializers import SpendOverviewSerializer
+from snapasset.core.openapi import ErrorSerializer
 from snapasset.core.serializers import (
     NoUnknownFieldsMixin,
     StrictBooleanField,
@@ -404,6 +405,25 @@ class JobSubmittedSerializer(serializers.Serializer):
     status = constant_field("queued")
     message = serializers.CharField()
     estimatedTime = serializers.CharField()
+
+
+class JobBatchItemResultSerializer(serializers.Serializer):
+    """One item of a batch: what POST /api/jobs/generate would have answered for its body."""
+
+    index = serializers.IntegerField(min_value=0, help_text="The item's place in the batch.")
+    status = serializers.IntegerField(
+        help_text="202 when queued, else the status of its error (400, 403)."
+    )
+    job = JobSubmittedSerializer(required=False, help_text="The queued job (status 202).")
+    error = ErrorSerializer(required=False, help_text="Why this item was refused.")
+
+
+class JobBatchSubmittedSerializer(serializers.Serializer):
+    """POST /api/jobs/generate/batch."""
+
+    results = JobBatchItemResultSerializer(many=True, help_text="One per item, in order.")
+    accepted = serializers.IntegerField(min_value=0, help_text="Items queued.")
+    rejected = serializers.IntegerField(min_value=0, help_text="Items refused.")
 
 
 class JobCancelledSerializer(serializers.Serializer):

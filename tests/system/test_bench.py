@@ -24,6 +24,7 @@ MODULES = [
     "bench.signals",
     "bench.task_results",
     "bench.spend",
+    "bench.batch",
 ]
 
 
@@ -73,6 +74,13 @@ def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None
         "uvicorn:1",
     )
     assert "ratio ours / bare" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_batch_benchmark_queues_the_same_jobs_each_way_against_a_real_server() -> None:
+    out = _run_bench("bench.batch", "--rounds", "1", "--jobs", "8")
+    assert "1 x POST /api/jobs/generate/batch of 8" in out and "SQL statements per job" in out
 
 
 @pytest.mark.e2e

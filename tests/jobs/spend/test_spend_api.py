@@ -227,3 +227,22 @@ def test_a_job_cancelled_while_waiting_for_its_slot_leaves_the_line(
     with django_capture_on_commit_callbacks(execute=True):
         assert alice_client.delete(f"/api/jobs/{job_id}").status_code == 200
     assert limited.waiting() == []
+
+
+def test_a_batch_counts_only_the_jobs_that_will_pay_against_the_quota(
+    alice: Any, alice_client: Any, settings: Any
+) -> None:
+    original = submit(alice_client, "A lighthouse at dusk").json()["jobId"]
+    run(original)
+    settings.DAILY_GENERATION_QUOTA = 2  # one used today: one more paid generation left
+
+    def batch(*bodies: dict[str, Any]) -> Any:
+        items = [{"platforms": ONE, **body} for body in bodies]
+        return alice_client.post("/api/jobs/generate/batch", items, format="json")
+
+    refused = batch({"prompt": "New one"}, {"prompt": "Another new one"})
+    assert refused.status_code == 429 and refused.json()["requested"] == 2
+    accepted = batch({"prompt": "A lighthouse at dusk", "reuse": True}, {"prompt": "New one"})
+    assert accepted.status_code == 200 and accepted.json()["accepted"] == 2
+    jobs = [item["job"]["jobId"] for item in accepted.json()["results"]]
+    assert [Job.objects.get(pk=j).reuse for j in jobs] == [True, False]
