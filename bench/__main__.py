@@ -12,7 +12,7 @@ from bench._support import ROOT, machine
 
 FULL = [
     ["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"], ["bench.task_results"],
-    ["bench.spend"], ["bench.batch"],
+    ["bench.spend"], ["bench.spend", "--workers", "2", "--limit", "20"], ["bench.batch"],
 ]  # fmt: skip
 QUICK = [
     ["bench.image", "--rounds", "1"],

@@ -55,6 +55,7 @@ def _job_request(data: dict[str, Any]) -> JobRequest:
         priority=data.get("priority", 0),
         user_id=data.get("userId"),
         callback_url=data.get("callbackUrl"),
+        reuse=data.get("reuse"),
     )
 
 

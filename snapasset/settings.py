@@ -424,6 +424,9 @@ OPENAI_IMAGES_PER_MINUTE = env_int("OPENAI_IMAGES_PER_MINUTE", 0, minimum=0)
 # keeps every sliding minute under the limit (OpenAI enforces per-minute limits over shorter
 # periods); more only for an account whose limit really is per whole minute.
 OPENAI_IMAGES_BURST = env_int("OPENAI_IMAGES_BURST", 1, minimum=1)
+# The window OPENAI_IMAGES_PER_MINUTE is counted over, in seconds: a minute. Only tests and
+# benchmarks shorten it (the same limiter, its clock scaled), to prove the limit in seconds.
+OPENAI_IMAGES_PERIOD_SECONDS = env_int("OPENAI_IMAGES_PERIOD_SECONDS", 60, minimum=1)
 # Calls to the image model in flight at once across the deployment (0: no cap).
 OPENAI_MAX_CONCURRENT = env_int("OPENAI_MAX_CONCURRENT", 0, minimum=0)
 # Paid generations per user per day (TIME_ZONE's midnight to midnight); 0: unlimited. A

@@ -24,7 +24,8 @@ from jobs.models import PENDING_STATUSES, Job, JobKind
 from jobs.platforms import PLATFORM_IDS
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.transitions import job_created
-from jobs.spend.quotas import quota_check
+from jobs.spend.quotas import generations_for_submission, quota_check, quota_limit
+from jobs.spend.reuse import reuse_requested
 from jobs.webhooks import services as webhooks
 from snapasset.core.exceptions import (
     ApplicationError,
@@ -88,6 +89,12 @@ class JobRequest:
     priority: int = 0
     user_id: str | None = None
     callback_url: str | None = None
+    reuse: bool | None = None  # None: GENERATION_REUSE_DEFAULT
+
+    @property
+    def reuses(self) -> bool:
+        """Whether the job asks to reuse an identical original (jobs/spend/reuse.py)."""
+        return reuse_requested(self.reuse)
 
     def job_fields(self) -> dict[str, Any]:
         """The Job row's fields this request sets."""
@@ -97,6 +104,7 @@ class JobRequest:
             "image_type": self.image_type,
             "output_format": self.output_format,
             "priority": self.priority,
+            "reuse": self.reuses,
         }
 
 
@@ -111,6 +119,7 @@ def job_create_generation(
     user_id: str | None = None,
     idempotency_key: str | None = None,
     callback_url: str | None = None,
+    reuse: bool | None = None,
 ) -> Submission:
     """Insert a waiting image job and enqueue it after commit.
 
@@ -121,7 +130,7 @@ def job_create_generation(
     """
     request = JobRequest(
         prompt=prompt, platforms=platforms, image_type=image_type, output_format=output_format,
-        priority=priority, user_id=user_id, callback_url=callback_url,
+        priority=priority, user_id=user_id, callback_url=callback_url, reuse=reuse,
     )  # fmt: skip
     if callback_url:  # resolves its host: before the transaction and its lock
         webhooks.callback_url_check(callback_url)
@@ -139,7 +148,7 @@ def _job_insert_generation(
         if existing is not None:
             return _idempotent_replay(existing, fields)
 
-    _admit_jobs(owner, count=1)
+    _admit_jobs(owner, requests=[request])
     try:
         # The savepoint is only needed to survive a duplicate idempotency key.
         with transaction.atomic() if idempotency_key else nullcontext():
@@ -155,11 +164,20 @@ def _job_insert_generation(
     return Submission(job=job, created=True)
 
 
-def _admit_jobs(owner: Any, *, count: int) -> None:
-    """Raise (429) unless the owner may queue ``count`` more jobs now: the pending-jobs cap
-    (its row lock held until the commit) and the daily quota of paid generations."""
-    check_pending_cap(owner, adding=count)
-    quota_check(owner, generations=count)
+def _admit_jobs(owner: Any, *, requests: Sequence[JobRequest]) -> None:
+    """Raise (429) unless the owner may queue these jobs now: the pending-jobs cap (its row
+    lock held until the commit) and the daily quota of paid generations (a job that will
+    reuse an identical original needs none; nothing is looked up for an unlimited owner)."""
+    check_pending_cap(owner, adding=len(requests))
+    if quota_limit(owner)[0] is None:
+        return
+    generations = sum(
+        generations_for_submission(
+            owner, reuse=request.reuses, prompt=request.prompt, image_type=request.image_type
+        )
+        for request in requests
+    )
+    quota_check(owner, generations=generations)
 
 
 def _job_insert(*, owner: Any, request: JobRequest, idempotency_key: str | None = None) -> Job:
@@ -210,7 +228,7 @@ def job_create_generation_batch(
         counts = Counter(owner.pk for _, owner, _ in accepted)
         with transaction.atomic():
             for pk in sorted(counts):  # one lock order: concurrent batches cannot deadlock
-                _admit_jobs(by_pk[pk], count=counts[pk])
+                _admit_jobs(by_pk[pk], requests=[r for _, o, r in accepted if o.pk == pk])
             for index, owner, request in accepted:
                 results[index] = _job_insert(owner=owner, request=request)
     return [results[index] for index in range(len(requests))]

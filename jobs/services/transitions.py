@@ -35,7 +35,9 @@ LEGAL_MOVES: dict[tuple[JobStatus, JobStatus], str] = {
     (ACTIVE, ACTIVE): "takeover: claimed again once its heartbeat stopped, a stall "
     "(lease.job_claim)",
     (ACTIVE, COMPLETED): "complete: every platform recorded (outcomes.job_complete)",
-    (ACTIVE, DELAYED): "retry later: a transient error (outcomes.job_schedule_retry)",
+    (ACTIVE, DELAYED): "retry later: a transient error (outcomes.job_schedule_retry), or no "
+    "slot yet at the image model's shared rate limit, the attempt given back "
+    "(outcomes.job_wait_for_slot)",
     (ACTIVE, FAILED): "fail: a permanent error, attempts used up, or stalled too often "
     "(outcomes.job_fail, outcomes.job_schedule_retry, lease.job_fail_stalled)",
     (ACTIVE, WAITING): "give back: worker shutdown (lease.job_release), more batches to run "

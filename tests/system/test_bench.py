@@ -102,3 +102,11 @@ def test_the_spend_benchmark_runs_the_limiter_in_several_processes() -> None:
     out = _run_bench("bench.spend", "--limit", "60", "--period", "2", "--jobs", "12",
                      "--processes", "2")  # fmt: skip
     assert "| 12 | 60/2 s |" in out and "Grant order by priority" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_spend_benchmark_runs_a_burst_through_real_workers_and_the_limited_fake() -> None:
+    out = _run_bench("bench.spend", "--workers", "2", "--limit", "6", "--period", "10",
+                     "--jobs", "8")  # fmt: skip
+    assert "| 8 | 8 | 6/10 s |" in out and "Attempts per job: [1]" in out
