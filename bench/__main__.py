@@ -12,7 +12,7 @@ from bench._support import ROOT, machine
 
 FULL = [
     ["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"], ["bench.task_results"],
-    ["bench.spend"],
+    ["bench.spend"], ["bench.spend", "--workers", "2", "--limit", "20"], ["bench.batch"],
 ]  # fmt: skip
 QUICK = [
     ["bench.image", "--rounds", "1"],
@@ -31,6 +31,7 @@ QUICK = [
     ["bench.sse", "--streams", "20", "--subscribers", "10", "--events", "5"],
     ["bench.task_results", "--tasks", "20", "--rounds", "1"],
     ["bench.spend", "--limit", "60", "--period", "2", "--jobs", "12"],
+    ["bench.batch", "--rounds", "1", "--jobs", "8"],
 ]
 
 

@@ -24,6 +24,7 @@ MODULES = [
     "bench.signals",
     "bench.task_results",
     "bench.spend",
+    "bench.batch",
 ]
 
 
@@ -77,6 +78,13 @@ def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None
 
 @pytest.mark.e2e
 @pytest.mark.slow
+def test_the_batch_benchmark_queues_the_same_jobs_each_way_against_a_real_server() -> None:
+    out = _run_bench("bench.batch", "--rounds", "1", "--jobs", "8")
+    assert "1 x POST /api/jobs/generate/batch of 8" in out and "SQL statements per job" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
 def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None:
     out = _run_bench(
         "bench.worker", "--latency", "2", "--cpu-jobs", "2", "--jobs", "2", "--platforms", "1"
@@ -94,3 +102,11 @@ def test_the_spend_benchmark_runs_the_limiter_in_several_processes() -> None:
     out = _run_bench("bench.spend", "--limit", "60", "--period", "2", "--jobs", "12",
                      "--processes", "2")  # fmt: skip
     assert "| 12 | 60/2 s |" in out and "Grant order by priority" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_spend_benchmark_runs_a_burst_through_real_workers_and_the_limited_fake() -> None:
+    out = _run_bench("bench.spend", "--workers", "2", "--limit", "6", "--period", "10",
+                     "--jobs", "8")  # fmt: skip
+    assert "| 8 | 8 | 6/10 s |" in out and "Attempts per job: [1]" in out
