@@ -36,13 +36,20 @@ class TinyProvider:
         return buffer.getvalue()
 
 
+def tiny_render(image: Any, width: int, height: int, fmt: str, **options: Any) -> Any:
+    from jobs.pipeline import RenderedImage
+
+    return RenderedImage(width=width, height=height, format=fmt, data=b"x" * 64)
+
+
 def tiny_renders(
     image: Any, targets: Iterable[tuple[str, int, int]], fmt: str, **options: Any
 ) -> Iterator[Any]:
-    from jobs.pipeline import RenderedImage
+    """The production render stream (its threads, order and readiness), each render a
+    tiny stand-in."""
+    from jobs.pipeline import render_platforms
 
-    for key, width, height in targets:
-        yield key, RenderedImage(width=width, height=height, format=fmt, data=b"x" * 64)
+    return render_platforms(image, targets, fmt, **options, render=tiny_render)
 
 
 @worker_process_init.connect

@@ -17,6 +17,11 @@ class JobsConfig(AppConfig):
 
         signals.task_prerun.connect(receivers.enter_job_log_context, dispatch_uid="jobs-log-in")
         signals.task_postrun.connect(receivers.leave_job_log_context, dispatch_uid="jobs-log-out")
+        signals.worker_init.connect(receivers.limit_malloc_arenas, dispatch_uid="jobs-arenas")
+        signals.worker_process_init.connect(
+            receivers.limit_malloc_arenas, dispatch_uid="jobs-arenas-pool"
+        )
+        signals.task_postrun.connect(receivers.release_freed_memory, dispatch_uid="jobs-trim")
         signals.worker_shutting_down.connect(
             shutdown.on_worker_shutting_down, dispatch_uid="jobs-shutdown"
         )

@@ -11,7 +11,8 @@ PNG settings are chosen in docs/PERFORMANCE.md.
 from __future__ import annotations
 
 import io
-from collections.abc import Generator, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -158,38 +159,86 @@ def render_platforms(
     threads: int = 2,
     png_compress_level: int = 1,
     png_strategy: str = "default",
-) -> Generator[tuple[str, RenderedImage], None, None]:
+    render: Callable[..., RenderedImage] | None = None,
+) -> RenderStream:
     """Render ``(key, width, height)`` targets on up to ``threads`` threads, yielding
     ``(key, RenderedImage)`` in the order of ``targets`` as each one is ready.
 
     Nothing is queued ahead of the threads, so a consumer that stops early (a cancelled job)
     wastes at most the renders already running; closing the iterator waits for those.
+    ``ready()`` says whether the next one is already rendered (taking it will not wait), so
+    a consumer can record renders that finished together (up to ``threads``) in one go.
+    ``render`` replaces ``render_platform`` (benchmarks).
     """
-    targets = list(targets)
     options: dict[str, Any] = {
         "png_compress_level": png_compress_level,
         "png_strategy": png_strategy,
     }
-    if threads <= 1 or len(targets) <= 1:
-        for key, width, height in targets:
-            yield key, render_platform(image, width, height, fmt, **options)
-        return
-    # Image.resize reads the shared source concurrently: it is only read, never written.
-    image.load()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render") as pool:
-        pending: list[tuple[str, Future[RenderedImage]]] = []
-        upcoming = iter(targets)
+    return RenderStream(image, list(targets), fmt, threads=threads, options=options, render=render)
 
-        def submit_next() -> None:
-            for key, width, height in upcoming:
-                future = pool.submit(render_platform, image, width, height, fmt, **options)
-                pending.append((key, future))
-                return
 
-        for _ in range(threads):
-            submit_next()
-        while pending:
-            key, future = pending.pop(0)
+class RenderStream(Iterator[tuple[str, RenderedImage]]):
+    """The iterator ``render_platforms`` returns."""
+
+    def __init__(
+        self,
+        image: Image.Image,
+        targets: list[tuple[str, int, int]],
+        fmt: str,
+        *,
+        threads: int,
+        options: dict[str, Any],
+        render: Callable[..., RenderedImage] | None = None,
+    ) -> None:
+        self._image, self._fmt, self._options = image, fmt, options
+        self._render: Callable[..., RenderedImage] = render or render_platform
+        self._upcoming = iter(targets)
+        self._pending: deque[tuple[str, Future[RenderedImage]]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
+        if threads > 1 and len(targets) > 1:
+            # Image.resize reads the shared source concurrently: it is only read, never
+            # written.
+            image.load()
+            self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render")
+            for _ in range(threads):
+                self._start_next()
+
+    def _start_next(self) -> None:
+        """Start the next target: one per thread ahead of the consumer, no more."""
+        assert self._pool is not None
+        for key, width, height in self._upcoming:
+            future = self._pool.submit(
+                self._render, self._image, width, height, self._fmt, **self._options
+            )
+            self._pending.append((key, future))
+            return
+
+    def __next__(self) -> tuple[str, RenderedImage]:
+        if self._pool is None:
+            # One thread: each render is made when it is asked for.
+            key, width, height = next(self._upcoming)
+            return key, self._render(self._image, width, height, self._fmt, **self._options)
+        if not self._pending:
+            self.close()
+            raise StopIteration
+        key, future = self._pending.popleft()
+        try:
             rendered = future.result()
-            submit_next()
-            yield key, rendered
+        except BaseException:
+            self.close()
+            raise
+        self._start_next()
+        return key, rendered
+
+    def ready(self) -> bool:
+        """Whether the next render is finished (False when there is none, or when renders
+        are made on demand: one thread)."""
+        return bool(self._pending) and self._pending[0][1].done()
+
+    def close(self) -> None:
+        """Stop: no new render starts; the running ones are waited for."""
+        self._upcoming = iter(())
+        pool, self._pool = self._pool, None
+        self._pending.clear()
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -1,8 +1,12 @@
 """Celery signal receivers of jobs, connected in JobsConfig.ready(): every log line of a
-task that runs a job carries its `job_id`, Celery's own lines included."""
+task that runs a job carries its `job_id`, Celery's own lines included; a worker's memory
+is kept in check between jobs."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 from contextvars import Token
 from typing import Any
 
@@ -28,3 +32,38 @@ def leave_job_log_context(task_id: str = "", **_: Any) -> None:
     token = _job_log_tokens.pop(task_id, None)
     if token is not None:
         current_job_id.reset(token)
+
+
+# glibc's malloc: at most this many arenas per process. Each thread that allocates (the
+# render threads, the heartbeat) may otherwise get an arena of its own, up to 8 per core,
+# each keeping the image buffers it freed.
+MALLOC_ARENA_MAX = 2
+M_ARENA_MAX = -8  # mallopt's parameter number (malloc.h)
+
+
+@functools.cache
+def _libc() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim  # noqa: B018  (glibc only: musl has no malloc_trim)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def limit_malloc_arenas(**_: Any) -> None:
+    """`worker_init` / `worker_process_init`: fewer malloc arenas (see MALLOC_ARENA_MAX)."""
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(M_ARENA_MAX, MALLOC_ARENA_MAX)
+
+
+def release_freed_memory(task: Any = None, **_: Any) -> None:
+    """`task_postrun` of a job task: give the memory its image work freed (decoded source,
+    resized copies, encoded files: tens of MB) back to the system, instead of leaving it
+    in malloc's free lists between jobs."""
+    if task is None or task.name not in JOB_TASKS:
+        return
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)

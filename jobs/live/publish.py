@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import threading
 import time
 from typing import Any
 
@@ -20,7 +22,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import transaction
 
 from jobs.live.channels import STATS_CHANNEL, job_channel, pubsub_channel
-from jobs.live.storage import store_event
+from jobs.live.storage import store_and_publish, store_event
 from jobs.models import Job, JobStatus
 from snapasset.core.redis_clients import outage_known, record_outage, redis_client
 
@@ -73,7 +75,7 @@ def publish_job_event(job: Job, *, to_job_channel: bool = True) -> None:
     the current state when it connects. That event was about half the cost of a submit.
     """
     if not to_job_channel:
-        publish_stats_changed()
+        transaction.on_commit(stats_nudger.nudge)
         return
     event_type = job_event_type(job)
     payload = job_event_payload(job, event_type=event_type)
@@ -90,6 +92,53 @@ def publish_stats_changed() -> None:
     transaction.on_commit(lambda: _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"}))
 
 
+# A process nudges the stats streams for new jobs at most this often; a nudge asked for
+# within the interval is sent once at its end. The streams recompute the counts at most once
+# per SSE_STATS_INTERVAL_SECONDS (1 s) anyway, so a burst of submits costs one PUBLISH, not
+# one each, and the last submit of a burst is still seen.
+STATS_NUDGE_INTERVAL_SECONDS = 0.25
+
+
+class StatsNudger:
+    """Coalesces the stats nudges of one process: the first at once, the rest of an interval
+    as one nudge at its end (a timer thread)."""
+
+    def __init__(self, interval: float = STATS_NUDGE_INTERVAL_SECONDS) -> None:
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._timer: threading.Timer | None = None
+
+    def nudge(self) -> None:
+        with self._lock:
+            if self._timer is not None:
+                return  # a nudge is already due at the end of this interval
+            wait = self._last + self.interval - time.monotonic()
+            if wait > 0:
+                self._timer = threading.Timer(wait, self._send_due)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+            self._last = time.monotonic()
+        _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"})
+
+    def _send_due(self) -> None:
+        with self._lock:
+            self._timer = None
+            self._last = time.monotonic()
+        _publish({"c": STATS_CHANNEL, "i": None, "t": "stats"})
+
+    def reset(self) -> None:
+        """In a forked child: the parent's timer thread does not exist there."""
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._timer = None
+
+
+stats_nudger = StatsNudger()
+os.register_at_fork(after_in_child=stats_nudger.reset)
+
+
 def send_event(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     """Store the event (it gets its id, for Last-Event-ID replay) and publish it to Redis,
     now (the services call ``publish_job_event``, which waits for the commit).
@@ -101,6 +150,11 @@ def send_event(channel: str, event_type: str, payload: dict[str, Any]) -> None:
     and reads it from storage (jobs.live.job_stream).
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)
+    # The message _publish would send, split around its id.
+    head = '{"c": ' + json.dumps(channel) + ', "i": '
+    tail = ', "t": ' + json.dumps(event_type) + ', "d": ' + json.dumps(data) + "}"
+    if store_and_publish(channel, event_type, data, pubsub=pubsub_channel(), message=(head, tail)):
+        return
     event_id = store_event(channel, event_type, data)
     publish_stored_event(channel, event_id=event_id, event_type=event_type, data=data)
 

@@ -57,6 +57,42 @@ def stored_events_after(channel: str, last_id: int) -> list[LiveEvent] | None:
     return [LiveEvent(e.id, sse_frame(e.data, e.id), e.type == "final") for e in stored]
 
 
+# Store an event and publish it in one round trip: the per-channel counter gives the id, the
+# event is kept for EVENT_TIMEOUT, the counter expires with it, and the message published to
+# the web processes carries the id (ARGV[4] .. id .. ARGV[5] is its JSON).
+APPEND_AND_PUBLISH = """
+local id = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2] .. id, ARGV[1], 'EX', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], ARGV[4] .. id .. ARGV[5])
+return id
+"""
+
+
+def store_and_publish(
+    channel: str, event_type: str, data: str, *, pubsub: str, message: tuple[str, str]
+) -> bool:
+    """Store the event and publish it with its id in one round trip, when the storage is
+    ours (Redis) and keeps this channel; False when the caller must store and publish the
+    usual way. A failure is logged (the row stays the truth) and counts as done."""
+    from django_eventstream.utils import get_channelmanager, get_storage
+
+    storage = get_storage()
+    if not isinstance(storage, LiveEventStorage):
+        return False
+    if not get_channelmanager().is_channel_reliable(channel):
+        return False
+    if outage_known():
+        logger.warning("live event on %s not stored: Redis is unavailable", channel)
+        return True
+    try:
+        storage.append_and_publish(channel, event_type, data, pubsub=pubsub, message=message)
+    except Exception:
+        record_outage()
+        logger.warning("could not store %s event on %s", event_type, channel, exc_info=True)
+    return True
+
+
 class LiveEventStorage(RedisStorage):
     """django-eventstream's RedisStorage, with the per-channel counter expiring like the
     events it numbers (upstream keeps one counter key per channel, so one per job, forever)
@@ -81,3 +117,22 @@ class LiveEventStorage(RedisStorage):
             pipe.expire(counter, ttl)
             pipe.execute()
         return Event(channel, event_type, data, id=event_id)
+
+    def append_and_publish(
+        self, channel: str, event_type: str, data: Any, *, pubsub: str, message: tuple[str, str]
+    ) -> int:
+        """``append_event`` and the PUBLISH of ``message`` (its JSON before and after the id),
+        one script: one round trip instead of three."""
+        global _script
+        client = self.redis
+        if _script is None:
+            _script = client.register_script(APPEND_AND_PUBLISH)
+        head, tail = message
+        stored = json.dumps({"type": event_type, "data": data})
+        keys = [f"event_counter:{channel}", f"event:{channel}:"]
+        args = [stored, EVENT_TIMEOUT * 60, pubsub, head, tail]
+        return int(_script(keys=keys, args=args, client=client))
+
+
+# redis-py sends the script's sha, and its source once to a Redis that does not know it.
+_script: Any = None

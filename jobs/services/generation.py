@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Iterator
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
@@ -36,7 +36,6 @@ from jobs.providers import get_provider
 from jobs.services.lease import (
     Claim,
     WorkerShuttingDown,
-    between_steps,
     fenced_update,
     job_claim,
     job_heartbeat,
@@ -207,38 +206,57 @@ def _retry_after_database_error(claim: Claim) -> float | None:
 
 def _run_generation_steps(claim: Claim) -> int:
     """Render the missing platforms on IMAGE_RENDER_THREADS threads (the encoders release
-    the GIL); storage, the database and events stay on this thread, which records each
-    platform as soon as it is ready, so every finished platform is a checkpoint."""
+    the GIL); storage, the database and events stay on this thread, which records the
+    platforms as soon as they are ready, so every finished platform is a checkpoint.
+    Platforms whose renders finished together are recorded in one commit."""
     job = claim.job
+    # Platform rows exist only once an original was made (a paid call, counted, or one kept
+    # as the checkpoint): a job that never had one has no rows to look for (at worst, a
+    # platform is rendered again and its row overwritten).
+    had_source = bool(job.generation_calls or job.source_path)
     image = decode_image(source_image_bytes(claim))
-    done = set(job.images.values_list("platform_id", flat=True))
+    done = set(job.images.values_list("platform_id", flat=True)) if had_source else set()
     span = 100 - PROGRESS_SOURCE_READY
-    between_steps(claim)
+    # No query here: the source step's fenced write (or the claim) has just checked that the
+    # job is still this attempt's and not cancelled, and the first record checks it again.
+    _stop_if_shutting_down(claim)
     todo = [p for p in job.platforms if p not in done]
     renders = _render_missing(job, image, todo)
+    ready = getattr(renders, "ready", None)
     try:
-        for _ in todo:
+        remaining = len(todo)
+        while remaining:
             # The render step as the job feels it: the wait for the next finished platform
-            # (the threads render ahead while this thread stores the previous one).
+            # (the threads render ahead while this thread stores the previous ones).
             with metrics.observe_step("render"):
-                platform_id, rendered = next(renders)
-            if worker_is_shutting_down():
-                raise WorkerShuttingDown(str(job.pk))
-            done.add(platform_id)
-            # Recording a platform is fenced together with the progress write, which is
-            # also the cancel check between steps (JobCancelled or LeaseLost once the job
-            # is no longer this attempt's).
+                batch = [next(renders)]
+            remaining -= 1
+            while remaining and ready is not None and ready():
+                batch.append(next(renders))
+                remaining -= 1
+            _stop_if_shutting_down(claim)
+            done.update(platform_id for platform_id, _ in batch)
+            # Recording is fenced together with the progress write, which is also the
+            # cancel check between steps (JobCancelled or LeaseLost once the job is no
+            # longer this attempt's).
             progress = PROGRESS_SOURCE_READY + span * len(done) // len(job.platforms)
-            render_and_store(claim, rendered, platform_id, progress=progress)
+            store_and_record(claim, batch, progress=progress, complete=not remaining)
     finally:
-        renders.close()  # a cancelled job stops rendering: at most the running renders finish
-    job_complete(claim)
+        # A cancelled job stops rendering: at most the running renders finish.
+        getattr(renders, "close", lambda: None)()
+    if not todo:
+        job_complete(claim)  # every platform was recorded by earlier attempts
     return len(done)
+
+
+def _stop_if_shutting_down(claim: Claim) -> None:
+    if worker_is_shutting_down():
+        raise WorkerShuttingDown(str(claim.job.pk))
 
 
 def _render_missing(
     job: Any, image: Any, platform_ids: list[str]
-) -> Generator[tuple[str, RenderedImage], None, None]:
+) -> Iterator[tuple[str, RenderedImage]]:
     targets = [(p, PLATFORMS[p].width, PLATFORMS[p].height) for p in platform_ids]
     return render_platforms(
         image,
@@ -268,7 +286,9 @@ def source_image_bytes(claim: Claim) -> bytes:
                     claim, source_path=checkpoint, progress=max(job.progress, PROGRESS_SOURCE_READY)
                 )
             return data
-    between_steps(claim)
+    # The cancel and claim check before paying is the fenced count in _generate (a query
+    # here would repeat the claim's, made a moment ago).
+    _stop_if_shutting_down(claim)
     provider = get_provider()
     paid = _download_paid_answer(claim, provider) if job.source_url else None
     if paid is None and job.reuse:
@@ -445,22 +465,29 @@ def _save_checkpoint(job: Any, data: bytes, source_format: str) -> str:
 def render_and_store(
     claim: Claim, rendered: RenderedImage, platform_id: str, *, progress: int
 ) -> None:
+    store_and_record(claim, [(platform_id, rendered)], progress=progress)
+
+
+def store_and_record(
+    claim: Claim,
+    renders: list[tuple[str, RenderedImage]],
+    *,
+    progress: int,
+    complete: bool = False,
+) -> None:
+    """Store the files of finished platforms, then record them in one transaction; with
+    ``complete`` (the last platforms of the job), the job's completion is that transaction
+    too. When storing one fails, those stored before it are still recorded."""
     job = claim.job
-    with metrics.observe_step("store"):
-        path = default_storage.save(
-            output_path(job, platform_id),
-            file_with_content_type(rendered.data, rendered.content_type),
-        )
-    url = recordable_url(default_storage, path)
-    with transaction.atomic():
-        # Fenced: only the attempt holding the claim records the output; the fenced update
-        # takes the row lock and moves the progress in the same transaction, and the row is
-        # one upsert (four round trips per platform instead of thirteen). A cancel seen here
-        # leaves this file unrecorded: the removal of the cancelled outputs takes it too
-        # (it removes every platform's deterministic path).
-        job_set_progress(claim, progress)
-        GeneratedImage.objects.bulk_create(
-            [
+    rows: list[GeneratedImage] = []
+    try:
+        for platform_id, rendered in renders:
+            with metrics.observe_step("store"):
+                path = default_storage.save(
+                    output_path(job, platform_id),
+                    file_with_content_type(rendered.data, rendered.content_type),
+                )
+            rows.append(
                 GeneratedImage(
                     job=job,
                     platform_id=platform_id,
@@ -468,11 +495,40 @@ def render_and_store(
                     height=rendered.height,
                     file_size=len(rendered.data),
                     storage_path=path,
-                    url=url,
+                    url=recordable_url(default_storage, path),
                     format=rendered.format,
                 )
-            ],
-            update_conflicts=True,
-            unique_fields=["job", "platform_id"],
-            update_fields=["width", "height", "file_size", "storage_path", "url", "format"],
-        )
+            )
+    except Exception:
+        if rows:  # each platform stored is a checkpoint, whatever happens to the next one
+            _record_images(claim, rows, progress=job.progress, complete=False)
+        raise
+    _record_images(claim, rows, progress=progress, complete=complete)
+
+
+def _record_images(
+    claim: Claim, rows: list[GeneratedImage], *, progress: int, complete: bool
+) -> None:
+    with transaction.atomic():
+        # Fenced: only the attempt holding the claim records the outputs; the fenced update
+        # takes the row lock and moves the progress (or completes the job) in the same
+        # transaction, and the rows are one upsert. A cancel seen here leaves these files
+        # unrecorded: the removal of the cancelled outputs takes them too (it removes every
+        # platform's deterministic path).
+        if complete:
+            # The rows first, so that the final event (built by the move) lists them; a
+            # lost claim in the move rolls them back.
+            _upsert_images(rows)
+            job_complete(claim)
+        else:
+            job_set_progress(claim, progress)
+            _upsert_images(rows)
+
+
+def _upsert_images(rows: list[GeneratedImage]) -> None:
+    GeneratedImage.objects.bulk_create(
+        rows,
+        update_conflicts=True,
+        unique_fields=["job", "platform_id"],
+        update_fields=["width", "height", "file_size", "storage_path", "url", "format"],
+    )

@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -28,7 +28,7 @@ from django.utils import timezone
 from jobs.live.publish import publish_job_event
 from jobs.models import FINISHED_STATUSES, Job, JobKind, JobStatus
 from jobs.services.delivery import job_enqueue_on_commit
-from jobs.services.transitions import job_transition, lost_claim_error
+from jobs.services.transitions import in_transaction, job_transition, lost_claim_error
 from jobs.shutdown import worker_is_shutting_down, worker_shutdown_started_at
 from snapasset.core.exceptions import JobCancelled, LeaseLost
 
@@ -133,8 +133,9 @@ def fenced_update(claim: Claim, **fields: Any) -> None:
     assert "status" not in fields, "status moves go through job_transition"
     fields.setdefault("heartbeat_at", timezone.now())
     fields["updated_at"] = timezone.now()
-    # No savepoint inside a caller's transaction: a lost claim aborts the whole of it.
-    with transaction.atomic(savepoint=False):
+    # One UPDATE: autocommitted when alone (no BEGIN/COMMIT; the event goes once it is
+    # committed). No savepoint inside a caller's transaction: a lost claim aborts it.
+    with transaction.atomic(savepoint=False) if in_transaction() else nullcontext():
         updated = Job.objects.filter(
             pk=claim.job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
         ).update(**fields)

@@ -1,5 +1,9 @@
-"""Submission: the job row inserted (waiting) in one transaction, its message sent after
-the commit. The owner's row lock makes the pending-jobs cap hold under concurrent submits.
+"""Submission: the job row inserted (waiting), its message sent after the commit.
+
+A plain submit is one autocommitted INSERT after one unlocked COUNT of the owner's pending
+jobs. A job that comes with more than its row (an idempotency key, a callback) is one
+transaction; so is a submit of an owner near the pending-jobs cap or held to a daily quota,
+which counts under the owner's row lock so that concurrent submits cannot go past either.
 
 A batch (``job_create_generation_batch``) goes the same way, every job in one transaction:
 each request is checked on its own (its callbackUrl, its owner), the owners' pending caps
@@ -57,12 +61,27 @@ def resolve_owner(*, actor: Any, user_id: str | None) -> Any:
     return owner
 
 
+# Below this many jobs short of the cap, a submit counts the owner's pending jobs without a
+# lock: only more than this many submits of one user in flight at the same instant could
+# together go past the cap. Nearer, the count is taken under the owner's row lock.
+PENDING_CAP_LOCK_MARGIN = 10
+
+
+def pending_cap_near(owner: Any, *, adding: int = 1) -> bool:
+    """Whether ``adding`` more jobs would bring the owner within PENDING_CAP_LOCK_MARGIN
+    jobs of the pending-jobs cap (or past it): one COUNT, no lock."""
+    pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
+    return pending + adding + PENDING_CAP_LOCK_MARGIN > settings.JOB_MAX_PENDING_PER_USER
+
+
 def check_pending_cap(owner: Any, *, adding: int = 1) -> None:
     """TooManyPendingJobsError when ``adding`` more jobs would take the owner past the most
     jobs waiting or running."""
     # The owner's row lock makes concurrent submissions of one user count one at a time,
-    # so together they cannot go past the cap.
-    get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+    # so together they cannot go past the cap. It also waits for the submits that counted
+    # without it (pending_cap_near) and are inserting: their INSERT holds a key-share lock
+    # on the owner's row (the foreign key) until it commits.
+    get_user_model().objects.select_for_update().filter(pk=owner.pk).values("pk").first()
     pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
     if pending + adding > settings.JOB_MAX_PENDING_PER_USER:
         batch = f" and this batch adds {adding}" if adding > 1 else ""
@@ -125,8 +144,9 @@ def job_create_generation(
 
     With an ``idempotency_key`` seen from the same owner within 24 h, the first job is
     returned instead (``created=False``); the same key for a different request is a 400.
-    One transaction: the owner's row lock taken by the pending-jobs cap holds until the
-    INSERT commits, so concurrent submissions of one user cannot go past the cap.
+    Near the pending-jobs cap (or for an owner with a daily quota), one transaction: the
+    owner's row lock taken by the checks holds until the INSERT commits, so concurrent
+    submissions of one user cannot go past them.
     """
     request = JobRequest(
         prompt=prompt, platforms=platforms, image_type=image_type, output_format=output_format,
@@ -134,21 +154,27 @@ def job_create_generation(
     )  # fmt: skip
     if callback_url:  # resolves its host: before the transaction and its lock
         webhooks.callback_url_check(callback_url)
-    with transaction.atomic():
-        return _job_insert_generation(actor=actor, request=request, idempotency_key=idempotency_key)
+    owner = resolve_owner(actor=actor, user_id=request.user_id)
+    locked = _admission_needs_lock(owner, adding=1)
+    # A plain submit far from the cap is the INSERT alone (autocommitted: no BEGIN/COMMIT).
+    plain = not (locked or idempotency_key or callback_url)
+    with nullcontext() if plain else transaction.atomic():
+        return _job_insert_generation(
+            owner=owner, request=request, idempotency_key=idempotency_key, locked=locked
+        )
 
 
 def _job_insert_generation(
-    *, actor: Any, request: JobRequest, idempotency_key: str | None
+    *, owner: Any, request: JobRequest, idempotency_key: str | None, locked: bool
 ) -> Submission:
-    owner = resolve_owner(actor=actor, user_id=request.user_id)
     fields = request.job_fields()
     if idempotency_key:
         existing = _job_for_idempotency_key(owner=owner, key=idempotency_key)
         if existing is not None:
             return _idempotent_replay(existing, fields)
 
-    _admit_jobs(owner, requests=[request])
+    if locked:
+        _admit_jobs(owner, requests=[request])
     try:
         # The savepoint is only needed to survive a duplicate idempotency key.
         with transaction.atomic() if idempotency_key else nullcontext():
@@ -162,6 +188,12 @@ def _job_insert_generation(
             raise
         return _idempotent_replay(existing, fields)
     return Submission(job=job, created=True)
+
+
+def _admission_needs_lock(owner: Any, *, adding: int) -> bool:
+    """Whether admitting ``adding`` jobs must count under the owner's row lock: near the
+    pending-jobs cap, or when the owner has a daily quota. Else nothing can refuse them."""
+    return pending_cap_near(owner, adding=adding) or quota_limit(owner)[0] is not None
 
 
 def _admit_jobs(owner: Any, *, requests: Sequence[JobRequest]) -> None:

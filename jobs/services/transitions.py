@@ -15,6 +15,7 @@ move into completed, failed or cancelled).
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from typing import Any
 
 from django.db import transaction
@@ -69,6 +70,10 @@ def lost_claim_error(job_id: Any, token: uuid.UUID) -> Exception:
     return LeaseLost(str(job_id))
 
 
+def in_transaction() -> bool:
+    return transaction.get_connection().in_atomic_block
+
+
 def job_transition(
     job: Job, to: JobStatus, *, token: uuid.UUID | None = None, **fields: Any
 ) -> None:
@@ -99,7 +104,10 @@ def job_transition(
         raise IllegalTransition(f"job {job.pk}: a move into active needs a new claim token")
     changes.update(fields)
 
-    with transaction.atomic(savepoint=False):
+    # The write is one UPDATE: alone (autocommitted) it needs no BEGIN/COMMIT of its own, and
+    # what follows it (the event, the signals) runs once it is committed, as after a
+    # transaction. Inside the caller's transaction, no savepoint: a lost claim aborts it.
+    with transaction.atomic(savepoint=False) if in_transaction() else nullcontext():
         rows = Job.objects.filter(pk=job.pk, status=previous)
         if token is not None:
             rows = rows.filter(claim_token=token)

@@ -23,7 +23,7 @@ from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
@@ -144,8 +144,20 @@ def deliveries_create_for_event(*, job_id: str, status: str) -> list[WebhookDeli
     event_type = EVENT_FOR_STATUS.get(JobStatus(status)) if status in JobStatus.values else None
     if event_type is None:
         return []
-    job = Job.objects.select_related("owner").filter(pk=job_id).first()
-    if job is None or job.owner is None:
+    # One query when there is nothing to send (the common case): whether the job has a
+    # callback or its owner an enabled endpoint is asked with the job itself.
+    job = (
+        Job.objects.select_related("owner")
+        .annotate(
+            has_callback=Exists(JobCallback.objects.filter(job=OuterRef("pk"))),
+            has_endpoints=Exists(
+                WebhookEndpoint.objects.filter(owner=OuterRef("owner"), enabled=True)
+            ),
+        )
+        .filter(pk=job_id)
+        .first()
+    )
+    if job is None or job.owner is None or not (job.has_callback or job.has_endpoints):
         return []
     endpoints = [
         endpoint

@@ -22,8 +22,10 @@ import jwt
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
+from knox.signals import token_expired
 from rest_framework import authentication, exceptions, status
 from rest_framework.request import Request
 
@@ -66,6 +68,18 @@ class TokenAuthentication(KnoxTokenAuthentication):
         if not token.isalnum():
             raise exceptions.AuthenticationFailed("Invalid token.")
         return super().authenticate_credentials(token)
+
+    def _cleanup_token(self, auth_token: Any) -> bool:
+        """Whether the key presented has expired (then it is deleted and refused). knox also
+        loads every other key of the user on every request, to delete the expired ones: a
+        second query per request. An expired key is refused (and deleted) when it is
+        presented, so those rows only wait for that, or for `api_tokens_revoke`."""
+        if auth_token.expiry is not None and auth_token.expiry < timezone.now():
+            username = auth_token.user.get_username()
+            auth_token.delete()
+            token_expired.send(sender=self.__class__, username=username, source="auth_token")
+            return True
+        return False
 
 
 class BearerTokenAuthentication(TokenAuthentication):

@@ -9,9 +9,12 @@ from typing import Any
 import httpx
 import pytest
 from django.core.cache import cache
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
 from jobs.models import Job, JobStatus
+from jobs.services.submission import PENDING_CAP_LOCK_MARGIN
 from tests.conftest import api_key_for, client_for, make_user
 from tests.factories import JobFactory
 
@@ -127,6 +130,27 @@ def test_a_user_at_the_pending_cap_gets_429_with_retry_after(
     assert_429_shape(response)
     assert "limit 2" in response.json()["error"]
     assert Job.objects.count() == 2
+
+
+def submit_statements(client: APIClient) -> list[str]:
+    with CaptureQueriesContext(connection) as queries:
+        assert submit(client).status_code == 202
+    return [query["sql"] for query in queries.captured_queries]
+
+
+@pytest.mark.django_db
+def test_far_from_the_cap_a_submit_takes_no_lock_and_near_it_counts_under_the_owners_lock(
+    alice: Any, settings: Any
+) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = PENDING_CAP_LOCK_MARGIN + 1
+    client = client_for(alice)
+    far = submit_statements(client)
+    assert not [sql for sql in far if "FOR UPDATE" in sql]
+    assert sum(sql.startswith("INSERT") for sql in far) == 1
+    # One pending job now; within the margin of the cap from here on.
+    near = submit_statements(client)
+    assert [sql for sql in near if "FOR UPDATE" in sql]
+    assert Job.objects.filter(owner=alice).count() == 2
 
 
 @pytest.mark.django_db

@@ -69,6 +69,25 @@ def test_a_consumer_that_stops_early_leaves_the_remaining_platforms_unrendered(
     assert len(started) <= 3
 
 
+def test_ready_says_whether_the_next_render_is_finished_so_finished_ones_can_be_taken_together(
+    source: Image.Image,
+) -> None:
+    renders = render_platforms(source, TARGETS[:3], "jpeg", threads=2)
+    first = next(renders)
+    # The threads went on without the consumer: the other two finish and wait to be taken.
+    for _ in range(200):
+        if renders.ready():
+            break
+        threading.Event().wait(0.05)
+    ready_together = [first]
+    while renders.ready():
+        ready_together.append(next(renders))
+    assert len(ready_together) >= 2
+    keys = [key for key, _ in [*ready_together, *renders]]
+    assert keys == [key for key, _, _ in TARGETS[:3]]
+    assert not renders.ready()
+
+
 def test_one_thread_renders_in_order_without_a_pool(source: Image.Image) -> None:
     keys = [key for key, _ in render_platforms(source, TARGETS[:2], "jpeg", threads=1)]
     assert keys == [TARGETS[0][0], TARGETS[1][0]]
