@@ -157,7 +157,9 @@ def job_create_generation(
     owner = resolve_owner(actor=actor, user_id=request.user_id)
     locked = _admission_needs_lock(owner, adding=1)
     # A plain submit far from the cap is the INSERT alone (autocommitted: no BEGIN/COMMIT).
-    plain = not (locked or idempotency_key or callback_url)
+    # Not with the Supabase mirror on: its outbox row (a receiver of job_status_changing)
+    # must commit with the job.
+    plain = not (locked or idempotency_key or callback_url or settings.SUPABASE_SYNC_TABLES)
     with nullcontext() if plain else transaction.atomic():
         return _job_insert_generation(
             owner=owner, request=request, idempotency_key=idempotency_key, locked=locked

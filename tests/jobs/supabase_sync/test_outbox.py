@@ -310,6 +310,33 @@ def test_the_outbox_costs_a_status_change_one_insert_in_its_own_transaction(
     assert sync_on.requests == []  # nothing talks to Supabase inside the change
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_new_job_and_its_outbox_row_commit_together(
+    sync_on: FakeSupabase, alice_client: APIClient
+) -> None:
+    """A plain submission far from the pending cap is a lone autocommitted INSERT; with the
+    sync on it is one transaction, so no job can be committed without its outbox row."""
+    from django.db import connection
+
+    from jobs.signals import job_status_changing
+
+    in_transaction: list[bool] = []
+
+    def note(**_: Any) -> None:
+        in_transaction.append(connection.in_atomic_block)
+
+    job_status_changing.connect(note, dispatch_uid="test-outbox-atomic")
+    try:
+        response = alice_client.post(
+            "/api/jobs/generate", {"prompt": "A red fox", "platforms": PLATFORMS}, format="json"
+        )
+    finally:
+        job_status_changing.disconnect(dispatch_uid="test-outbox-atomic")
+    assert response.status_code == 202, response.content
+    assert in_transaction == [True]
+    assert SyncEvent.objects.filter(job_id=response.json()["jobId"]).count() == 1
+
+
 def test_with_the_sync_off_by_default_nothing_is_recorded_or_sent(
     settings: Any,
     fake_supabase: FakeSupabase,
