@@ -137,10 +137,10 @@ class BenchEnv:
     """The bench's own database and Redis db, Django set up on them in this process, and
     helpers to start real servers and workers against them."""
 
-    def __init__(self) -> None:
+    def __init__(self, redis_base: str | None = None) -> None:
         self.db_name = f"snapasset_bench_{os.getpid()}"
         self.database_url = f"{POSTGRES_URL}/{self.db_name}"
-        self.redis_url = f"{REDIS_BASE}/{REDIS_DB}"
+        self.redis_url = f"{redis_base or REDIS_BASE}/{REDIS_DB}"
         self.tmp = Path(tempfile.mkdtemp(prefix="snapasset-bench-"))
         self.children: list[Child] = []
         self.env = {
@@ -288,7 +288,38 @@ class BenchEnv:
 
 
 @contextmanager
-def bench_env() -> Iterator[BenchEnv]:
-    env = BenchEnv()
+def bench_env(redis_base: str | None = None) -> Iterator[BenchEnv]:
+    env = BenchEnv(redis_base)
     with env:
         yield env
+
+
+@contextmanager
+def own_redis() -> Iterator[str]:
+    """A redis-server of the bench's own on a free port (its counters are the bench's
+    alone); yields its base URL."""
+    from bench.sse import redis_server
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
+        proc = subprocess.Popen(
+            [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", tmp],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            import redis
+
+            client = redis.Redis(port=port)
+            wait_until(lambda: _pings(client), timeout=20, what="redis-server")
+            yield f"redis://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _pings(client: Any) -> bool:
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
