@@ -117,7 +117,7 @@ def _tree_cpu(child: Child) -> float:
 
 
 def snapshot(env: BenchEnv, processes: dict[str, Child], fakes: dict[str, Any]) -> Snapshot:
-    time.sleep(1.0)  # backends flush their statistics when idle
+    time.sleep(11.0)  # idle backends flush their statistics within 10 s (Postgres 15+)
     pg, tables, pg_cpu = _pg(env)
     calls, redis = _redis(env)
     storage = fakes["storage"]
@@ -131,7 +131,7 @@ def snapshot(env: BenchEnv, processes: dict[str, Child], fakes: dict[str, Any]) 
     return Snapshot(
         pg=pg, tables=tables, pg_cpu=pg_cpu, redis_calls=calls, redis=redis,
         cpu={name: _tree_cpu(child) for name, child in processes.items()},
-        storage=storage_counts, model_calls=len(fakes["model"].generation_calls()),
+        storage=storage_counts, model_calls=len(fakes["model"].generation_calls),
     )  # fmt: skip
 
 
@@ -151,9 +151,13 @@ class PerJob:
 
 def per_job(before: Snapshot, after: Snapshot, jobs: int, platforms: int, wall: float) -> PerJob:
     pg = {k: (after.pg[k] - before.pg[k]) / jobs for k in after.pg}
-    pg["commits"] -= 1 / jobs  # the second snapshot's own statements, one transaction
+    # The snapshots' own autocommitted statements: the first one's five (flushed when it
+    # disconnects) and the second one's two before it reads.
+    pg["commits"] -= 7 / jobs
     tables = {
-        name: tuple((a - b) / jobs for a, b in zip(row, before.tables.get(name, (0, 0, 0))))
+        name: tuple(
+            (a - b) / jobs for a, b in zip(row, before.tables.get(name, (0, 0, 0)), strict=True)
+        )
         for name, row in after.tables.items()
     }
     tables = {k: v for k, v in tables.items() if any(v)}
@@ -332,7 +336,11 @@ def main(argv: list[str] | None = None) -> None:
         )
         curve = (
             measure_curve(
-                env, owner, extra, [int(x) for x in args.curve.split(",")], args.curve_jobs,
+                env,
+                owner,
+                extra,
+                [int(x) for x in args.curve.split(",")],
+                args.curve_jobs,
                 args.curve_platforms,
             )  # fmt: skip
             if args.curve
