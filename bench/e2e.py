@@ -115,13 +115,17 @@ def measure(
     web, base = env.start_web(workers=int(processes), server=kind)
     port = int(base.rsplit(":", 1)[1])
     results = {}
-    for provider in providers:
-        with provider_env(provider) as extra:
-            worker = env.start_worker(concurrency=2, queues="images,bench", **extra)
-            sequential_jobs(port, token, warmup, six)
-            results[provider] = [s * 1000 for s in sequential_jobs(port, token, jobs, six)]
-            env.stop(worker)
-    env.stop(web)
+    try:
+        for provider in providers:
+            with provider_env(provider) as extra:
+                worker = env.start_worker(concurrency=2, queues="images,bench", **extra)
+                try:
+                    sequential_jobs(port, token, warmup, six)
+                    results[provider] = [s * 1000 for s in sequential_jobs(port, token, jobs, six)]
+                finally:
+                    env.stop(worker)
+    finally:
+        env.stop(web)
     return results
 
 

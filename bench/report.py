@@ -24,6 +24,9 @@ from typing import Any
 from bench._support import BenchEnv, bench_env, machine, median, own_redis, percentile, table
 
 GROUPS = ("cpu", "submit", "e2e", "throughput")
+# The image step (6 platforms, PNG level 1, 2 threads) on the local provider's picture on
+# a quiet machine (docs/PERFORMANCE.md, load 0.7): the yardstick of how busy the machine is.
+QUIET_IMAGE_STEP_S = 0.158
 
 
 @dataclass
@@ -38,6 +41,26 @@ class Row:
     def cells(self) -> list[str]:
         verdict = "" if self.met is None else ("met" if self.met else "**missed**")
         return [self.figure, self.baseline, self.measured, self.ratio, self.target, verdict]
+
+
+def image_step_seconds(rounds: int = 5) -> float:
+    """The image step's wall time now: other people's load on the shared cores shows here."""
+    from bench.image import pillow_job, sources, timed
+
+    data = sources(noise=24)["local provider"]
+    return timed(lambda: pillow_job(data, "png", 2, png_compress_level=1), rounds)[0]
+
+
+def calibration_row(before: float, after: float) -> Row:
+    slower = (before + after) / 2 / QUIET_IMAGE_STEP_S
+    return Row(
+        "context: the machine's speed, the image step (6 platforms, PNG) at start / end",
+        f"{QUIET_IMAGE_STEP_S:.3f} s on a quiet machine",
+        f"{before:.3f} / {after:.3f} s",
+        f"{slower:.2f}x",
+        "absolute figures below are this much slower",
+        None,
+    )
 
 
 def cpu_rows(env: BenchEnv, owner: Any, quick: bool) -> list[Row]:
@@ -167,6 +190,7 @@ def throughput_rows(env: BenchEnv, owner: Any, quick: bool) -> list[Row]:
 def run(only: list[str], *, quick: bool = False, server: str = "uvicorn:1") -> list[Row]:
     rows: list[Row] = []
     with own_redis() as redis_base, bench_env(redis_base) as env:
+        before = image_step_seconds()
         users = env.users_with_tokens(64)
         tokens = [token for _, token in users]
         from django.contrib.auth import get_user_model
@@ -185,7 +209,8 @@ def run(only: list[str], *, quick: bool = False, server: str = "uvicorn:1") -> l
                     rows += steps[group]()
                 except Exception as exc:  # the other rows still count
                     traceback.print_exc()
-                    rows.append(Row(group, "", f"failed: {exc!r}"[:200], "", "", False))
+                    rows.append(Row(group, "", f"failed: {exc!r}"[:300], "", "", False))
+        rows.insert(0, calibration_row(before, image_step_seconds()))
     table(
         f"Performance round two (issue 18), one run ({machine()})",
         ["figure", "baseline (now, 30 Nov)", "measured", "measured / baseline", "target",
