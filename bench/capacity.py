@@ -221,7 +221,9 @@ def measure_costs(
 
     web, base = env.start_web(**extra)
     port = int(base.rsplit(":", 1)[1])
-    worker = env.start_worker(concurrency=2, queues="images,bench", **extra)
+    worker = env.start_worker(
+        concurrency=2, queues="images,bench", BENCH_RECORD_STARTS="0", **extra
+    )
     processes = {"web": web, "worker": worker}
     client_batch(port, token, 3, list(PLATFORM_IDS[:2]))  # warm-up: connections, code
     results = []
@@ -248,7 +250,7 @@ def measure_curve(
     curve = {}
     for count in processes:
         worker = env.start_worker(concurrency=count, queues="images,bench", **extra)
-        cpu_before = _tree_cpu(worker)
+        cpu_before, idle_before, own_before = _tree_cpu(worker), _idle_seconds(), _own_cpu()
         batch = _new_jobs(owner, jobs, list(PLATFORM_IDS[:platforms]))
         start = time.time()
         for job in batch:
@@ -257,10 +259,31 @@ def measure_curve(
         last = max(
             j.finished_at.timestamp() for j in Job.objects.filter(pk__in=[j.id for j in batch])
         )
+        wall = time.time() - start
         cpu = _tree_cpu(worker) - cpu_before
+        idle, own = _idle_seconds() - idle_before, _own_cpu() - own_before
         env.stop(worker)
-        curve[count] = {"jobs_per_s": jobs / (last - start), "worker_cpu": cpu / jobs}
+        curve[count] = {
+            "jobs_per_s": jobs / (last - start), "worker_cpu": cpu / jobs,
+            "idle_cores": idle / wall, "fakes_cpu": own / jobs,
+        }  # fmt: skip
     return curve
+
+
+def _idle_seconds() -> float:
+    """Seconds the machine's cores have been idle (all cores, /proc/stat)."""
+    import os
+
+    fields = open("/proc/stat").readline().split()[1:]  # noqa: SIM115
+    return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu() -> float:
+    """CPU of this process: the loopback fakes' threads and the bench's own polling."""
+    import os
+
+    times = os.times()
+    return times.user + times.system
 
 
 # --- the report -----------------------------------------------------------------------------
@@ -299,21 +322,26 @@ def report(costs: list[PerJob], curve: dict[int, dict[str, float]], curve_platfo
         rows,
     )
     cost = next((c for c in costs if c.platforms == curve_platforms), costs[0])
-    shared = cost.cpu["web"] + cost.cpu["postgres"] + cost.cpu["redis"]
     curve_rows = []
     for processes, figures in curve.items():
-        busy = figures["worker_cpu"] + shared
-        predicted = min(processes, 2) / busy  # this machine's 2 cores run everything
+        # Everything runs on this machine's 2 cores: the worker, Postgres, Redis and the
+        # fakes (the web is idle here: jobs are queued directly).
+        busy = figures["worker_cpu"] + cost.cpu["postgres"] + cost.cpu["redis"]
+        busy += figures["fakes_cpu"]
+        predicted = min(processes, 2) / busy
+        used = figures["jobs_per_s"] * busy
         curve_rows.append([
             processes, f"{figures['jobs_per_s']:.2f}", f"{figures['worker_cpu'] * 1000:.0f}",
-            f"{predicted:.2f}", f"{figures['jobs_per_s'] / predicted:.2f}",
+            f"{figures['fakes_cpu'] * 1000:.0f}", f"{predicted:.2f}",
+            f"{figures['jobs_per_s'] / predicted:.2f}", f"{used:.2f}",
+            f"{figures['idle_cores']:.2f}",
         ])  # fmt: skip
     table(
         f"jobs/s by worker pool processes, {curve_platforms}-platform jobs ({machine()}); "
-        f"model: min(processes, 2 cores) / (worker CPU + web {cost.cpu['web'] * 1000:.0f} "
-        f"+ Postgres {cost.cpu['postgres'] * 1000:.0f} + Redis {cost.cpu['redis'] * 1000:.0f} ms)",
-        ["pool processes", "jobs/s measured", "worker CPU ms per job", "model jobs/s",
-         "measured / model"],
+        f"model: min(processes, 2 cores) / (worker CPU + fakes CPU + Postgres "
+        f"{cost.cpu['postgres'] * 1000:.0f} + Redis {cost.cpu['redis'] * 1000:.0f} ms)",
+        ["pool processes", "jobs/s measured", "worker CPU ms per job", "fakes + bench CPU ms",
+         "model jobs/s", "measured / model", "cores our processes used", "cores left idle"],
         curve_rows,
     )  # fmt: skip
 

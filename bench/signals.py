@@ -17,6 +17,8 @@ from snapasset.core.redis_clients import redis_client
 
 @task_prerun.connect
 def record_start(task_id: str | None = None, **kwargs: Any) -> None:
+    if os.environ.get("BENCH_RECORD_STARTS") == "0":
+        return  # bench.capacity counts Redis commands: none of the bench's own
     started = time.time()
     client = redis_client(timeout=None)
     # A job's delivery has the task id `<job id>.<delivery>`: recorded under the job id.

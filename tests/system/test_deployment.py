@@ -168,7 +168,9 @@ def test_the_dockerfile_builds_a_slim_non_root_image_with_static_files() -> None
     assert cmd is not None
     web = commands_of(yaml.safe_load(cmd.group(1)))
     assert signature(web[-1]) == (
-        "gunicorn", "snapasset.asgi:application", "uvicorn_worker.UvicornWorker"
+        "gunicorn",
+        "snapasset.asgi:application",
+        "uvicorn_worker.UvicornWorker",
     )
     for argv in web:
         check_invocation(argv)
