@@ -142,6 +142,7 @@ class BenchEnv:
         self.database_url = f"{POSTGRES_URL}/{self.db_name}"
         self.redis_url = f"{redis_base or REDIS_BASE}/{REDIS_DB}"
         self.tmp = Path(tempfile.mkdtemp(prefix="snapasset-bench-"))
+        (self.tmp / "var" / "staticfiles").mkdir(parents=True)  # whitenoise warns without it
         self.children: list[Child] = []
         self.env = {
             "DJANGO_SETTINGS_MODULE": "bench.settings",
