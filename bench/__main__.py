@@ -16,7 +16,8 @@ from bench._support import ROOT, machine
 
 DETAILED = [
     ["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"], ["bench.task_results"],
-    ["bench.spend"], ["bench.server"], ["bench.capacity"],
+    ["bench.spend"], ["bench.spend", "--workers", "2", "--limit", "20"], ["bench.batch"],
+    ["bench.server"], ["bench.capacity"],
 ]  # fmt: skip
 QUICK = [
     ["bench.image", "--rounds", "1"],
@@ -35,6 +36,7 @@ QUICK = [
     ["bench.sse", "--streams", "20", "--subscribers", "10", "--events", "5"],
     ["bench.task_results", "--tasks", "20", "--rounds", "1"],
     ["bench.spend", "--limit", "60", "--period", "2", "--jobs", "12"],
+    ["bench.batch", "--rounds", "1", "--jobs", "8"],
     ["bench.server", "--candidates", "uvicorn:1,gunicorn:1", "--rounds", "1", "--requests",
      "10", "--seconds", "0.5", "--streams", "20", "--subscribers", "10", "--events", "3"],
     ["bench.capacity", "--jobs", "3", "--platforms", "2", "--curve", "1", "--curve-jobs", "4"],

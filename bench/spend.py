@@ -7,14 +7,18 @@ countdown would) and asks again. Printed: jobs, limit, the busiest window of one
 (a minute by default), total time against the theoretical minimum at that rate, how often
 jobs were told to wait, the grant order by priority and the inversions in it.
 
-Part B (once the pipeline acquires the limiter): a burst of >= 3x the limit through two
-real worker processes against the loopback OpenAI fake enforcing the limit, printing jobs,
-limit, 429s seen, the busiest minute and the total time against the minimum
-(``--workers``; not built yet).
+Part B (``--workers N``): the whole pipeline. A burst of jobs (default 3 x the limit, mixed
+priorities) submitted through the submission service to N real ``celery worker`` processes
+(one pool process each) on the bench's own database and Redis, against the loopback OpenAI
+fake (tests/fakes, as the tests use it) enforcing ``--limit`` images per ``--period``. The
+workers' limiter counts over the same period (OPENAI_IMAGES_PERIOD_SECONDS, the production
+code path with its clock scaled; the default is the real minute). Printed: jobs, limit, the
+busiest window at the fake, its 429s, the total time against the theoretical minimum, the
+attempts per job (waiting for a slot spends none), and the wait by priority.
 
 Redis: BENCH_REDIS_URL / BENCH_REDIS_DB (default db 9); the limiter's keys are its own and
 removed at the end. Options: --limit (per period), --period (seconds, default 60), --jobs
-(default 2.5 x limit), --processes, --seed.
+(default 2.5 x limit; 3 x with --workers), --processes, --seed, --workers.
 """
 
 from __future__ import annotations
@@ -95,7 +99,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--jobs", type=int, default=0, help="default: 2.5 x limit")
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="part B: through N real worker processes"
+    )
     args = parser.parse_args(argv)
+    if args.workers:
+        return run_workers(args)
     jobs_count = args.jobs or int(args.limit * 2.5)
     rng = random.Random(args.seed)
     jobs = [(f"job-{i}", rng.randint(0, 9)) for i in range(jobs_count)]
@@ -170,6 +179,100 @@ def main(argv: list[str]) -> int:
         flush=True,
     )
     return 0
+
+
+def run_workers(args: Any) -> int:
+    """Part B: the burst through real worker processes and the rate-limited OpenAI fake."""
+    from bench._support import bench_env, wait_until
+    from tests.fakes.openai_server import API_KEY, FakeOpenAI
+
+    period = int(args.period)
+    jobs_count = args.jobs or 3 * args.limit
+    rng = random.Random(args.seed)
+    priorities = [rng.randint(0, 9) for _ in range(jobs_count)]
+    print(f"# Spend benchmark (part B: {args.workers} real workers) on {machine()}", flush=True)
+    fake = FakeOpenAI(images_per_minute=args.limit, window_seconds=float(period)).start()
+    try:
+        with bench_env() as env:
+            from django.contrib.auth import get_user_model
+
+            from jobs.models import FINISHED_STATUSES, Job, JobStatus
+            from jobs.services.submission import job_create_generation
+            from jobs.spend.models import ProviderCall
+
+            worker_env = {
+                "IMAGE_PROVIDER": "openai",
+                "OPENAI_API_KEY": API_KEY,
+                "OPENAI_BASE_URL": fake.api_base,
+                "OPENAI_IMAGES_PER_MINUTE": str(args.limit),
+                "OPENAI_IMAGES_PERIOD_SECONDS": str(period),
+            }
+            for _ in range(args.workers):
+                env.start_worker(concurrency=1, **worker_env)
+            owner, _ = get_user_model().objects.get_or_create(username="bench-spend")
+            print(
+                f"{jobs_count} jobs, limit {args.limit} per {period} s, {args.workers} worker "
+                "processes, priorities 0..9; submitting",
+                flush=True,
+            )
+            started = time.time()
+            ids = [
+                job_create_generation(
+                    actor=owner, prompt=f"Spend bench {n} {uuid.uuid4().hex[:6]}",
+                    platforms=["instagram-post"], priority=priority,
+                ).job.pk
+                for n, priority in enumerate(priorities)
+            ]  # fmt: skip
+            minimum = (jobs_count - 1) * period / args.limit
+            wait_until(
+                lambda: (
+                    not Job.objects.filter(pk__in=ids)
+                    .exclude(status__in=FINISHED_STATUSES)
+                    .exists()
+                ),
+                timeout=minimum * 2 + 300,
+                what="every job to end",
+            )
+            finished = time.time()
+            jobs = list(Job.objects.filter(pk__in=ids))
+            calls = {c.job_id: c for c in ProviderCall.objects.filter(job_id__in=ids)}
+            completed = sum(job.status == JobStatus.COMPLETED for job in jobs)
+            attempts = sorted({job.attempts_made for job in jobs})
+    finally:
+        fake.stop()
+
+    accepted = sorted(fake.accepted_at)
+    span = accepted[-1] - accepted[0] if accepted else 0.0
+    table(
+        "Through the workers",
+        [
+            "jobs", "completed", "limit", "busiest window at the fake", "429s", "calls",
+            "first to last call", "minimum at the limit", "ratio", "submit to last done",
+        ],
+        [[
+            jobs_count, completed, f"{args.limit}/{period} s",
+            f"{fake.busiest_window(float(period))} calls in {period} s",
+            len(fake.rate_limited_at), len(accepted), f"{span:.1f} s", f"{minimum:.1f} s",
+            f"{span / minimum:.3f}" if minimum else "-", f"{finished - started:.1f} s",
+        ]],
+    )  # fmt: skip
+    waits: dict[int, list[float]] = {}
+    for job in jobs:
+        call = calls.get(job.pk)
+        if call is not None:
+            waits.setdefault(job.priority, []).append(
+                (call.created_at - job.created_at).total_seconds()
+            )
+    table(
+        "Submit to paid call, by priority",
+        ["priority", "jobs", "median wait", "max wait"],
+        [
+            [p, len(ws), f"{median(ws):.1f} s", f"{max(ws):.1f} s"]
+            for p, ws in sorted(waits.items(), reverse=True)
+        ],
+    )
+    print(f"\nAttempts per job: {attempts} (waiting for a slot spends none)", flush=True)
+    return 0 if completed == jobs_count and not fake.rate_limited_at else 1
 
 
 if __name__ == "__main__":

@@ -153,7 +153,8 @@ class JobAdmin(admin.ModelAdmin):
         "generation_id", "prompt", "platforms", "image_type", "output_format", "priority",
         "source_path", "params", "result", "cancel_requested", "idempotency_key",
         "enqueued_at", "claim_token", "heartbeat_at", "stalled_count", "retry_at",
-        "created_at", "updated_at", "processed_at", "finished_at", "tasks",
+        "delay_reason", "reuse", "created_at", "updated_at", "processed_at", "finished_at",
+        "tasks",
     )  # fmt: skip
     fieldsets = (
         (None, {
@@ -164,6 +165,7 @@ class JobAdmin(admin.ModelAdmin):
         ("Request", {
             "fields": (
                 "generation_id", "prompt", "platforms", "image_type", "output_format", "priority",
+                "reuse",
             ),
         }),
         ("Outcome", {"fields": ("result", "params", "source_path")}),
@@ -171,7 +173,7 @@ class JobAdmin(admin.ModelAdmin):
             "classes": ("collapse",),
             "fields": (
                 "cancel_requested", "idempotency_key", "enqueued_at", "claim_token",
-                "heartbeat_at", "stalled_count", "retry_at",
+                "heartbeat_at", "stalled_count", "retry_at", "delay_reason",
             ),
         }),
         ("Times", {"fields": ("created_at", "updated_at", "processed_at", "finished_at")}),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import asdict
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -12,17 +14,23 @@ from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import status
+from rest_framework.exceptions import ValidationError
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from jobs import archive, openapi, selectors, serializers
-from jobs.models import JobStatus
+from jobs.models import Job, JobStatus
 from jobs.platforms import PLATFORMS
 from jobs.services.control import job_cancel, job_retry
-from jobs.services.submission import job_create_generation
+from jobs.services.submission import (
+    BATCH_MAX_JOBS,
+    JobRequest,
+    job_create_generation,
+    job_create_generation_batch,
+)
 from jobs.spend import selectors as spend_selectors
-from snapasset.core.exceptions import ApplicationError, InvalidStateError
+from snapasset.core.exceptions import ApplicationError, InvalidStateError, api_exception_handler
 from snapasset.core.openapi import RETRY_AFTER_HEADER, errors
 from snapasset.core.throttling import SubmitRateThrottle
 
@@ -35,6 +43,36 @@ def _now_ms() -> int:
 
 def _estimated_time() -> str:
     return "5-15 seconds" if settings.IMAGE_PROVIDER == "local" else "30-90 seconds"
+
+
+def _job_request(data: dict[str, Any]) -> JobRequest:
+    """The validated body of a submission (JobGenerateInputSerializer), for the service."""
+    return JobRequest(
+        prompt=data["prompt"],
+        platforms=data.get("platforms"),
+        image_type=data.get("imageType", "vivid"),
+        output_format=data.get("format", "png"),
+        priority=data.get("priority", 0),
+        user_id=data.get("userId"),
+        callback_url=data.get("callbackUrl"),
+        reuse=data.get("reuse"),
+    )
+
+
+def _submitted(job: Job, *, created: bool = True) -> dict[str, Any]:
+    """The 202 (or idempotent 200) body of a submission."""
+    answer = serializers.JobSubmittedSerializer(
+        {
+            "jobId": job.id,
+            "generationId": job.generation_id,
+            "status": "queued",
+            "message": "Image generation job queued"
+            if created
+            else "Job already submitted with this Idempotency-Key",
+            "estimatedTime": _estimated_time(),
+        }
+    )
+    return dict(answer.data)
 
 
 class JobGenerateApi(APIView):
@@ -63,34 +101,98 @@ class JobGenerateApi(APIView):
                 "Idempotency-Key is too long",
                 extra={"details": {"Idempotency-Key": ["At most 255 characters."]}},
             )
-        data = body.validated_data
         submission = job_create_generation(
             actor=request.user,
-            prompt=data["prompt"],
-            platforms=data.get("platforms"),
-            image_type=data.get("imageType", "vivid"),
-            output_format=data.get("format", "png"),
-            priority=data.get("priority", 0),
-            user_id=data.get("userId"),
             idempotency_key=key,
-            callback_url=data.get("callbackUrl"),
-        )
-        job = submission.job
-        answer = serializers.JobSubmittedSerializer(
-            {
-                "jobId": job.id,
-                "generationId": job.generation_id,
-                "status": "queued",
-                "message": "Image generation job queued"
-                if submission.created
-                else "Job already submitted with this Idempotency-Key",
-                "estimatedTime": _estimated_time(),
-            }
+            **asdict(_job_request(body.validated_data)),
         )
         return Response(
-            answer.data,
+            _submitted(submission.job, created=submission.created),
             status=status.HTTP_202_ACCEPTED if submission.created else status.HTTP_200_OK,
         )
+
+
+class JobGenerateBatchApi(APIView):
+    """POST /api/jobs/generate/batch: up to BATCH_MAX_JOBS submissions in one request."""
+
+    # The submit rate is checked in post(): a batch counts as the items it carries.
+    throttle_classes: list[type] = []
+    schema = openapi.BatchSchema()
+    max_items = BATCH_MAX_JOBS  # in the schema
+
+    @extend_schema(
+        operation_id="jobs_generate_batch",
+        summary="Submit up to 100 image generation jobs at once",
+        description=(
+            "A JSON array of bodies of POST /api/jobs/generate. Answers 200 with one result "
+            "per item, in order: `status` 202 and the queued `job`, or the `error` (and its "
+            "status) that POST /api/jobs/generate would have answered for that body alone. "
+            "The valid items are queued in one transaction whatever the others hold. The "
+            "submit rate (each item counts as one submission), the pending-jobs cap and the "
+            "daily quota apply to the batch as a whole: a batch over any of them is refused "
+            "with 429 and nothing is queued. An empty array, more than 100 items or a body "
+            "that is not an array: 400."
+        ),
+        request=serializers.JobGenerateInputSerializer(many=True),
+        parameters=[RETRY_AFTER_HEADER],
+        responses={200: serializers.JobBatchSubmittedSerializer, **errors(400, 413, 415, 429)},
+    )
+    def post(self, request: Request) -> Response:
+        items = _batch_items(request)
+        throttle = SubmitRateThrottle()
+        if not throttle.allow_submissions(request, self, len(items)):
+            self.throttled(request, throttle.wait())
+        bodies = [serializers.JobGenerateInputSerializer(data=item) for item in items]
+        valid = [body.validated_data for body in bodies if body.is_valid()]
+        created = iter(
+            job_create_generation_batch(
+                actor=request.user, requests=[_job_request(data) for data in valid]
+            )
+        )
+        results = []
+        for index, body in enumerate(bodies):
+            outcome = next(created) if not body.errors else ValidationError(body.errors)
+            if isinstance(outcome, Job):
+                result = {"index": index, "status": 202, "job": _submitted(outcome)}
+            else:
+                refused = api_exception_handler(outcome, {"request": request, "view": self})
+                assert refused is not None
+                result = {"index": index, "status": refused.status_code, "error": refused.data}
+            results.append(result)
+        accepted = sum(result["status"] == status.HTTP_202_ACCEPTED for result in results)
+        answer = serializers.JobBatchSubmittedSerializer(
+            {"results": results, "accepted": accepted, "rejected": len(results) - accepted}
+        )
+        return Response(answer.data)
+
+
+def _json_type(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number" if isinstance(value, int | float) else "null"
+
+
+def _batch_items(request: Request) -> list[Any]:
+    """The items of a batch: a JSON array of 1..BATCH_MAX_JOBS, else a 400 saying why."""
+    if request.headers.get("Idempotency-Key"):
+        raise ApplicationError(
+            "Idempotency-Key is not taken by a batch",
+            extra={"details": {"Idempotency-Key": ["Send it on POST /api/jobs/generate."]}},
+        )
+    items = request.data
+    if not isinstance(items, list):
+        problem = f"The body must be a JSON array of job bodies, not {_json_type(items)}."
+    elif not items:
+        problem = "The batch is empty: send 1 to 100 job bodies."
+    elif len(items) > BATCH_MAX_JOBS:
+        problem = f"A batch takes at most {BATCH_MAX_JOBS} jobs; this one has {len(items)}."
+    else:
+        return items
+    raise ApplicationError("Invalid batch", extra={"details": {"batch": [problem]}})
 
 
 class JobDetailApi(APIView):

@@ -36,6 +36,11 @@ FINISHED_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 PENDING_STATUSES = frozenset({JobStatus.WAITING, JobStatus.ACTIVE, JobStatus.DELAYED})
 
 
+class DelayReason(models.TextChoices):
+    RETRY = "retry", "Retry after an error"
+    PROVIDER_SLOT = "provider-slot", "Waiting for a provider slot"
+
+
 class ImageType(models.TextChoices):
     VIVID = "vivid", "Vivid"
     NATURAL = "natural", "Natural"
@@ -100,6 +105,13 @@ class Job(models.Model):
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     stalled_count = models.PositiveSmallIntegerField(default=0)
     retry_at = models.DateTimeField(null=True, blank=True)
+    # Why a delayed job waits until retry_at: a retry after a transient error, or its turn
+    # at the image model's shared rate limit (no attempt spent; jobs/spend/limiter.py).
+    delay_reason = models.CharField(
+        max_length=16, choices=DelayReason.choices, blank=True, default=""
+    )
+    # Asked to reuse the original of an identical earlier generation (jobs/spend/reuse.py).
+    reuse = models.BooleanField(default=False)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)

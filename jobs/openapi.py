@@ -4,6 +4,9 @@ serializers of jobs/serializers.py, which the views render; errors are snapasset
 
 from __future__ import annotations
 
+from typing import Any
+
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter
 
@@ -32,3 +35,16 @@ STATUS_LIST_PARAMETER = OpenApiParameter(
     "the old server took them. The parameter repeated (`status=waiting&status=active`, what "
     "most generated clients send for a list) means the same.",
 )
+
+
+class BatchSchema(AutoSchema):
+    """POST /api/jobs/generate/batch: its body, a list of JobGenerateInput, is an array of
+    1..``view.max_items`` items (drf-spectacular maps a list serializer to an array, without
+    the bounds)."""
+
+    def _get_request_for_media_type(self, serializer: Any, direction: str = "request") -> Any:
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        view: Any = self.view
+        if schema and schema.get("type") == "array":
+            schema = {**schema, "minItems": 1, "maxItems": view.max_items}
+        return schema, required

@@ -16,11 +16,21 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
-from jobs.models import GeneratedImage, ImageFormat, ImageType, Job, JobKind, JobStatus
+from jobs.models import (
+    DelayReason,
+    GeneratedImage,
+    ImageFormat,
+    ImageType,
+    Job,
+    JobKind,
+    JobStatus,
+)
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
 from jobs.spend.serializers import SpendOverviewSerializer
+from snapasset.core.openapi import ErrorSerializer
 from snapasset.core.serializers import (
     NoUnknownFieldsMixin,
+    StrictBooleanField,
     StrictCharField,
     StrictChoiceField,
     StrictIntegerField,
@@ -43,6 +53,12 @@ class JobGenerateInputSerializer(NoUnknownFieldsMixin, serializers.Serializer):
     userId = StrictCharField(max_length=150, required=False)
     callbackUrl = StrictCharField(
         max_length=2048, required=False, help_text="Where to POST the job's final state."
+    )
+    reuse = StrictBooleanField(
+        required=False,
+        help_text="Reuse the original of your identical generation (same prompt, style, "
+        "model and size) made within REUSE_WINDOW_HOURS instead of paying for a new one. "
+        "Default: GENERATION_REUSE_DEFAULT.",
     )
 
     def validate_platforms(self, value: list[str]) -> list[str]:
@@ -116,6 +132,9 @@ class ImageJobDataSerializer(serializers.Serializer):
     imageType = serializers.ChoiceField(source="image_type", choices=ImageType.values)
     format = serializers.ChoiceField(source="output_format", choices=ImageFormat.values)
     priority = serializers.IntegerField()
+    reuse = serializers.BooleanField(
+        help_text="Asked to reuse an identical earlier original (no paid call)."
+    )
 
 
 # The cleanup types are cleanup's (cleanup.services.CLEANUP_TYPES, named CleanupTypeEnum in
@@ -162,6 +181,40 @@ class JobDataField(serializers.Field):
         return self.image.to_representation(job)
 
 
+@extend_schema_field({"type": "string", "format": "date-time", "nullable": True})
+class NextRunAtField(serializers.Field):
+    """When a delayed job runs next (ISO 8601); null unless it is delayed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, job: Job) -> str | None:
+        if job.status != JobStatus.DELAYED or job.retry_at is None:
+            return None
+        return str(job.retry_at.isoformat())
+
+
+@extend_schema_field({"type": "string", "enum": [*DelayReason.values, None], "nullable": True})
+class DelayReasonField(serializers.Field):
+    """Why a delayed job waits; null unless it is delayed."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(source="*", read_only=True, allow_null=True, **kwargs)
+
+    def to_representation(self, job: Job) -> str | None:
+        if job.status != JobStatus.DELAYED:
+            return None
+        return str(job.delay_reason or DelayReason.RETRY)
+
+
+NEXT_RUN_AT_HELP = "When a delayed job runs again (ISO 8601); null unless delayed."
+DELAY_REASON_HELP = (
+    "Why a delayed job waits: `retry` (after a transient error, an attempt spent) or "
+    "`provider-slot` (its turn at the image model's shared rate limit, no attempt spent); "
+    "null unless delayed."
+)
+
+
 class JobSummarySerializer(serializers.Serializer):
     """A job in a list."""
 
@@ -175,6 +228,8 @@ class JobSummarySerializer(serializers.Serializer):
         source="created_at", help_text="Created, ms since the epoch."
     )
     failedReason = BlankAsNullCharField(source="failed_reason", allow_null=True)
+    nextRunAt = NextRunAtField(help_text=NEXT_RUN_AT_HELP)
+    delayReason = DelayReasonField(help_text=DELAY_REASON_HELP)
 
 
 class JobDetailSerializer(serializers.Serializer):
@@ -198,6 +253,8 @@ class JobDetailSerializer(serializers.Serializer):
     )
     failedReason = BlankAsNullCharField(source="failed_reason", allow_null=True)
     createdAt = IsoDateTimeField(source="created_at", allow_null=True)
+    nextRunAt = NextRunAtField(help_text=NEXT_RUN_AT_HELP)
+    delayReason = DelayReasonField(help_text=DELAY_REASON_HELP)
 
 
 def image_url(image: GeneratedImage) -> str:
@@ -348,6 +405,25 @@ class JobSubmittedSerializer(serializers.Serializer):
     status = constant_field("queued")
     message = serializers.CharField()
     estimatedTime = serializers.CharField()
+
+
+class JobBatchItemResultSerializer(serializers.Serializer):
+    """One item of a batch: what POST /api/jobs/generate would have answered for its body."""
+
+    index = serializers.IntegerField(min_value=0, help_text="The item's place in the batch.")
+    status = serializers.IntegerField(
+        help_text="202 when queued, else the status of its error (400, 403)."
+    )
+    job = JobSubmittedSerializer(required=False, help_text="The queued job (status 202).")
+    error = ErrorSerializer(required=False, help_text="Why this item was refused.")
+
+
+class JobBatchSubmittedSerializer(serializers.Serializer):
+    """POST /api/jobs/generate/batch."""
+
+    results = JobBatchItemResultSerializer(many=True, help_text="One per item, in order.")
+    accepted = serializers.IntegerField(min_value=0, help_text="Items queued.")
+    rejected = serializers.IntegerField(min_value=0, help_text="Items refused.")
 
 
 class JobCancelledSerializer(serializers.Serializer):

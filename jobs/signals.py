@@ -21,6 +21,18 @@ job_finished = Signal()
 # status). Arguments: ``job_id`` (str), ``status`` (str) and ``previous_status`` (str, or
 # None for a new job). For mirrors of job state elsewhere.
 job_status_changed = Signal()
+# The same moves, sent INSIDE the transaction that makes them, before it commits: for a
+# transactional outbox (jobs/supabase_sync), whose rows must commit or roll back with the
+# change. Arguments: ``job`` (the Job as it now is, in memory) and ``previous_status`` (str,
+# or None for a new job). A receiver only writes to this database, quickly: no network.
+job_status_changing = Signal()
+
+
+def send_in_transaction(signal: Signal, **kwargs: object) -> None:
+    """Send ``signal`` now, inside the caller's transaction; a receiver that raises is logged."""
+    for receiver, result in signal.send_robust(sender=None, **kwargs):
+        if isinstance(result, Exception):
+            logger.error("receiver %r of a job signal failed", receiver, exc_info=result)
 
 
 def send_after_commit(signal: Signal, **kwargs: object) -> None:

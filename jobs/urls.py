@@ -9,6 +9,7 @@ from jobs.webhooks import api as webhooks_api
 
 urlpatterns = [
     path("jobs/generate", api.JobGenerateApi.as_view(), name="job-generate"),
+    path("jobs/generate/batch", api.JobGenerateBatchApi.as_view(), name="job-generate-batch"),
     path("jobs/stats/overview", api.JobStatsApi.as_view(), name="job-stats"),
     path("jobs", api.JobListApi.as_view(), name="job-list"),
     path("jobs/<str:job_id>/result", api.JobResultApi.as_view(), name="job-result"),

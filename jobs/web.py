@@ -7,6 +7,7 @@ jobs/static/jobs/ calling the same /api/ endpoints and SSE streams as any other 
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
@@ -29,6 +30,9 @@ def index(request: HttpRequest) -> HttpResponse:
         "formats": ImageFormat.choices,
         "is_staff": request.user.is_staff,
         "history_limit": HISTORY_LIMIT,
+        # The `reuse` option (jobs/spend/reuse.py); off when REUSE_WINDOW_HOURS is 0.
+        "reuse_window_hours": settings.REUSE_WINDOW_HOURS,
+        "reuse_default": settings.GENERATION_REUSE_DEFAULT,
     }
     return render(request, "jobs/index.html", context)
 

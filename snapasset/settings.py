@@ -120,6 +120,7 @@ INSTALLED_APPS = [
     "snapasset.ops",
     "jobs",
     "jobs.webhooks",
+    "jobs.supabase_sync",
     "jobs.spend",
     "cleanup",
 ]
@@ -423,6 +424,9 @@ OPENAI_IMAGES_PER_MINUTE = env_int("OPENAI_IMAGES_PER_MINUTE", 0, minimum=0)
 # keeps every sliding minute under the limit (OpenAI enforces per-minute limits over shorter
 # periods); more only for an account whose limit really is per whole minute.
 OPENAI_IMAGES_BURST = env_int("OPENAI_IMAGES_BURST", 1, minimum=1)
+# The window OPENAI_IMAGES_PER_MINUTE is counted over, in seconds: a minute. Only tests and
+# benchmarks shorten it (the same limiter, its clock scaled), to prove the limit in seconds.
+OPENAI_IMAGES_PERIOD_SECONDS = env_int("OPENAI_IMAGES_PERIOD_SECONDS", 60, minimum=1)
 # Calls to the image model in flight at once across the deployment (0: no cap).
 OPENAI_MAX_CONCURRENT = env_int("OPENAI_MAX_CONCURRENT", 0, minimum=0)
 # Paid generations per user per day (TIME_ZONE's midnight to midnight); 0: unlimited. A
@@ -474,6 +478,25 @@ WEBHOOK_RETRY_SCHEDULE = _retry_schedule(
 # How often beat sends the due deliveries that have no message on its way (long retry
 # delays, messages lost with the broker).
 WEBHOOK_DISPATCH_INTERVAL_SECONDS = env_int("WEBHOOK_DISPATCH_INTERVAL_SECONDS", 30, minimum=1)
+
+# The old server's Supabase tables (jobs/supabase_sync): `generations` (status, error_message)
+# and `generated_images` kept written through PostgREST, from an outbox drained on the
+# webhooks queue; Supabase slow or down never fails or delays a job.
+SUPABASE_SYNC_TABLES = env_bool("SUPABASE_SYNC_TABLES", False)
+if SUPABASE_SYNC_TABLES and not SUPABASE_URL:
+    raise ImproperlyConfigured("SUPABASE_SYNC_TABLES needs SUPABASE_URL and SUPABASE_SERVICE_KEY")
+# Connect and read timeout of each PostgREST request of a push (up to four per push).
+SUPABASE_SYNC_TIMEOUT_SECONDS = env_int("SUPABASE_SYNC_TIMEOUT_SECONDS", 10, minimum=1)
+# Seconds before the 2nd, 3rd... push of an event (plus up to 10% jitter): 11 attempts over
+# about 27 h; then the event is failed, visible in the admin, which can push it again.
+SUPABASE_SYNC_RETRY_SCHEDULE = _retry_schedule(
+    "SUPABASE_SYNC_RETRY_SCHEDULE",
+    env_str("SUPABASE_SYNC_RETRY_SCHEDULE", "5,30,120,600,1800,3600,7200,14400,28800,43200"),
+)
+# How often beat sends the due events that have no message on its way.
+SUPABASE_SYNC_DRAIN_INTERVAL_SECONDS = env_int(
+    "SUPABASE_SYNC_DRAIN_INTERVAL_SECONDS", 30, minimum=1
+)
 
 # --- Celery -----------------------------------------------------------------------------
 CELERY_BROKER_URL = REDIS_URL
@@ -534,6 +557,8 @@ CELERY_TASK_ROUTES = {
     "jobs.sweep": {"queue": "cleanup"},
     # Receivers' answers take seconds, or a timeout: never behind image work or cleanup.
     "webhooks.*": {"queue": "webhooks"},
+    # Supabase's answers may be slow too: beside the webhooks, never behind image work.
+    "supabase_sync.*": {"queue": "webhooks"},
     "jobs.*": {"queue": "images"},
     "cleanup.*": {"queue": "cleanup"},
     # Beat adds Celery's own daily result cleanup (django-db cannot expire rows by itself).
@@ -556,6 +581,12 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": float(WEBHOOK_DISPATCH_INTERVAL_SECONDS)},
     },
 }
+if SUPABASE_SYNC_TABLES:
+    CELERY_BEAT_SCHEDULE["supabase-sync-drain"] = {
+        "task": "supabase_sync.drain_due",
+        "schedule": float(SUPABASE_SYNC_DRAIN_INTERVAL_SECONDS),
+        "options": {"expires": float(SUPABASE_SYNC_DRAIN_INTERVAL_SECONDS)},
+    }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 
 # --- Operations: worker heartbeats, metrics, Flower ----------------------------------------

@@ -41,6 +41,11 @@ def job_event_payload(job: Job, *, event_type: str) -> dict[str, Any]:
     }
     if job.status == JobStatus.FAILED:
         payload["failedReason"] = job.failed_reason
+    if job.status == JobStatus.DELAYED:
+        # As GET /api/jobs/{jobId} says them: until when, and why (a retry, or the job's
+        # turn at the image model's shared rate limit).
+        payload["nextRunAt"] = job.retry_at.isoformat() if job.retry_at else None
+        payload["delayReason"] = job.delay_reason or "retry"
     return payload
 
 

@@ -94,17 +94,29 @@ class OpenAIProvider:
     def generate(self, *, prompt: str, image_type: str) -> bytes:
         return self.generate_image(prompt=prompt, image_type=image_type).data
 
-    def generate_image(self, *, prompt: str, image_type: str) -> ProviderImage:
-        """One image, with the call's ``x-request-id`` (the SDK's ``_request_id`` of the
-        parsed response) and the size and quality the model answered with (GPT image models
-        say which quality ``auto`` chose; the legacy ones do not: "auto")."""
-        params = self.request_params(prompt=prompt, image_type=image_type)
-        client = openai.OpenAI(
+    def warm_up(self) -> None:
+        """Build a client and load its images resource once (the SDK imports it lazily),
+        without calling the API."""
+        client = self._client()
+        try:
+            client.images  # noqa: B018
+        finally:
+            client.close()
+
+    def _client(self) -> openai.OpenAI:
+        return openai.OpenAI(
             api_key=self.api_key,
             base_url=self.base_url,
             timeout=httpx2.Timeout(self.timeout_seconds, connect=DOWNLOAD_CONNECT_TIMEOUT),
             max_retries=0,
         )
+
+    def generate_image(self, *, prompt: str, image_type: str) -> ProviderImage:
+        """One image, with the call's ``x-request-id`` (the SDK's ``_request_id`` of the
+        parsed response) and the size and quality the model answered with (GPT image models
+        say which quality ``auto`` chose; the legacy ones do not: "auto")."""
+        params = self.request_params(prompt=prompt, image_type=image_type)
+        client = self._client()
         try:
             response = client.images.generate(**params)
         except openai.OpenAIError as exc:

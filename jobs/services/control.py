@@ -11,6 +11,8 @@ from jobs.models import Job, JobStatus
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.submission import check_pending_cap
 from jobs.services.transitions import job_transition
+from jobs.spend.limiter import provider_limiter
+from jobs.spend.quotas import generations_for_retry, quota_check
 from snapasset.core.exceptions import InvalidStateError
 
 
@@ -26,7 +28,12 @@ def job_cancel(*, job: Job) -> Job:
         raise InvalidStateError("Job is already completed", extra={"status": job.status})
     if job.status == JobStatus.FAILED:
         raise InvalidStateError("Job has already failed", extra={"status": job.status})
+    waiting_for_slot = job.status == JobStatus.DELAYED and job.delay_reason == "provider-slot"
     job_transition(job, JobStatus.CANCELLED, cancel_requested=True)
+    if waiting_for_slot:
+        # Out of the rate limit's line at once: a cancelled job holds no slot for itself.
+        job_id = str(job.pk)
+        transaction.on_commit(lambda: provider_limiter().forget(job_id))
     return job
 
 
@@ -47,6 +54,9 @@ def job_retry(*, job: Job, actor: Any | None = None) -> Job:
         )
     if actor is not None and not actor.is_staff and job.owner is not None:
         check_pending_cap(job.owner)
+        # A retry that will pay again counts against the daily quota (not one whose
+        # original is still kept).
+        quota_check(job.owner, generations=generations_for_retry(job))
     job_transition(
         job,
         JobStatus.WAITING,

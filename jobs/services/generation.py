@@ -1,6 +1,12 @@
 """One run of an image job: claim, generate once (or reuse the kept original), render each
 missing platform, store and record it, complete.
 
+The paid call first takes a slot of the image model's shared rate limit
+(jobs/spend/limiter.py); with none free the job is delayed until its turn and the attempt is
+given back (``outcomes.job_wait_for_slot``), a 429 tightens the limit for every worker, and
+every call is recorded in the ledger (jobs/spend/ledger.py). A job asked to ``reuse`` takes
+the original of an identical earlier generation of its owner instead of paying.
+
 Every step can be repeated: the image model's answer is kept before anything else happens
 to it (its bytes as the checkpoint ``tmp/.../original.*``, or its URL while the download is
 not done), so no retry, redelivery or stall recovery pays for it twice; outputs have
@@ -38,7 +44,12 @@ from jobs.services.lease import (
     job_release,
     job_set_progress,
 )
-from jobs.services.outcomes import job_complete, job_fail, job_schedule_retry
+from jobs.services.outcomes import (
+    job_complete,
+    job_fail,
+    job_schedule_retry,
+    job_wait_for_slot,
+)
 from jobs.services.outputs import (
     job_has_outputs,
     job_remove_cancelled_outputs,
@@ -48,11 +59,23 @@ from jobs.services.outputs import (
 )
 from jobs.services.transitions import lost_claim_error
 from jobs.shutdown import worker_is_shutting_down
+from jobs.spend.ledger import (
+    CallSpec,
+    call_spec,
+    ledger_call_finished,
+    ledger_call_started,
+    ledger_record_call,
+    outcome_for_error,
+)
+from jobs.spend.limiter import Wait, provider_limiter
+from jobs.spend.models import CallOutcome
+from jobs.spend.reuse import reuse_find_original
 from jobs.storage import file_with_content_type, recordable_url
 from snapasset.core.exceptions import (
     JobCancelled,
     LeaseLost,
     PermanentError,
+    RateLimitedError,
     TransientError,
 )
 from snapasset.core.log_redaction import truncate_prompt
@@ -67,6 +90,16 @@ PROGRESS_SOURCE_READY = 30
 CHECKPOINT_SAVE_ATTEMPTS = 3
 CHECKPOINT_RETRY_MAX_SLEEP_SECONDS = 5.0
 DATABASE_UNAVAILABLE = "The database was unavailable; retrying"
+
+
+class WaitForProviderSlot(Exception):
+    """The shared rate limit of the image model has no slot for this job before
+    ``seconds`` (``reason``: what is full)."""
+
+    def __init__(self, seconds: float, reason: str) -> None:
+        super().__init__(f"no provider slot for {seconds:.1f}s ({reason})")
+        self.seconds = seconds
+        self.reason = reason
 
 
 def job_run_generation(*, job_id: str) -> float | None:
@@ -103,6 +136,11 @@ def job_run_generation(*, job_id: str) -> float | None:
         logger.warning("job %s: claim lost to another attempt; stopping", job_id)
     except WorkerShuttingDown:
         job_release(claim, reason="the worker is shutting down")
+    except WaitForProviderSlot as wait:
+        logger.info(
+            "job %s: waiting %.1fs for a provider slot (%s)", job_id, wait.seconds, wait.reason
+        )
+        return job_wait_for_slot(claim, seconds=wait.seconds)
     except PermanentError as exc:
         logger.warning("job %s failed permanently: %s", job_id, exc.message)
         job_fail(job_id=job_id, token=claim.token, reason=exc.message)
@@ -233,6 +271,8 @@ def source_image_bytes(claim: Claim) -> bytes:
     between_steps(claim)
     provider = get_provider()
     paid = _download_paid_answer(claim, provider) if job.source_url else None
+    if paid is None and job.reuse:
+        paid = _reuse_original(claim, provider)
     data = paid if paid is not None else _generate(claim, provider)
     # Checked before it is kept, so a checkpoint is always a usable image.
     source_format = inspect_image(data)
@@ -247,9 +287,64 @@ def source_image_bytes(claim: Claim) -> bytes:
     return data
 
 
+def _reuse_original(claim: Claim, provider: Any) -> bytes | None:
+    """The original of the owner's identical earlier generation (same prompt, style, model
+    and size, within REUSE_WINDOW_HOURS), recorded in the ledger as a reuse (no paid call);
+    None when there is none."""
+    job = claim.job
+    spec = call_spec(provider)
+    original = reuse_find_original(
+        owner=job.owner,
+        prompt=job.prompt,
+        image_type=job.image_type,
+        model=spec.model,
+        size=spec.size,
+        exclude_job_id=job.pk,
+    )
+    if original is None:
+        return None
+    try:
+        with default_storage.open(original.source_path, "rb") as handle:
+            data: bytes = handle.read()
+    except FileNotFoundError:
+        logger.info("job %s: the original to reuse is gone; generating", job.id)
+        return None
+    logger.info("job %s: reusing the original of job %s", job.id, original.job_id)
+    ledger_record_call(
+        job=job,
+        call_number=0,
+        outcome=CallOutcome.REUSED,
+        spec=CallSpec(
+            provider=spec.provider,
+            model=original.model,
+            size=original.size,
+            quality=original.quality,
+        ),
+        request_id=f"reuse:{original.job_id}",
+    )
+    return data
+
+
 def _generate(claim: Claim, provider: Any) -> bytes:
-    """The paid call. Counted before it is made (a call that dies half-way may still be
-    billed), and fenced: the last check before paying."""
+    """The paid call. It takes a slot of the shared rate limit first (none free: the job
+    waits for its turn, WaitForProviderSlot); it is counted and written to the ledger
+    before it is made (a call that dies half-way may still be billed), and fenced: the
+    last check before paying."""
+    job = claim.job
+    limiter = provider_limiter() if getattr(provider, "paid", False) else None
+    decision = None
+    if limiter is not None:
+        decision = limiter.acquire(waiter=str(job.pk), priority=job.priority)
+        if isinstance(decision, Wait):
+            raise WaitForProviderSlot(decision.seconds, decision.reason)
+    try:
+        return _paid_call(claim, provider, limiter)
+    finally:
+        if limiter is not None:
+            limiter.release(decision)
+
+
+def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
     job = claim.job
     counted = Job.objects.filter(
         pk=job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
@@ -257,21 +352,42 @@ def _generate(claim: Claim, provider: Any) -> bytes:
     if not counted:
         raise lost_claim_error(job.pk, claim.token)
     job.generation_calls += 1
+    call_number = job.generation_calls
+    ledger_call_started(job=job, call_number=call_number, spec=call_spec(provider))
     logger.info("job %s: calling the image provider %s", job.id, settings.IMAGE_PROVIDER)
     try:
         with metrics.observe_step("generate"):
-            return bytes(provider.generate(prompt=job.prompt, image_type=job.image_type))
-    except TransientError as exc:
-        paid_url = getattr(exc, "paid_url", "")
-        if paid_url:
-            # Paid for, not yet downloaded: the next attempt downloads this URL instead of
-            # paying again.
-            fenced_update(claim, source_url=paid_url)
-        metrics.record_provider_error(provider=getattr(provider, "name", "?"), error=exc)
+            image = provider.generate_image(prompt=job.prompt, image_type=job.image_type)
+    except BaseException as exc:
+        if isinstance(exc, RateLimitedError) and limiter is not None:
+            # The account is over its limit whatever we counted: every worker waits.
+            limiter.penalize(exc.retry_after)
+        # Answered with a link whose download failed: the image was paid for (the next
+        # attempt downloads it, no new call).
+        paid_url = bool(getattr(exc, "paid_url", ""))
+        ledger_call_finished(
+            job=job,
+            call_number=call_number,
+            outcome=CallOutcome.SUCCEEDED if paid_url else outcome_for_error(exc),
+            request_id=getattr(exc, "request_id", None) or "",
+            error=str(getattr(exc, "message", exc)),
+        )
+        _record_call_error(claim, provider, exc)
         raise
-    except Exception as exc:
+    ledger_call_finished(
+        job=job, call_number=call_number, outcome=CallOutcome.SUCCEEDED, image=image
+    )
+    return bytes(image.data)
+
+
+def _record_call_error(claim: Claim, provider: Any, exc: BaseException) -> None:
+    paid_url = getattr(exc, "paid_url", "")
+    if isinstance(exc, TransientError) and paid_url:
+        # Paid for, not yet downloaded: the next attempt downloads this URL instead of
+        # paying again.
+        fenced_update(claim, source_url=paid_url)
+    if isinstance(exc, Exception):
         metrics.record_provider_error(provider=getattr(provider, "name", "?"), error=exc)
-        raise
 
 
 def _download_paid_answer(claim: Claim, provider: Any) -> bytes | None:

@@ -1,6 +1,6 @@
 """How an attempt ends: completed, given back for the next batch, delayed for a retry after a
-transient error, or failed. Each is one move of ``transitions.job_transition``, fenced by the
-attempt's claim token."""
+transient error or for its turn at the image model's shared rate limit, or failed. Each is
+one move of ``transitions.job_transition``, fenced by the attempt's claim token."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from jobs.models import FINISHED_STATUSES, Job, JobStatus
+from jobs.models import FINISHED_STATUSES, DelayReason, Job, JobStatus
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.lease import Claim
 from jobs.services.transitions import job_transition
@@ -90,6 +90,34 @@ def job_schedule_retry(
             token=token,
             failed_reason=readable_reason(reason),
             retry_at=now + timedelta(seconds=countdown),
+            delay_reason=DelayReason.RETRY,
             enqueued_at=now,
         )
         return countdown
+
+
+def job_wait_for_slot(claim: Claim, *, seconds: float) -> float | None:
+    """The shared rate limit has no slot for this job's paid call yet: the job is delayed
+    until its turn, and the attempt is given back (not counted in attempts_made, so waiting
+    never brings a job nearer to failing). Returns the countdown for the wake-up message
+    (the task sends it; no worker process waits meanwhile), or None if this attempt no
+    longer holds the job."""
+    with transaction.atomic():
+        job = (
+            Job.objects.select_for_update(of=("self",))
+            .filter(pk=claim.job.pk, claim_token=claim.token, status=JobStatus.ACTIVE)
+            .first()
+        )
+        if job is None:
+            return None
+        now = timezone.now()
+        job_transition(
+            job,
+            JobStatus.DELAYED,
+            token=claim.token,
+            attempts_made=max(0, job.attempts_made - 1),
+            retry_at=now + timedelta(seconds=seconds),
+            delay_reason=DelayReason.PROVIDER_SLOT,
+            enqueued_at=now,
+        )
+    return seconds

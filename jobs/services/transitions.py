@@ -6,7 +6,8 @@ fields that change, never a full-row save: it applies only while the row still h
 the caller read (and, for a move made by a running attempt, still holds that attempt's claim
 token), so a concurrent cancel, retry, takeover or sweep is never overwritten; a write that
 matched no row raises (``LeaseLost``/``JobCancelled`` for a fenced move, ``StaleTransition``
-otherwise). After the write it publishes the live event and, once the transaction commits,
+otherwise). After the write it publishes the live event, sends
+``jobs.signals.job_status_changing`` inside the transaction (outbox writers) and, once it commits,
 records the metrics and sends ``jobs.signals.job_status_changed`` (and ``job_finished`` for a
 move into completed, failed or cancelled).
 """
@@ -34,7 +35,9 @@ LEGAL_MOVES: dict[tuple[JobStatus, JobStatus], str] = {
     (ACTIVE, ACTIVE): "takeover: claimed again once its heartbeat stopped, a stall "
     "(lease.job_claim)",
     (ACTIVE, COMPLETED): "complete: every platform recorded (outcomes.job_complete)",
-    (ACTIVE, DELAYED): "retry later: a transient error (outcomes.job_schedule_retry)",
+    (ACTIVE, DELAYED): "retry later: a transient error (outcomes.job_schedule_retry), or no "
+    "slot yet at the image model's shared rate limit, the attempt given back "
+    "(outcomes.job_wait_for_slot)",
     (ACTIVE, FAILED): "fail: a permanent error, attempts used up, or stalled too often "
     "(outcomes.job_fail, outcomes.job_schedule_retry, lease.job_fail_stalled)",
     (ACTIVE, WAITING): "give back: worker shutdown (lease.job_release), more batches to run "
@@ -113,6 +116,9 @@ def job_transition(
             )
             signals.send_after_commit(signals.job_finished, job_id=str(job.pk), status=str(to))
         if to != previous:
+            signals.send_in_transaction(
+                signals.job_status_changing, job=job, previous_status=previous
+            )
             signals.send_after_commit(
                 signals.job_status_changed,
                 job_id=str(job.pk),
@@ -126,6 +132,7 @@ def job_created(job: Job) -> None:
     mirrors, after the commit."""
     publish_job_event(job, to_job_channel=False)
     metrics.record_job_submitted(kind=job.kind)
+    signals.send_in_transaction(signals.job_status_changing, job=job, previous_status=None)
     signals.send_after_commit(
         signals.job_status_changed, job_id=str(job.pk), status=str(job.status), previous_status=None
     )

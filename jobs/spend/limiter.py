@@ -439,12 +439,18 @@ def provider_limiter() -> ProviderLimiter:
         settings.OPENAI_IMAGES_BURST,
         settings.OPENAI_MAX_CONCURRENT,
         default_lease_seconds(),
+        float(settings.OPENAI_IMAGES_PERIOD_SECONDS),
     )
 
 
 @functools.cache
 def _limiter(
-    url: str, per_minute: int, burst: int, max_concurrent: int, lease_seconds: float
+    url: str,
+    per_minute: int,
+    burst: int,
+    max_concurrent: int,
+    lease_seconds: float,
+    period_seconds: float = 60.0,
 ) -> ProviderLimiter:
     client: redis.Redis = redis_client(
         url=url, timeout=REDIS_TIMEOUT_SECONDS, connect_timeout=REDIS_TIMEOUT_SECONDS, retries=1
@@ -456,4 +462,27 @@ def _limiter(
         max_concurrent=max_concurrent,
         lease_seconds=lease_seconds,
         client=client,
+        period_seconds=period_seconds,
     )
+
+
+def prepare_paid_calls(sender: Any = None, **_: Any) -> None:
+    """A worker's ``worker_init`` receiver: load the image provider's client code (the
+    OpenAI SDK takes most of a second to import and set up) before the pool forks, so that
+    no paid call pays it between its grant and reaching the provider. The limiter spaces
+    grants; a call that reaches the provider late bunches up with the next one, and only
+    half a second a minute is budgeted for that. Workers that do not consume the image
+    jobs' queue are left alone (no SDK in their memory)."""
+    from jobs.providers import get_provider
+
+    queues = getattr(getattr(getattr(sender, "app", None), "amqp", None), "queues", None)
+    consumed = getattr(queues, "consume_from", None)
+    if consumed and settings.CELERY_TASK_DEFAULT_QUEUE not in consumed:
+        return
+    try:
+        provider = get_provider()
+        warm_up = getattr(provider, "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+    except Exception:
+        logger.info("image provider not prepared at worker start", exc_info=True)

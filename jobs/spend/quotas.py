@@ -131,5 +131,36 @@ def quota_check(user: Any, *, generations: int = 1, now: datetime | None = None)
 
 def generations_for_retry(job: Job) -> int:
     """Paid generations a retry of ``job`` needs: none if its original is still kept (the
-    checkpoint; the temp-files cleanup clears it), else one."""
-    return 0 if job.source_path else 1
+    checkpoint; the temp-files cleanup clears it) or it is not an image job, else one."""
+    if job.kind != JobKind.IMAGE_GENERATION or job.source_path:
+        return 0
+    return 1
+
+
+def quota_check_submission(owner: Any, *, reuse: bool, prompt: str, image_type: str) -> None:
+    """``quota_check`` of a new job (nothing looked up for an unlimited owner)."""
+    if quota_limit(owner)[0] is None:
+        return
+    generations = generations_for_submission(
+        owner, reuse=reuse, prompt=prompt, image_type=image_type
+    )
+    quota_check(owner, generations=generations)
+
+
+def generations_for_submission(
+    owner: Any, *, reuse: bool, prompt: str, image_type: str, now: datetime | None = None
+) -> int:
+    """Paid generations a new job needs: none when it asks to reuse and an identical
+    original of its owner is there to reuse (jobs/spend/reuse.py), else one."""
+    if not reuse:
+        return 1
+    from jobs.providers import get_provider
+    from jobs.spend.ledger import call_spec
+    from jobs.spend.reuse import reuse_find_original
+
+    spec = call_spec(get_provider())
+    original = reuse_find_original(
+        owner=owner, prompt=prompt, image_type=image_type, model=spec.model, size=spec.size,
+        now=now,
+    )  # fmt: skip
+    return 0 if original is not None else 1

@@ -85,7 +85,32 @@ class ClusterStateCollector(Collector):
             for queue in settings.WORKER_QUEUES:
                 alive.add_metric([queue], sum(1 for w in workers if queue in w["queues"]))
             yield alive
+        if settings.SUPABASE_SYNC_TABLES:
+            yield from supabase_sync_backlog()
         yield up
+
+
+def supabase_sync_backlog() -> Iterable[Metric]:
+    """The Supabase tables sync's events not yet in Supabase (docs/operations.md)."""
+    from jobs.supabase_sync.selectors import sync_backlog
+
+    try:
+        backlog = sync_backlog()
+    except Exception:
+        return
+    events = GaugeMetricFamily(
+        "snapasset_supabase_sync_events",
+        "Supabase sync events not in Supabase: pending (being retried) or failed (retries used up)",
+        labels=["state"],
+    )
+    for state in ("pending", "failed"):
+        events.add_metric([state], backlog[state])
+    yield events
+    yield GaugeMetricFamily(
+        "snapasset_supabase_sync_oldest_pending_seconds",
+        "Age of the oldest pending Supabase sync event (0: none)",
+        value=backlog["oldest_pending_seconds"],
+    )
 
 
 class _ProcessLocalCollector(Collector):

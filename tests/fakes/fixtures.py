@@ -43,13 +43,19 @@ def supabase_env(fake: FakeSupabase) -> dict[str, str]:
 
 
 @pytest.fixture
-def use_fake_openai(settings: Any, fake_openai: FakeOpenAI) -> FakeOpenAI:
-    """This process's provider is OpenAI, pointed at the fake."""
+def use_fake_openai(settings: Any, fake_openai: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """This process's provider is OpenAI, pointed at the fake. The shared rate limiter of
+    the account starts and ends empty: a 429 of one test must not hold the next one's call
+    (the limiter keeps it in the run's Redis for its retry-after)."""
+    from jobs.spend.limiter import provider_limiter
+
     settings.IMAGE_PROVIDER = "openai"
     settings.OPENAI_API_KEY = API_KEY
     settings.OPENAI_BASE_URL = fake_openai.api_base
     settings.OPENAI_TIMEOUT_SECONDS = 5
-    return fake_openai
+    provider_limiter().reset()
+    yield fake_openai
+    provider_limiter().reset()
 
 
 @pytest.fixture

@@ -128,7 +128,7 @@ class FakeServer:
                 finally:
                     request.finished = time.time()
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = _serve  # noqa: N815
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve  # noqa: N815
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

@@ -8,7 +8,16 @@ style bodies for client errors (the storage server reports the real status in th
 for server trouble. Public objects are served at ``/object/public/...`` and signed ones at
 ``/object/sign/...?token=`` (expiry checked), so downloads in tests are real HTTP too.
 
-``fail(...)`` injects faults (e.g. a 503 on the next upload of some path).
+It also speaks PostgREST (``/rest/v1/<table>``) for the old server's two tables,
+``generations`` and ``generated_images`` (see ``TABLES``), as ``supabase``'s postgrest client
+sends it: POST with ``Prefer: resolution=merge-duplicates|ignore-duplicates`` and
+``on_conflict``, PATCH and GET with filters (``eq``, ``neq``, ``lt``, ``lte``, ``gt``,
+``gte``, ``is``, ``in`` and ``or=(...)``), ``Prefer: return=representation|minimal``, and
+PostgREST's error answers: 409 ``23505`` for a duplicate key, 409 ``23503`` for an image of
+a generation that does not exist, 400 ``PGRST204`` for a column the table does not have.
+
+``fail(...)`` injects faults (e.g. a 503 on the next upload of some path, or ``times=`` many
+for an outage that ``recover()`` ends); ``slow(...)`` (FakeServer) adds latency.
 """
 
 from __future__ import annotations
@@ -29,6 +38,105 @@ from tests.fakes.server import FakeServer, Reply, Request
 
 SERVICE_KEY = "fake-supabase-service-role-key"
 PREFIX = "/storage/v1"
+REST_PREFIX = "/rest/v1/"
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    # The unique keys (the primary key first): on_conflict must name one of them.
+    unique: tuple[tuple[str, ...], ...]
+    # Columns a row gets when the insert does not give them.
+    defaults: tuple[str, ...] = ()
+    # column -> (table, column) it references.
+    references: tuple[tuple[str, str, str], ...] = ()
+
+
+# The old server's tables, as docs/operations.md describes them.
+TABLES = {
+    "generations": Table(
+        columns=(
+            "id", "user_id", "prompt", "status", "error_message", "created_at", "updated_at",
+        ),
+        unique=(("id",),),
+        defaults=("created_at", "updated_at"),
+    ),
+    "generated_images": Table(
+        columns=(
+            "id", "generation_id", "platform_id", "platform_name", "width", "height",
+            "file_size", "storage_path", "url", "created_at",
+        ),
+        unique=(("id",), ("generation_id", "platform_id")),
+        defaults=("id", "created_at"),
+        references=(("generation_id", "generations", "id"),),
+    ),
+}  # fmt: skip
+
+
+def postgrest_error(status: int, code: str, message: str, details: str | None = None) -> Reply:
+    return Reply.json({"code": code, "message": message, "details": details, "hint": None}, status)
+
+
+def parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def compare(op: str, have: Any, want: str) -> bool:
+    """One PostgREST operator of a filter: ``have`` (the row's value) against ``want`` (the
+    text of the filter)."""
+    if op == "is":
+        return {"null": have is None, "true": have is True, "false": have is False}[want]
+    if op == "in":
+        return str(have) in [v.strip().strip('"') for v in want.strip("()").split(",")]
+    if have is None:
+        return False
+    want = want.strip('"')
+    left: Any = have
+    right: Any = want
+    if (a := parse_time(have)) is not None and (b := parse_time(want)) is not None:
+        left, right = a, b
+    elif isinstance(have, bool):
+        right = want == "true"
+    elif isinstance(have, int | float):
+        right = float(want)
+    else:
+        left = str(have)
+    operators = {
+        "eq": lambda: left == right, "neq": lambda: left != right, "lt": lambda: left < right,
+        "lte": lambda: left <= right, "gt": lambda: left > right, "gte": lambda: left >= right,
+    }  # fmt: skip
+    return bool(operators[op]())
+
+
+def split_top_level(text: str) -> list[str]:
+    parts, depth, current = [], 0, ""
+    for char in text:
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        current += char
+    return parts + [current] if current else parts
+
+
+def condition_matches(condition: str, row: dict[str, Any]) -> bool:
+    """``column.op.value`` or a nested ``or(...)``/``and(...)``, as inside ``or=(...)``."""
+    for logic in ("or", "and"):
+        if condition.startswith(logic + "("):
+            parts = [
+                condition_matches(c, row) for c in split_top_level(condition[len(logic) + 1 : -1])
+            ]
+            return any(parts) if logic == "or" else all(parts)
+    column, op, value = condition.split(".", 2)
+    return compare(op, row.get(column), value)
+
+
 PLACEHOLDER = ".emptyFolderPlaceholder"
 
 
@@ -122,6 +230,8 @@ class FakeSupabase(FakeServer):
         self.objects: dict[str, dict[str, StoredObject]] = {name: {} for name in self.public}
         self.faults: list[Fault] = []
         self.uploads: list[Upload] = []
+        # PostgREST tables: name -> rows.
+        self.tables: dict[str, list[dict[str, Any]]] = {name: [] for name in TABLES}
         self.data_lock = threading.Lock()
 
     @property
@@ -166,6 +276,21 @@ class FakeSupabase(FakeServer):
         reply.headers.update(headers or {})
         self.faults.append(Fault(method, path_contains, reply, 1))
 
+    def recover(self) -> None:
+        """End every injected fault (an outage made with ``fail(..., times=...)``)."""
+        with self.lock:
+            self.faults.clear()
+            self.latencies.clear()
+
+    def rows(self, table: str, **equal: Any) -> list[dict[str, Any]]:
+        """A copy of ``table``'s rows whose columns equal ``equal``."""
+        with self.data_lock:
+            return [
+                dict(row)
+                for row in self.tables[table]
+                if all(row.get(k) == v for k, v in equal.items())
+            ]
+
     def put(self, bucket: str, name: str, data: bytes, content_type: str = "image/png") -> None:
         with self.data_lock:
             self.objects[bucket][name] = StoredObject(data, content_type, "max-age=3600")
@@ -189,6 +314,8 @@ class FakeSupabase(FakeServer):
             ):
                 fault.times -= 1
                 return fault.reply
+        if request.path.startswith(REST_PREFIX):
+            return self.rest(request)
         if not request.path.startswith(PREFIX + "/object/"):
             return Reply.json({"message": "no Route matched with those values"}, status=404)
         rest = request.path[len(PREFIX + "/object/") :]
@@ -417,3 +544,120 @@ class FakeSupabase(FakeServer):
         if claims["exp"] < time.time():
             return storage_error("400", "InvalidJWT", "jwt expired")
         return self.download(bucket, name)
+
+    # --- PostgREST ---------------------------------------------------------------------------
+
+    def rest(self, request: Request) -> Reply:
+        if not self.authorized(request):
+            return postgrest_error(401, "PGRST301", "No suitable key or wrong key type")
+        name = unquote(request.path[len(REST_PREFIX) :]).strip("/")
+        table = TABLES.get(name)
+        if table is None:
+            return postgrest_error(
+                404, "PGRST205", f"Could not find the table 'public.{name}' in the schema cache"
+            )
+        prefer = {
+            key.strip(): value.strip()
+            for item in (request.header("prefer") or "").split(",")
+            if "=" in item
+            for key, value in [item.split("=", 1)]
+        }
+        with self.data_lock:
+            if request.method == "GET":
+                return self.answer(self.select(name, request), {"return": "representation"})
+            if request.method == "POST":
+                return self.insert(name, table, request, prefer)
+            if request.method == "PATCH":
+                return self.update(name, table, request, prefer)
+        return postgrest_error(405, "PGRST117", f"Unsupported HTTP method: {request.method}")
+
+    def select(self, name: str, request: Request) -> list[dict[str, Any]]:
+        rows = self.tables[name]
+        for column, values in request.query.items():
+            if column in ("select", "order", "limit", "offset", "columns", "on_conflict"):
+                continue
+            for value in values:
+                if column in ("or", "and"):
+                    rows = [r for r in rows if condition_matches(f"{column}{value}", r)]
+                else:
+                    op, _, want = value.partition(".")
+                    rows = [r for r in rows if compare(op, r.get(column), want)]
+        return rows
+
+    def answer(
+        self, rows: list[dict[str, Any]], prefer: dict[str, str], status: int = 200
+    ) -> Reply:
+        if prefer.get("return") == "representation":
+            return Reply.json([dict(r) for r in rows], status=status)
+        return Reply(status=204 if status == 200 else status)
+
+    def unknown_column(self, name: str, table: Table, row: dict[str, Any]) -> Reply | None:
+        for column in row:
+            if column not in table.columns:
+                return postgrest_error(
+                    400, "PGRST204",
+                    f"Could not find the '{column}' column of '{name}' in the schema cache",
+                )  # fmt: skip
+        return None
+
+    def insert(self, name: str, table: Table, request: Request, prefer: dict[str, str]) -> Reply:
+        body = request.json()
+        new_rows = body if isinstance(body, list) else [body]
+        resolution = prefer.get("resolution")
+        conflict = (request.query.get("on_conflict") or [""])[0]
+        key = tuple(c.strip() for c in conflict.split(",") if c.strip()) or table.unique[0]
+        if key not in table.unique:
+            return postgrest_error(
+                400, "42P10",
+                "there is no unique or exclusion constraint matching the ON CONFLICT specification",
+            )  # fmt: skip
+        written: list[dict[str, Any]] = []
+        staged = list(self.tables[name])
+        for given in new_rows:
+            if error := self.unknown_column(name, table, given):
+                return error
+            for column, target, target_column in table.references:
+                if given.get(column) is not None and not any(
+                    r.get(target_column) == given[column] for r in self.tables[target]
+                ):
+                    return postgrest_error(
+                        409, "23503",
+                        f'insert or update on table "{name}" violates foreign key constraint',
+                        f'Key ({column})=({given[column]}) is not present in table "{target}".',
+                    )  # fmt: skip
+            row = {column: None for column in table.columns}
+            for column in table.defaults:
+                row[column] = str(uuid.uuid4()) if column == "id" else now_iso()
+            row.update(given)
+            existing = next((r for r in staged if all(r.get(c) == row.get(c) for c in key)), None)
+            if existing is None:
+                for unique in table.unique:
+                    if any(all(r.get(c) == row.get(c) for c in unique) for r in staged):
+                        return postgrest_error(
+                            409, "23505",
+                            f'duplicate key value violates unique constraint "{name}_key"',
+                        )  # fmt: skip
+                staged.append(row)
+                written.append(row)
+            elif resolution == "merge-duplicates":
+                index = staged.index(existing)
+                merged = {**existing, **given}
+                staged[index] = merged
+                written.append(merged)
+            elif resolution == "ignore-duplicates":
+                continue
+            else:
+                return postgrest_error(
+                    409, "23505", f'duplicate key value violates unique constraint "{name}_pkey"'
+                )
+        self.tables[name] = staged
+        return self.answer(written, prefer, status=201)
+
+    def update(self, name: str, table: Table, request: Request, prefer: dict[str, str]) -> Reply:
+        changes = request.json()
+        if error := self.unknown_column(name, table, changes):
+            return error
+        matched = self.select(name, request)
+        for row in matched:
+            row.update(changes)
+        return self.answer(matched, prefer)

@@ -36,6 +36,12 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
         {"prompt": "A fox"},
         {OWNER: 202, OTHER: 202, STAFF: 202, ANON: 401},
     ),
+    (
+        "post",
+        "/api/jobs/generate/batch",
+        [{"prompt": "A fox"}, {"prompt": "A fox for alice", "userId": "alice"}],
+        {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401},
+    ),
     ("get", "/api/jobs", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("get", "/api/jobs/stats/overview", None, {OWNER: 200, OTHER: 200, STAFF: 200, ANON: 401}),
     ("post", "/api/jobs/cleanup", {"type": "all"}, {OWNER: 403, OTHER: 403, STAFF: 202, ANON: 401}),
@@ -128,7 +134,7 @@ def test_ownership_matrix(
     before = {job.pk: Job.objects.get(pk=job.pk).status for job in alice_jobs.values()}
     jobs = {state: job.pk for state, job in alice_jobs.items()}
     url = path.format(**jobs)
-    if body:
+    if isinstance(body, dict):
         body = {k: v.format(**jobs) if isinstance(v, str) else v for k, v in body.items()}
     response = (
         getattr(clients[role], method)(url, body, format="json")

@@ -57,7 +57,7 @@ def test_metrics_show_jobs_by_kind_and_status_and_queue_depths(
 class FailingProvider:
     name = "flaky"
 
-    def generate(self, *, prompt: str, image_type: str) -> bytes:
+    def generate_image(self, *, prompt: str, image_type: str) -> bytes:
         raise TransientError("upstream 503")
 
 

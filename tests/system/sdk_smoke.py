@@ -1,6 +1,6 @@
 """What an API consumer does with the Python client generated from our schema
 (openapi-python-client): health, platforms, submit, poll, result, zip, list with a status
-filter, and the errors (400 with its body, 404). Run by tests/system/test_client_sdk.py
+filter, a batch, and the errors (400 with its body, 404). Run by tests/system/test_client_sdk.py
 against a live server, with the generated package on PYTHONPATH:
 
     python tests/system/sdk_smoke.py BASE_URL API_TOKEN
@@ -22,6 +22,7 @@ from snapasset_client.api.health import health
 from snapasset_client.api.jobs import (
     jobs_download_zip,
     jobs_generate,
+    jobs_generate_batch,
     jobs_list,
     jobs_result,
     jobs_retrieve,
@@ -32,6 +33,7 @@ from snapasset_client.models import (
     HealthStatusEnum,
     ImageFormatEnum,
     ImageJobResult,
+    JobBatchSubmitted,
     JobDetail,
     JobGenerateInput,
     JobList,
@@ -49,6 +51,17 @@ PLATFORMS = [PlatformIdEnum.TWITTER_POST, PlatformIdEnum.INSTAGRAM_POST]
 
 def step(message: str) -> None:
     print(f"- {message}", flush=True)
+
+
+def wait_finished(client: AuthenticatedClient, job_id: uuid.UUID) -> JobDetail:
+    deadline = time.monotonic() + 90
+    while True:
+        detail = jobs_retrieve.sync(client=client, job_id=job_id)
+        assert isinstance(detail, JobDetail), detail
+        if detail.status in (JobStatusEnum.COMPLETED, JobStatusEnum.FAILED):
+            return detail
+        assert time.monotonic() < deadline, f"still {detail.status} after 90 s"
+        time.sleep(0.3)
 
 
 def main(base_url: str, token: str) -> None:
@@ -81,14 +94,7 @@ def main(base_url: str, token: str) -> None:
     assert isinstance(job, JobSubmitted) and job.status == QueuedStatusEnum.QUEUED
     step(f"submitted {job.job_id}")
 
-    deadline = time.monotonic() + 90
-    while True:
-        detail = jobs_retrieve.sync(client=client, job_id=job.job_id)
-        assert isinstance(detail, JobDetail), detail
-        if detail.status in (JobStatusEnum.COMPLETED, JobStatusEnum.FAILED):
-            break
-        assert time.monotonic() < deadline, f"still {detail.status} after 90 s"
-        time.sleep(0.3)
+    detail = wait_finished(client, job.job_id)
     assert detail.status == JobStatusEnum.COMPLETED, detail.failed_reason
     assert detail.progress == 100
     step(f"polled: {detail.status.value}")
@@ -119,6 +125,26 @@ def main(base_url: str, token: str) -> None:
     waiting = jobs_list.sync(client=client, status=[JobStatusEnum.WAITING])
     assert isinstance(waiting, JobList) and waiting.total == 0
     step("list with a status filter")
+
+    batch = jobs_generate_batch.sync_detailed(
+        client=client,
+        body=[
+            JobGenerateInput(
+                prompt="A kite, from a batch", platforms=[PlatformIdEnum.TWITTER_POST]
+            ),
+            JobGenerateInput(prompt="   "),
+        ],
+    )
+    assert batch.status_code == 200 and isinstance(batch.parsed, JobBatchSubmitted), batch
+    assert (batch.parsed.accepted, batch.parsed.rejected) == (1, 1)
+    queued, refused = batch.parsed.results
+    assert (queued.index, queued.status, refused.index, refused.status) == (0, 202, 1, 400)
+    assert isinstance(queued.job, JobSubmitted) and queued.job.status == QueuedStatusEnum.QUEUED
+    assert isinstance(refused.error, Error)
+    assert "prompt" in refused.error.details.additional_properties, refused.error
+    batched = wait_finished(client, queued.job.job_id)
+    assert batched.status == JobStatusEnum.COMPLETED, batched.failed_reason
+    step(f"batch: {queued.job.job_id} completed, item 1 refused {refused.error.error!r}")
 
     invalid = jobs_generate.sync_detailed(client=client, body=JobGenerateInput(prompt="   "))
     assert invalid.status_code == 400 and isinstance(invalid.parsed, Error), invalid

@@ -256,6 +256,18 @@ def test_the_schema_documents_every_operation_auth_and_errors(
     generate = operations[("post", "/api/jobs/generate")]
     assert {"200", "202", "400", "413", "429"} <= set(generate["responses"])
     assert "Retry-After" in generate["responses"]["429"]["headers"]
+    batch = operations[("post", "/api/jobs/generate/batch")]
+    assert {"200", "400", "413", "415", "429"} <= set(batch["responses"])
+    assert "Retry-After" in batch["responses"]["429"]["headers"]
+    assert batch["requestBody"]["required"] is True
+    assert batch["requestBody"]["content"]["application/json"]["schema"] == {
+        "type": "array",
+        "items": {"$ref": "#/components/schemas/JobGenerateInput"},
+        "minItems": 1,
+        "maxItems": 100,
+    }
+    item = spec["components"]["schemas"]["JobBatchItemResult"]
+    assert set(item["properties"]) == {"index", "status", "job", "error"}
     assert "403" in operations[("post", "/api/jobs/cleanup")]["responses"]
     assert "404" in operations[("get", "/api/jobs/{job_id}")]["responses"]
     for (method, path), op in operations.items():

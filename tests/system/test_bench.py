@@ -28,6 +28,7 @@ MODULES = [
     "bench.e2e",
     "bench.server",
     "bench.capacity",
+    "bench.batch",
 ]
 
 
@@ -77,6 +78,13 @@ def test_the_submit_benchmark_runs_against_a_real_server_and_cleans_up() -> None
         "uvicorn:1",
     )
     assert "ratio ours / bare" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_batch_benchmark_queues_the_same_jobs_each_way_against_a_real_server() -> None:
+    out = _run_bench("bench.batch", "--rounds", "1", "--jobs", "8")
+    assert "1 x POST /api/jobs/generate/batch of 8" in out and "SQL statements per job" in out
 
 
 @pytest.mark.e2e
@@ -141,3 +149,11 @@ def test_the_web_server_benchmark_compares_uvicorn_and_gunicorn() -> None:
                      "--requests", "5", "--seconds", "0.3", "--streams", "5",
                      "--subscribers", "3", "--events", "2")  # fmt: skip
     assert "| uvicorn:1 |" in out and "| gunicorn:1 |" in out and "0 missing" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_spend_benchmark_runs_a_burst_through_real_workers_and_the_limited_fake() -> None:
+    out = _run_bench("bench.spend", "--workers", "2", "--limit", "6", "--period", "10",
+                     "--jobs", "8")  # fmt: skip
+    assert "| 8 | 8 | 6/10 s |" in out and "Attempts per job: [1]" in out

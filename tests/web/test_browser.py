@@ -404,3 +404,49 @@ def test_the_page_falls_back_to_polling_when_the_live_stream_fails(
         and "503" not in m.text
     ]
     assert not others and not session.errors, ([m.text for m in others], session.errors)
+
+
+def test_a_job_waiting_for_a_provider_slot_says_until_when_and_the_form_offers_reuse(
+    start_web: Any,
+    start_worker: Any,
+    open_session: Callable[..., Session],
+    fake_openai: Any,
+    settings: Any,
+) -> None:
+    from jobs.spend.limiter import ProviderLimiter
+    from snapasset.core.redis_clients import redis_client
+    from tests.fakes.fixtures import openai_env
+
+    user_with_password("alice")
+    env = {**openai_env(fake_openai), "OPENAI_IMAGES_PER_MINUTE": "1"}
+    # The account's one call of this minute is already taken (by another worker, say).
+    limiter = ProviderLimiter(name="openai", per_minute=1, client=redis_client(timeout=5))
+    limiter.reset()
+    assert limiter.acquire(waiter="elsewhere").__class__.__name__ == "Grant"
+    try:
+        start_worker(env=env)
+        base = start_web(env=env)
+        session = open_session(base, "desktop", DESKTOP)
+        page = session.page
+        session.sign_in("alice")
+
+        page.get_by_label("Prompt").fill("A lighthouse, if I have one already")
+        reuse = page.get_by_role("checkbox", name="Reuse my identical earlier picture")
+        assert not reuse.is_checked()
+        reuse.check()
+        page.get_by_role("button", name="Generate images").click()
+        wait_for_job_status(page, "delayed")
+        line = page.locator("#job-status").inner_text()
+        job = Job.objects.get()
+        assert job.reuse and job.delay_reason == "provider-slot" and job.attempts_made == 0
+        local = page.evaluate(
+            "(iso) => new Date(iso).toTimeString().slice(0, 8)", job.retry_at.isoformat()
+        )
+        assert line == f"Waiting for a provider slot until {local}…", line
+        session.shot("01-waiting-for-a-provider-slot")
+        page.get_by_role("button", name="Cancel job").click()
+        wait_for_job_status(page, "cancelled")
+        assert fake_openai.generation_calls == []
+        session.assert_no_console_errors()
+    finally:
+        limiter.reset()

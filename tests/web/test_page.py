@@ -56,6 +56,21 @@ def test_staff_see_the_live_queue_panel(staff: Any) -> None:
     assert "Live queue" in client.get("/").content.decode()
 
 
+def test_the_form_offers_reuse_of_an_identical_picture_unless_reuse_is_off(
+    alice: Any, settings: Any
+) -> None:
+    client = Client()
+    client.force_login(alice)
+    html = client.get("/").content.decode()
+    assert 'name="reuse"' in html and "within 24 h" in html
+    assert 'name="reuse" value="true">' in html  # unchecked: reuse is opt-in
+
+    settings.GENERATION_REUSE_DEFAULT = True
+    assert 'name="reuse" value="true" checked>' in client.get("/").content.decode()
+    settings.REUSE_WINDOW_HOURS = 0
+    assert 'name="reuse"' not in client.get("/").content.decode()
+
+
 def test_signing_out_ends_the_session(alice: Any) -> None:
     client = Client()
     client.force_login(alice)

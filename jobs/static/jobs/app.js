@@ -99,12 +99,23 @@
     return node;
   }
 
+  // "HH:MM:SS" in the browser's time zone, from an ISO 8601 time.
+  function clockTime(iso) {
+    var at = new Date(iso);
+    if (isNaN(at.getTime())) return "";
+    var pad = function (n) { return (n < 10 ? "0" : "") + n; };
+    return pad(at.getHours()) + ":" + pad(at.getMinutes()) + ":" + pad(at.getSeconds());
+  }
+
   function stepText(job, platformCount) {
     var pct = job.progress + "%";
     switch (job.status) {
       case "waiting":
         return "Waiting in the queue…";
       case "delayed":
+        if (job.delayReason === "provider-slot") {
+          return "Waiting for a provider slot" + (job.nextRunAt ? " until " + clockTime(job.nextRunAt) : "") + "…";
+        }
         return "A temporary problem; trying again shortly (attempt " + ((job.attemptsMade || 0) + 1) + ")… " + pct;
       case "active":
         if (job.progress < 30) return "Generating the original image… " + pct;
@@ -143,7 +154,10 @@
     galleryGrid.textContent = "";
     var data = job.data || {};
     jobPrompt.textContent = data.prompt ? "“" + data.prompt + "”" : "";
-    render({ status: job.status || "waiting", progress: job.progress || 0, attemptsMade: job.attemptsMade, failedReason: job.failedReason });
+    render({
+      status: job.status || "waiting", progress: job.progress || 0, attemptsMade: job.attemptsMade,
+      failedReason: job.failedReason, nextRunAt: job.nextRunAt, delayReason: job.delayReason,
+    });
   }
 
   function render(update) {
@@ -160,7 +174,10 @@
     jobBadge.textContent = status;
     jobBadge.className = "badge status-" + status;
     jobStatus.textContent = stepText(
-      { status: status, progress: progress, attemptsMade: update.attemptsMade, failedReason: update.failedReason },
+      {
+        status: status, progress: progress, attemptsMade: update.attemptsMade, failedReason: update.failedReason,
+        nextRunAt: update.nextRunAt, delayReason: update.delayReason,
+      },
       current.platformCount
     );
     jobPanel.dataset.status = status;
@@ -324,6 +341,7 @@
       imageType: form.querySelector('input[name="imageType"]:checked').value,
       format: form.elements.format.value,
     };
+    if (form.elements.reuse) body.reuse = form.elements.reuse.checked;
     generateButton.disabled = true;
     generateButton.textContent = "Submitting…";
     api("POST", "/api/jobs/generate", body).then(function (accepted) {
