@@ -205,10 +205,13 @@ def run(only: list[str], *, quick: bool = False, server: str = "uvicorn:1") -> l
         for group in GROUPS:
             if group in only:
                 print(f"measuring {group} ...", flush=True)
+                started = len(env.children)
                 try:
                     rows += steps[group]()
                 except Exception as exc:  # the other rows still count
                     traceback.print_exc()
+                    for child in env.children[started:]:  # its servers and workers
+                        env.stop(child)
                     rows.append(Row(group, "", f"failed: {exc!r}"[:300], "", "", False))
         rows.insert(0, calibration_row(before, image_step_seconds()))
     table(

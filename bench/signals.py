@@ -29,6 +29,18 @@ def record_start(task_id: str | None = None, **kwargs: Any) -> None:
 
 class TinyProvider:
     name = "bench-tiny"
+    paid = False
+
+    def generate_image(self, *, prompt: str, image_type: str) -> Any:
+        from jobs.providers import ProviderImage
+
+        return ProviderImage(
+            data=self.generate(prompt=prompt, image_type=image_type),
+            request_id="",
+            model="bench-tiny",
+            size="16x16",
+            quality="",
+        )
 
     def generate(self, *, prompt: str, image_type: str) -> bytes:
         from PIL import Image
