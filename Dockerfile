@@ -31,4 +31,4 @@ RUN DEBUG=false SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost REDIS_URL=
 USER snapasset
 
 EXPOSE 8000
-CMD ["sh", "-c", "python manage.py migrate --noinput && exec uvicorn snapasset.asgi:application --host 0.0.0.0 --port ${PORT} --no-access-log"]
+CMD ["sh", "-c", "python manage.py migrate --noinput && exec gunicorn snapasset.asgi:application --worker-class uvicorn_worker.UvicornWorker --bind 0.0.0.0:${PORT} --workers ${WEB_CONCURRENCY:-2} --graceful-timeout 20"]

@@ -14,7 +14,7 @@ DEV_STAMP := $(call stamp,dev,requirements-dev.txt)
 
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test coverage test-watch setup setup-run migrate bench lint lock clean chaos
+.PHONY: run test coverage test-watch setup setup-run migrate bench bench-all lint lock clean chaos
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -103,8 +103,13 @@ lock: setup
 	$(UV_COMPILE) --group run -c requirements-dev.txt -o requirements-run.txt
 	$(UV_COMPILE) -c requirements-dev.txt -o requirements.txt
 
+# `make bench`: the round-two targets in one table, one run (a few minutes); one group of
+# rows: `make bench BENCH_ARGS="--only e2e"`. `make bench-all` adds every detailed bench.
 bench: setup
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+bench-all: setup
+	$(BIN)/python -m bench --all $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache .coverage .coverage.* .testmondata*

@@ -24,6 +24,7 @@ class LoadResult:
 def _client(
     port: int, path: str, tokens: list[str], body: bytes, requests: int, seconds: float,
     start_at: float, out: multiprocessing.Queue,  # type: ignore[type-arg]
+    method: str = "POST",
 ) -> None:  # fmt: skip
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies: list[float] = []
@@ -39,7 +40,7 @@ def _client(
         headers = {"Content-Type": "application/json", "Authorization": f"Token {token}"}
         t0 = time.perf_counter()
         try:
-            conn.request("POST", path, body=body, headers=headers)
+            conn.request(method, path, body=body if method == "POST" else None, headers=headers)
             response = conn.getresponse()
             response.read()
             ok = response.status in (200, 202)
@@ -57,8 +58,10 @@ def _client(
 def run_load(
     port: int, path: str, tokens: list[str], *, clients: int, requests: int = 0,
     seconds: float = 0.0, body: dict | None = None,  # type: ignore[type-arg]
+    method: str = "POST",
 ) -> LoadResult:  # fmt: skip
-    """``requests`` per client, or as many as fit in ``seconds``."""
+    """``requests`` per client, or as many as fit in ``seconds``; POST ``body`` (JSON) or
+    GET."""
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     payload = json.dumps(
@@ -70,7 +73,8 @@ def run_load(
         mine = tokens[index::clients] or tokens
         procs.append(
             ctx.Process(
-                target=_client, args=(port, path, mine, payload, requests, seconds, start_at, out)
+                target=_client,
+                args=(port, path, mine, payload, requests, seconds, start_at, out, method),
             )
         )
     for proc in procs:

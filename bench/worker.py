@@ -65,9 +65,10 @@ def _wait_finished(job_ids: list[Any], timeout: float) -> None:
         return not Job.objects.filter(pk__in=job_ids).exclude(status__in=FINISHED_STATUSES).exists()
 
     wait_until(done, timeout=timeout, what=f"{len(job_ids)} jobs to finish")
-    failed = Job.objects.filter(pk__in=job_ids).exclude(status=JobStatus.COMPLETED).count()
+    failed = Job.objects.filter(pk__in=job_ids).exclude(status=JobStatus.COMPLETED)
     if failed:
-        raise RuntimeError(f"{failed} bench jobs did not complete")
+        reasons = sorted({f"{job.status}: {job.failed_reason[:120]}" for job in failed[:20]})
+        raise RuntimeError(f"{failed.count()} bench jobs did not complete: {reasons}")
 
 
 def measure_start_latency(env: BenchEnv, owner: Any, count: int) -> dict[str, list[float]]:

@@ -24,6 +24,10 @@ MODULES = [
     "bench.signals",
     "bench.task_results",
     "bench.spend",
+    "bench.report",
+    "bench.e2e",
+    "bench.server",
+    "bench.capacity",
     "bench.batch",
 ]
 
@@ -102,6 +106,49 @@ def test_the_spend_benchmark_runs_the_limiter_in_several_processes() -> None:
     out = _run_bench("bench.spend", "--limit", "60", "--period", "2", "--jobs", "12",
                      "--processes", "2")  # fmt: skip
     assert "| 12 | 60/2 s |" in out and "Grant order by priority" in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_make_bench_prints_one_table_with_every_round_two_target() -> None:
+    out = _run_bench("bench.report", "--quick")
+    for figure in (
+        "worker CPU per 6-platform job outside the image work",
+        "POST /api/jobs/generate p50, 1 client, vs the bare DRF view",
+        "submit throughput, 8 clients, vs the bare view",
+        "POST -> final live event, p50 of 5, local provider",
+        "same, p99 of 5, OpenAI fake's 1024x1024 picture",
+        "sustained jobs/s",
+        "images-worker pool process RSS",
+    ):
+        assert figure in out, figure
+    assert "failed:" not in out and "targets met." in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_one_group_of_rows_runs_alone() -> None:
+    out = _run_bench("bench.report", "--quick", "--only", "e2e")
+    assert "POST -> final live event" in out and "sustained jobs/s" not in out
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_capacity_benchmark_counts_every_service_per_job() -> None:
+    out = _run_bench("bench.capacity", "--jobs", "3", "--platforms", "2", "--curve", "1",
+                     "--curve-jobs", "3")  # fmt: skip
+    for figure in ("Postgres transactions committed", "Redis commands", "storage requests",
+                   "CPU ms: web / worker", "jobs/s by worker pool processes"):  # fmt: skip
+        assert figure in out, figure
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_the_web_server_benchmark_compares_uvicorn_and_gunicorn() -> None:
+    out = _run_bench("bench.server", "--candidates", "uvicorn:1,gunicorn:1", "--rounds", "1",
+                     "--requests", "5", "--seconds", "0.3", "--streams", "5",
+                     "--subscribers", "3", "--events", "2")  # fmt: skip
+    assert "| uvicorn:1 |" in out and "| gunicorn:1 |" in out and "0 missing" in out
 
 
 @pytest.mark.e2e

@@ -60,6 +60,8 @@ def signature(argv: list[str]) -> tuple[Any, ...]:
     """What must agree between the files: program, app, subcommand, queues, node prefix."""
     if argv[0] == "uvicorn":
         return ("uvicorn", argv[1])
+    if argv[0] == "gunicorn":
+        return ("gunicorn", argv[1], option(argv, "-k", "--worker-class"))
     if argv[0] == "celery":
         queues = option(argv, "-Q", "--queues")
         node = option(argv, "-n", "--hostname")
@@ -69,9 +71,16 @@ def signature(argv: list[str]) -> tuple[Any, ...]:
 
 def check_invocation(argv: list[str]) -> None:
     program = argv[0]
-    if program == "uvicorn":
+    if program in {"uvicorn", "gunicorn"}:
         module, attribute = argv[1].split(":")
         assert hasattr(importlib.import_module(module), attribute)
+    if program == "gunicorn":
+        # An ASGI app needs an ASGI worker: uvicorn's, with every process's bind and count.
+        worker_class = option(argv, "-k", "--worker-class")
+        assert worker_class == "uvicorn_worker.UvicornWorker"
+        module, name = worker_class.rsplit(".", 1)
+        assert hasattr(importlib.import_module(module), name)
+        assert option(argv, "-b", "--bind") and option(argv, "-w", "--workers")
     elif program == "celery":
         assert option(argv, "-A", "--app") == "snapasset"
         assert importlib.import_module("snapasset").celery_app is celery_app
@@ -93,7 +102,7 @@ def check_invocation(argv: list[str]) -> None:
             importlib.import_module(argv[2])
         else:
             assert argv[1] == "-c"
-    else:
+    elif program not in {"uvicorn", "gunicorn"}:
         raise AssertionError(f"unknown program {program!r}")
 
 
@@ -158,6 +167,10 @@ def test_the_dockerfile_builds_a_slim_non_root_image_with_static_files() -> None
     cmd = re.search(r"^CMD (.+)$", dockerfile, re.M)
     assert cmd is not None
     web = commands_of(yaml.safe_load(cmd.group(1)))
-    assert signature(web[-1]) == ("uvicorn", "snapasset.asgi:application")
+    assert signature(web[-1]) == (
+        "gunicorn",
+        "snapasset.asgi:application",
+        "uvicorn_worker.UvicornWorker",
+    )
     for argv in web:
         check_invocation(argv)
