@@ -3,20 +3,18 @@ last error, when the next attempt is due) with a retry action."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
 
+from jobs.record_admin import ReadOnlyRecordAdmin
 from jobs.supabase_sync import services
 from jobs.supabase_sync.models import SyncEvent
 
 
 @admin.register(SyncEvent)
-class SyncEventAdmin(admin.ModelAdmin):
+class SyncEventAdmin(ReadOnlyRecordAdmin):
+    # Events are made by status changes; the admin reads them and retries.
     list_display = (
         "id", "job_link", "status", "state", "attempts", "short_error", "next_attempt_at",
         "synced_at", "created_at",
@@ -34,18 +32,6 @@ class SyncEventAdmin(admin.ModelAdmin):
         "created_at", "updated_at",
     )  # fmt: skip
     readonly_fields = fields
-
-    # Events are made by status changes; the admin reads them and retries.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="job", ordering="job")
-    def job_link(self, event: SyncEvent) -> str:
-        url = reverse("admin:jobs_job_change", args=[event.job_id])
-        return format_html('<a href="{}">{}</a>', url, str(event.job_id)[:8])
 
     @admin.display(description="last error")
     def short_error(self, event: SyncEvent) -> str:

@@ -11,6 +11,7 @@ from django.db import models
 from django.db.models import Q
 
 from jobs.models import Job
+from jobs.outbox import OutboxRecord
 
 
 class SyncState(models.TextChoices):
@@ -21,9 +22,10 @@ class SyncState(models.TextChoices):
     FAILED = "failed", "Failed (retries used up)"
 
 
-class SyncEvent(models.Model):
+class SyncEvent(OutboxRecord):
     """A job's status as the old server's ``generations`` table spells it, to be written
-    there (with the job's images once it completed or failed)."""
+    there (with the job's images once it completed or failed). Its attempts, last error and
+    due time are the outbox's (jobs.outbox.OutboxRecord)."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="supabase_sync_events")
     # The job's own status (waiting, active, ...) and the old server's word for it.
@@ -34,17 +36,7 @@ class SyncEvent(models.Model):
     # keeps an older status from overwriting a newer one.
     version = models.DateTimeField()
     state = models.CharField(max_length=16, choices=SyncState.choices, default=SyncState.PENDING)
-    attempts = models.PositiveSmallIntegerField(default=0)
-    last_error = models.TextField(blank=True, default="")
-    # When the next attempt is due (None once it has ended).
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # When the message for the next attempt was sent (None: not sent, the drain will).
-    enqueued_at = models.DateTimeField(null=True, blank=True)
-    # An attempt in flight holds the event until then, so a duplicate message waits.
-    locked_until = models.DateTimeField(null=True, blank=True)
     synced_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ("-id",)

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import logging
 import random
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
+from jobs import outbox
 from jobs.models import Job, JobStatus
 from jobs.supabase_sync import tables
 from jobs.supabase_sync.models import SyncEvent, SyncState
@@ -29,16 +28,17 @@ from snapasset.core.log_redaction import redact_secrets
 logger = logging.getLogger(__name__)
 
 PUSH_TASK = "supabase_sync.push"
-ERROR_MAX_CHARS = 1000
-# A message handled a little before the row's due time (clocks differ) still runs.
-DUE_TOLERANCE_SECONDS = 5
-# Longest retry delay sent as a Celery countdown (a countdown message waits unacknowledged in
-# a worker's memory); longer ones are left to the drain, which sends them when due.
-COUNTDOWN_MAX_SECONDS = 900
-# Events the drain sends per run.
-DRAIN_BATCH = 500
-# A due event whose message was sent this long ago and has not run is sent again.
-DRAIN_OVERDUE_SECONDS = 60
+# The claim, the retry schedule's bookkeeping and the drain are the shared outbox's.
+OUTBOX = outbox.Outbox(
+    model=SyncEvent,
+    state_field="state",
+    pending=SyncState.PENDING,
+    succeeded=SyncState.SYNCED,
+    succeeded_at_field="synced_at",
+    task=PUSH_TASK,
+    message_id=int,
+    broker_down_log="broker unavailable; Supabase sync event %s waits for the drain",
+)
 
 
 # --- Recording a change (inside the job's transaction) ----------------------------------------
@@ -65,22 +65,7 @@ def event_record(*, job: Job) -> SyncEvent:
 def event_send_message(*, event_id: int, countdown: float | None = None) -> bool:
     """Send the Celery message of a push. A broker outage is logged, not raised: the row says
     it is due, and the drain sends it once the broker is back."""
-    try:
-        current_app.send_task(
-            PUSH_TASK,
-            args=[event_id],
-            countdown=countdown,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-    except Exception:
-        logger.warning(
-            "broker unavailable; Supabase sync event %s waits for the drain", event_id,
-            exc_info=True,
-        )  # fmt: skip
-        SyncEvent.objects.filter(pk=event_id).update(enqueued_at=None)
-        return False
-    return True
+    return outbox.send_message(OUTBOX, event_id, countdown=countdown)
 
 
 # --- One push ---------------------------------------------------------------------------------
@@ -96,33 +81,18 @@ def _claim(event_id: int, *, now: datetime) -> SyncEvent | None:
             .filter(pk=event_id, state=SyncState.PENDING)
             .first()
         )
-        if event is None or event.next_attempt_at is None:
-            return None
-        if event.next_attempt_at > now + timedelta(seconds=DUE_TOLERANCE_SECONDS):
-            return None
-        if event.locked_until is not None and event.locked_until > now:
+        if event is None or not outbox.claimable(event, now=now):
             return None
         if SyncEvent.objects.filter(job_id=event.job_id, pk__gt=event.pk).exists():
             _finish(event, SyncState.SUPERSEDED)
             return None
-        event.attempts += 1
-        # Past every request's timeout and the task's time limit: a worker that died holding
-        # it lets the drain push it again after this.
-        event.locked_until = now + timedelta(
-            seconds=5 * settings.SUPABASE_SYNC_TIMEOUT_SECONDS + 30
-        )
-        event.save(update_fields=["attempts", "locked_until", "updated_at"])
+        # Past every request's timeout and the task's time limit.
+        outbox.hold(event, now=now, seconds=5 * settings.SUPABASE_SYNC_TIMEOUT_SECONDS + 30)
         return event
 
 
 def _finish(event: SyncEvent, state: str, *, error: str = "") -> None:
-    event.state = state
-    event.last_error = error[:ERROR_MAX_CHARS]
-    event.next_attempt_at = None
-    event.locked_until = None
-    if state == SyncState.SYNCED:
-        event.synced_at = timezone.now()
-    event.save()
+    outbox.finish(OUTBOX, event, state, error=error)
 
 
 def event_push(*, event_id: int) -> str | None:
@@ -177,19 +147,11 @@ def _failed(event: SyncEvent, error: str) -> None:
             event.pk, event.job_id, event.attempts, error,
         )  # fmt: skip
         return
-    now = timezone.now()
-    countdown = delay <= COUNTDOWN_MAX_SECONDS
-    event.last_error = error[:ERROR_MAX_CHARS]
-    event.next_attempt_at = now + timedelta(seconds=delay)
-    event.enqueued_at = now if countdown else None
-    event.locked_until = None
-    event.save()
     logger.info(
         "supabase sync event %s of job %s: attempt %d failed (%s); next in %.0f s",
         event.pk, event.job_id, event.attempts, error, delay,
     )  # fmt: skip
-    if countdown:
-        event_send_message(event_id=event.pk, countdown=delay)
+    outbox.retry_later(OUTBOX, event, error=error, delay=delay)
 
 
 # --- The drain (beat) and retry (admin) ------------------------------------------------------
@@ -198,23 +160,7 @@ def _failed(event: SyncEvent, error: str) -> None:
 def events_drain_due() -> dict[str, int]:
     """Send the message of every pending event that is due and has none on its way: the long
     retry delays, and the messages a broker outage or a lost message left behind."""
-    now = timezone.now()
-    overdue = now - timedelta(seconds=DRAIN_OVERDUE_SECONDS)
-    due = (
-        SyncEvent.objects.filter(state=SyncState.PENDING, next_attempt_at__lte=now)
-        .filter(
-            Q(enqueued_at__isnull=True) | Q(next_attempt_at__lte=overdue, enqueued_at__lte=overdue)
-        )
-        .exclude(locked_until__gt=now)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:DRAIN_BATCH]
-    )
-    sent = 0
-    for event_id in list(due):
-        SyncEvent.objects.filter(pk=event_id).update(enqueued_at=now)
-        if not event_send_message(event_id=event_id):
-            break
-        sent += 1
+    sent = outbox.drain_due(OUTBOX)
     if sent:
         logger.info("supabase sync drain: sent %d due events", sent)
     return {"sent": sent}
@@ -224,16 +170,5 @@ def event_retry(*, event: SyncEvent) -> SyncEvent:
     """Push an event again now (an operator's action), its retry schedule started over."""
     with transaction.atomic():
         event = SyncEvent.objects.select_for_update().get(pk=event.pk)
-        if event.state == SyncState.PENDING and event.attempts == 0:
-            return event
-        now = timezone.now()
-        event.state = SyncState.PENDING
-        event.attempts = 0
-        event.next_attempt_at = now
-        event.enqueued_at = now
-        event.locked_until = None
-        event.synced_at = None
-        event.save()
-        event_id = event.pk
-        transaction.on_commit(lambda: event_send_message(event_id=event_id))
-    return event
+        restarted: SyncEvent = outbox.start_over(OUTBOX, event)
+    return restarted

@@ -14,9 +14,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
 from django.utils.html import format_html
 
+from jobs.record_admin import ReadOnlyRecordAdmin
 from jobs.webhooks import services, ssrf
 from jobs.webhooks.models import CallbackSecret, EventType, WebhookDelivery, WebhookEndpoint
 from snapasset.core.exceptions import ApplicationError
@@ -128,7 +128,8 @@ class CallbackSecretAdmin(OwnSecretsAdmin):
 
 
 @admin.register(WebhookDelivery)
-class WebhookDeliveryAdmin(admin.ModelAdmin):
+class WebhookDeliveryAdmin(ReadOnlyRecordAdmin):
+    # Deliveries are made by events; the admin reads them and redelivers.
     list_display = (
         "webhook_id", "event_type", "status", "attempts", "last_status_code", "url",
         "job_link", "next_attempt_at", "created_at",
@@ -146,18 +147,6 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
         "succeeded_at", "created_at", "updated_at", "payload",
     )  # fmt: skip
     readonly_fields = fields
-
-    # Deliveries are made by events; the admin reads them and redelivers.
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    @admin.display(description="job", ordering="job")
-    def job_link(self, delivery: WebhookDelivery) -> str:
-        url = reverse("admin:jobs_job_change", args=[delivery.job_id])
-        return format_html('<a href="{}">{}</a>', url, str(delivery.job_id)[:8])
 
     @admin.action(description="Redeliver selected deliveries", permissions=["change"])
     def redeliver(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> None:

@@ -14,6 +14,7 @@ from django.db import models
 from django.db.models import Q
 
 from jobs.models import Job
+from jobs.outbox import OutboxRecord
 from jobs.webhooks.signing import new_secret
 
 
@@ -95,8 +96,9 @@ class DeliveryStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class WebhookDelivery(models.Model):
-    """One event of one job sent to one URL, with every attempt's outcome."""
+class WebhookDelivery(OutboxRecord):
+    """One event of one job sent to one URL, with every attempt's outcome (its attempts,
+    last error and due time are the outbox's: jobs.outbox.OutboxRecord)."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # The `webhook-id` header: the same on every attempt of this event, so a receiver can
@@ -120,18 +122,8 @@ class WebhookDelivery(models.Model):
     status = models.CharField(
         max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
     )
-    attempts = models.PositiveSmallIntegerField(default=0)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True, default="")
-    # When the next attempt is due (None once the delivery has ended).
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    # When the message for the next attempt was sent (None: not sent, the dispatcher will).
-    enqueued_at = models.DateTimeField(null=True, blank=True)
-    # An attempt in flight holds the delivery until then, so a duplicate message waits.
-    locked_until = models.DateTimeField(null=True, blank=True)
     succeeded_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ("-created_at",)

@@ -19,14 +19,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from celery import current_app
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
+from jobs import outbox
 from jobs.models import Job, JobStatus
 from jobs.serializers import JobDetailSerializer, JobResultSerializer
 from jobs.webhooks import signing, ssrf
@@ -54,22 +54,24 @@ USER_AGENT = "SnapAsset-Webhooks/1.0"
 # Only the start of a receiver's answer is read (and kept for the admin when it is an
 # error): a receiver cannot make a worker download a large body.
 RESPONSE_READ_MAX_BYTES = 4096
-ERROR_MAX_CHARS = 1000
-# A message may be handled a little before the row's due time when the sender's and the
-# worker's clocks differ; earlier than this it is a stale duplicate and does nothing.
-DUE_TOLERANCE_SECONDS = 5
-# Longest retry delay sent as a Celery countdown. A countdown message waits unacknowledged
-# in a worker's memory, and Redis gives it to another worker after the visibility timeout
-# (1 h): longer delays are left to the dispatcher, which sends the message when it is due.
-COUNTDOWN_MAX_SECONDS = 900
-# Deliveries the dispatcher sends per run (it runs every WEBHOOK_DISPATCH_INTERVAL_SECONDS).
-DISPATCH_BATCH = 500
-# A due delivery whose message was sent this long ago and has not run is sent again.
-DISPATCH_OVERDUE_SECONDS = 60
 # After a rotation, the previous secret signs too (beside the new one) for this long.
 SECRET_ROTATION_GRACE = timedelta(hours=24)
 # Longest wait a receiver's Retry-After may ask for.
 RETRY_AFTER_MAX_SECONDS = 24 * 3600
+
+
+# The claim, the retry schedule's bookkeeping and the dispatcher are the shared outbox's (the
+# dispatcher is its drain, run every WEBHOOK_DISPATCH_INTERVAL_SECONDS).
+OUTBOX = outbox.Outbox(
+    model=WebhookDelivery,
+    state_field="status",
+    pending=DeliveryStatus.PENDING,
+    succeeded=DeliveryStatus.SUCCEEDED,
+    succeeded_at_field="succeeded_at",
+    task=DELIVER_TASK,
+    message_id=str,
+    broker_down_log="broker unavailable; webhook delivery %s waits for the dispatcher",
+)
 
 
 # --- A job's callbackUrl (at submission) -----------------------------------------------------
@@ -202,23 +204,7 @@ def deliveries_create_for_event(*, job_id: str, status: str) -> list[WebhookDeli
 def delivery_send_message(*, delivery_id: str, countdown: float | None = None) -> bool:
     """Send the Celery message of an attempt. A broker outage is logged, not raised: the row
     says it is due, and the dispatcher sends it once the broker is back."""
-    try:
-        current_app.send_task(
-            DELIVER_TASK,
-            args=[delivery_id],
-            countdown=countdown,
-            retry=True,
-            retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.2},
-        )
-    except Exception:
-        logger.warning(
-            "broker unavailable; webhook delivery %s waits for the dispatcher",
-            delivery_id,
-            exc_info=True,
-        )
-        WebhookDelivery.objects.filter(pk=delivery_id).update(enqueued_at=None)
-        return False
-    return True
+    return outbox.send_message(OUTBOX, delivery_id, countdown=countdown)
 
 
 # --- One attempt ------------------------------------------------------------------------------
@@ -245,31 +231,18 @@ def _claim(delivery_id: str, *, now: datetime) -> WebhookDelivery | None:
             .filter(pk=delivery_id, status=DeliveryStatus.PENDING)
             .first()
         )
-        if delivery is None or delivery.next_attempt_at is None:
-            return None
-        if delivery.next_attempt_at > now + timedelta(seconds=DUE_TOLERANCE_SECONDS):
-            return None
-        if delivery.locked_until is not None and delivery.locked_until > now:
+        if delivery is None or not outbox.claimable(delivery, now=now):
             return None
         if delivery.endpoint is not None and not delivery.endpoint.enabled:
             _finish(delivery, DeliveryStatus.FAILED, error="Not sent: the endpoint is disabled.")
             return None
-        delivery.attempts += 1
-        # Past the request's timeout and the task's time limit: a worker that died holding
-        # it lets the dispatcher try again after this.
-        delivery.locked_until = now + timedelta(seconds=3 * settings.WEBHOOK_TIMEOUT_SECONDS + 30)
-        delivery.save(update_fields=["attempts", "locked_until", "updated_at"])
+        # Past the request's timeout and the task's time limit.
+        outbox.hold(delivery, now=now, seconds=3 * settings.WEBHOOK_TIMEOUT_SECONDS + 30)
         return delivery
 
 
 def _finish(delivery: WebhookDelivery, status: str, *, error: str = "") -> None:
-    delivery.status = status
-    delivery.last_error = error[:ERROR_MAX_CHARS]
-    delivery.next_attempt_at = None
-    delivery.locked_until = None
-    if status == DeliveryStatus.SUCCEEDED:
-        delivery.succeeded_at = timezone.now()
-    delivery.save()
+    outbox.finish(OUTBOX, delivery, status, error=error)
 
 
 def _signing_secrets(delivery: WebhookDelivery, *, now: datetime) -> list[str]:
@@ -387,19 +360,11 @@ def _record(delivery: WebhookDelivery, outcome: Outcome, *, final: bool = False)
             delivery.webhook_id, delivery.url, delivery.attempts, error,
         )  # fmt: skip
         return
-    now = timezone.now()
-    countdown = delay <= COUNTDOWN_MAX_SECONDS
-    delivery.last_error = error[:ERROR_MAX_CHARS]
-    delivery.next_attempt_at = now + timedelta(seconds=delay)
-    delivery.enqueued_at = now if countdown else None
-    delivery.locked_until = None
-    delivery.save()
     logger.info(
         "webhook %s to %s: attempt %d failed (%s); next in %.0f s",
         delivery.webhook_id, delivery.url, delivery.attempts, error, delay,
     )  # fmt: skip
-    if countdown:
-        delivery_send_message(delivery_id=str(delivery.pk), countdown=delay)
+    outbox.retry_later(OUTBOX, delivery, error=error, delay=delay)
 
 
 # --- The dispatcher (beat) and redelivery (admin) -------------------------------------------
@@ -408,23 +373,7 @@ def _record(delivery: WebhookDelivery, outcome: Outcome, *, final: bool = False)
 def deliveries_dispatch_due() -> dict[str, int]:
     """Send the message of every pending delivery that is due and has none on its way: the
     long retry delays, and the messages a broker outage or a lost message left behind."""
-    now = timezone.now()
-    overdue = now - timedelta(seconds=DISPATCH_OVERDUE_SECONDS)
-    due = (
-        WebhookDelivery.objects.filter(status=DeliveryStatus.PENDING, next_attempt_at__lte=now)
-        .filter(
-            Q(enqueued_at__isnull=True) | Q(next_attempt_at__lte=overdue, enqueued_at__lte=overdue)
-        )
-        .exclude(locked_until__gt=now)
-        .order_by("next_attempt_at")
-        .values_list("pk", flat=True)[:DISPATCH_BATCH]
-    )
-    sent = 0
-    for delivery_id in list(due):
-        WebhookDelivery.objects.filter(pk=delivery_id).update(enqueued_at=now)
-        if not delivery_send_message(delivery_id=str(delivery_id)):
-            break
-        sent += 1
+    sent = outbox.drain_due(OUTBOX)
     if sent:
         logger.info("webhook dispatcher: sent %d due deliveries", sent)
     return {"sent": sent}
@@ -440,19 +389,8 @@ def delivery_redeliver(*, delivery: WebhookDelivery) -> WebhookDelivery:
         )
         if delivery.endpoint is not None and not delivery.endpoint.enabled:
             raise InvalidStateError("The endpoint is disabled; enable it first")
-        if delivery.status == DeliveryStatus.PENDING and delivery.attempts == 0:
-            return delivery
-        now = timezone.now()
-        delivery.status = DeliveryStatus.PENDING
-        delivery.attempts = 0
-        delivery.next_attempt_at = now
-        delivery.enqueued_at = now
-        delivery.locked_until = None
-        delivery.succeeded_at = None
-        delivery.save()
-        delivery_id = str(delivery.pk)
-        transaction.on_commit(lambda: delivery_send_message(delivery_id=delivery_id))
-    return delivery
+        restarted: WebhookDelivery = outbox.start_over(OUTBOX, delivery)
+    return restarted
 
 
 def endpoint_enable(*, endpoint: WebhookEndpoint) -> None:

@@ -9,11 +9,10 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.urls import reverse
-from django.utils.html import format_html
 
 from jobs import task_results
 from jobs.admin import job_tasks_table, run_job_action
+from jobs.record_admin import ReadOnlyRecordAdmin, job_admin_link
 from jobs.services.control import job_retry
 from snapasset.ops.models import FailedJob
 
@@ -29,7 +28,7 @@ def _last_error(job: FailedJob) -> tuple[Any, str]:
 
 
 @admin.register(FailedJob)
-class FailedJobAdmin(admin.ModelAdmin):
+class FailedJobAdmin(ReadOnlyRecordAdmin):
     list_display = (
         "job", "owner", "kind", "failed_reason", "attempts_made", "task_error", "finished_at",
     )  # fmt: skip
@@ -45,17 +44,9 @@ class FailedJobAdmin(admin.ModelAdmin):
     )  # fmt: skip
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
     @admin.display(description="job", ordering="id")
     def job(self, job: FailedJob) -> str:
-        return format_html(
-            '<a href="{}">{}</a>', reverse("admin:jobs_job_change", args=[job.pk]), job.pk
-        )
+        return job_admin_link(job.pk, job.pk)
 
     @admin.display(description="task error (traceback on the job's page)")
     def task_error(self, job: FailedJob) -> str:
