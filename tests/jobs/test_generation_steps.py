@@ -12,6 +12,7 @@ from PIL import Image
 
 from jobs.models import Job, JobStatus
 from jobs.platforms import PLATFORM_IDS, PLATFORMS
+from jobs.services import generation
 from jobs.services.control import job_cancel
 from jobs.services.generation import job_run_generation
 from tests.factories import JobFactory
@@ -65,9 +66,29 @@ def test_a_resumed_job_renders_only_the_platforms_it_lacks(alice: Any) -> None:
     assert Job.objects.get(pk=job.pk).status == JobStatus.COMPLETED
 
 
+class OneAtATime:
+    """The render stream without ``ready()``: each platform is recorded on its own, so the
+    steps between platforms are fixed (renders that finished together are otherwise
+    recorded as one fenced batch, tests/jobs/test_pipeline_parallel.py)."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def __iter__(self) -> OneAtATime:
+        return self
+
+    def __next__(self) -> Any:
+        return next(self.stream)
+
+    def close(self) -> None:
+        getattr(self.stream, "close", lambda: None)()
+
+
 def test_a_job_cancelled_between_platforms_stops_and_removes_its_outputs(
-    alice: Any, media_root: Path
+    alice: Any, media_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    render_missing = generation._render_missing
+    monkeypatch.setattr(generation, "_render_missing", lambda *a: OneAtATime(render_missing(*a)))
     job = JobFactory(owner=alice, platforms=list(PLATFORM_IDS), output_format="jpeg")
     recorded: list[str] = []
 
