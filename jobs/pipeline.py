@@ -119,7 +119,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_FILTER_UP = b"\x02"
 # 8-bit colour types of the PNG header, and the bytes of one pixel.
 PNG_COLOUR_TYPES = {"RGB": (2, 3), "RGBA": (6, 4)}
-PNG_SLICE_BYTES = 256 * 1024
+PNG_STRIP_BYTES = 256 * 1024
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -144,21 +144,21 @@ def encode_png(image: Image.Image, *, compress_level: int = 1, strategy: str = "
         return buffer.getvalue()
     colour_type, pixel_bytes = PNG_COLOUR_TYPES[image.mode]
     width, height = image.size
-    # The row above each row (zeros above the first), then the byte-wise differences.
-    above = ImageChops.offset(image, 0, 1)
-    above.paste((0,) * pixel_bytes, (0, 0, width, 1))
-    filtered = memoryview(ImageChops.subtract_modulo(image, above).tobytes())
-    del above
     stride = width * pixel_bytes
     deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 8, PNG_STRATEGIES[strategy])
     compressed = []
-    # Rows go to zlib in slices of ~256 KiB (each row behind its filter byte), so no second
-    # copy of the whole image is made.
-    rows_per_slice = max(1, PNG_SLICE_BYTES // stride)
-    for first in range(0, height, rows_per_slice):
+    # In strips of ~256 KiB, so that no whole-image copy is made: each strip minus the
+    # same rows one up (a crop from row -1 starts with a row of zeros, as Up wants for
+    # the first row), each row behind its filter byte.
+    rows_per_strip = max(1, PNG_STRIP_BYTES // stride)
+    for top in range(0, height, rows_per_strip):
+        bottom = min(height, top + rows_per_strip)
+        strip = image.crop((0, top, width, bottom))
+        above = image.crop((0, top - 1, width, bottom - 1))
+        filtered = memoryview(ImageChops.subtract_modulo(strip, above).tobytes())
         rows: list[bytes | memoryview] = []
-        for row in range(first, min(height, first + rows_per_slice)):
-            rows += (PNG_FILTER_UP, filtered[row * stride : (row + 1) * stride])
+        for start in range(0, len(filtered), stride):
+            rows += (PNG_FILTER_UP, filtered[start : start + stride])
         compressed.append(deflate.compress(b"".join(rows)))
     compressed.append(deflate.flush())
     data = b"".join(compressed)

@@ -97,6 +97,14 @@ def test_our_png_has_the_same_pixels_as_pillows(mode: str) -> None:
     assert len(ours) < len(pillow_png(image)) * 1.10
 
 
+@pytest.mark.parametrize("size", [(1, 1), (3, 700), (1200, 630)])
+def test_our_png_keeps_every_row_at_any_size(size: tuple[int, int]) -> None:
+    # Rows are filtered in strips of ~256 KiB: their seams must not show.
+    image = Image.effect_noise(size, 60).convert("RGB")
+    with Image.open(io.BytesIO(encode_png(image))) as out:
+        assert out.size == size and out.tobytes() == image.tobytes()
+
+
 def test_images_of_other_modes_are_encoded_by_pillow() -> None:
     grey = Image.linear_gradient("L")
     with Image.open(io.BytesIO(encode_png(grey))) as out:
