@@ -120,6 +120,8 @@ PNG_FILTER_UP = b"\x02"
 # 8-bit colour types of the PNG header, and the bytes of one pixel.
 PNG_COLOUR_TYPES = {"RGB": (2, 3), "RGBA": (6, 4)}
 PNG_STRIP_BYTES = 256 * 1024
+# Level 6: ours 0.9x Pillow's CPU, files +4%; level 9: ours 1.5x Pillow's CPU.
+PNG_UP_FILTER_MAX_LEVEL = 6
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -132,11 +134,13 @@ def encode_png(image: Image.Image, *, compress_level: int = 1, strategy: str = "
     ``compress_level`` with ``strategy``.
 
     Pillow's encoder chooses a filter for each row by trying all five, which is most of a
-    render's encoding time; Up alone costs 2.2x less CPU to encode and 1.7x less to decode,
-    for the same pixels and files ~2% larger (docs/PERFORMANCE.md, round two). Other modes
-    go to Pillow's encoder.
+    render's encoding time; Up alone costs 2.1x less CPU to encode and 1.7x less to decode,
+    for the same pixels, at level 1 in files 3.5% larger (36 renders of the local provider's
+    pictures: -1% to +12%; docs/PERFORMANCE.md, round two).
+    Other modes, and levels above PNG_UP_FILTER_MAX_LEVEL (where zlib's search is most of
+    the time and Pillow's per-row choice makes it shorter), go to Pillow's encoder.
     """
-    if image.mode not in PNG_COLOUR_TYPES:
+    if image.mode not in PNG_COLOUR_TYPES or compress_level > PNG_UP_FILTER_MAX_LEVEL:
         buffer = io.BytesIO()
         image.save(
             buffer, "PNG", compress_level=compress_level, compress_type=PNG_STRATEGIES[strategy]

@@ -111,6 +111,14 @@ def test_images_of_other_modes_are_encoded_by_pillow() -> None:
         assert (out.mode, out.tobytes()) == ("L", grey.tobytes())
 
 
+def test_the_highest_levels_are_left_to_pillow_whose_row_filters_pay_off_there() -> None:
+    image = Image.effect_noise((64, 64), 30).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=9, compress_type=0)  # as before encode_png
+    assert encode_png(image, compress_level=9) == buffer.getvalue()
+    assert encode_png(image, compress_level=1) != pillow_png(image)
+
+
 def test_the_local_provider_answers_a_png_that_decodes_to_its_picture() -> None:
     data = LocalProvider().generate(prompt="A lighthouse at dusk", image_type="natural")
     with Image.open(io.BytesIO(data)) as image:
