@@ -313,7 +313,12 @@ CACHES = {
         "KEY_PREFIX": "snapasset",
         # Short: the throttle asks it on every submit, and lets the submit through when
         # Redis does not answer (snapasset/core/throttling.py).
-        "OPTIONS": {"socket_connect_timeout": 0.5, "socket_timeout": 0.5},
+        # One pool per process (Django's would be one per request under ASGI).
+        "OPTIONS": {
+            "socket_connect_timeout": 0.5,
+            "socket_timeout": 0.5,
+            "pool_class": "snapasset.core.redis_clients.SharedConnectionPool",
+        },
     }
 }
 # HTTPS in production (behind a proxy that sets X-Forwarded-Proto). Off by default so a

@@ -62,6 +62,29 @@ def _cached_client(
     )
 
 
+class SharedConnectionPool:
+    """``pool_class`` for Django's RedisCache (settings.CACHES): one connection pool per
+    process and server, whichever cache object asks.
+
+    Django keeps cache objects per thread and, under ASGI, per request context: every request
+    of the web process got a new ``RedisCache``, hence a new pool and a new connection (a
+    TCP connect and a HELLO/SELECT handshake before the throttle's GET), thrown away after
+    the request. With this class the pools, and their idle connections, are shared.
+    redis-py's pools are thread-safe and start afresh in a forked child (their pid check).
+    """
+
+    @classmethod
+    def from_url(cls, url: str, **options: object) -> redis.ConnectionPool:
+        return _shared_pool(url, tuple(sorted(options.items())))
+
+
+@functools.cache
+def _shared_pool(url: str, options: tuple[tuple[str, object], ...]) -> redis.ConnectionPool:
+    import redis
+
+    return redis.ConnectionPool.from_url(url, **dict(options))
+
+
 def async_redis_client(*, client_name: str, health_check_interval: int) -> redis.asyncio.Redis:
     """A new asyncio client of REDIS_URL, for one long-lived subscription. Not shared: its
     owner closes it when the subscription ends (and makes another to reconnect)."""

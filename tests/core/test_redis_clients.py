@@ -32,3 +32,25 @@ def test_another_url_gets_its_own_client() -> None:
     other = f"{settings.REDIS_URL.rsplit('/', 1)[0]}/14"
     assert redis_client(timeout=2, url=other) is not redis_client(timeout=2)
     assert redis_client(timeout=2, url=other).connection_pool.connection_kwargs["db"] == 14
+
+
+def test_every_cache_object_of_a_process_shares_one_connection_pool() -> None:
+    # Django makes a cache object per thread and, under ASGI, per request: each used to
+    # make its own pool, so every request paid a new connection (a connect, HELLO, SELECT)
+    # before the submit throttle's GET.
+    from asgiref.sync import async_to_sync, sync_to_async
+    from django.core.cache import caches
+
+    def pool_of_this_request() -> object:
+        cache = caches["default"]
+        cache.get("any-key")
+        return cache._cache._get_connection_pool(write=True)  # type: ignore[attr-defined]
+
+    async def request() -> object:
+        return await sync_to_async(pool_of_this_request, thread_sensitive=False)()
+
+    first, second = async_to_sync(request)(), async_to_sync(request)()
+    assert first is second
+    assert caches.create_connection("default")._cache._get_connection_pool(True) is first  # type: ignore[attr-defined]
+    # Its timeouts are the cache's own (settings.CACHES), not another client's.
+    assert first.connection_kwargs["socket_timeout"] == 0.5  # type: ignore[attr-defined]
