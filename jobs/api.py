@@ -30,7 +30,8 @@ from jobs.services.submission import (
     job_create_generation_batch,
 )
 from jobs.spend import selectors as spend_selectors
-from snapasset.core.exceptions import ApplicationError, InvalidStateError, api_exception_handler
+from snapasset.core.exception_handler import api_exception_handler
+from snapasset.core.exceptions import ApplicationError, InvalidStateError
 from snapasset.core.openapi import RETRY_AFTER_HEADER, errors
 from snapasset.core.throttling import SubmitRateThrottle
 

@@ -17,9 +17,9 @@ class JobsConfig(AppConfig):
 
         signals.task_prerun.connect(receivers.enter_job_log_context, dispatch_uid="jobs-log-in")
         signals.task_postrun.connect(receivers.leave_job_log_context, dispatch_uid="jobs-log-out")
-        signals.worker_init.connect(receivers.limit_malloc_arenas, dispatch_uid="jobs-arenas")
+        signals.worker_init.connect(receivers.configure_malloc, dispatch_uid="jobs-malloc")
         signals.worker_process_init.connect(
-            receivers.limit_malloc_arenas, dispatch_uid="jobs-arenas-pool"
+            receivers.configure_malloc, dispatch_uid="jobs-malloc-pool"
         )
         signals.task_postrun.connect(receivers.release_freed_memory, dispatch_uid="jobs-trim")
         signals.worker_shutting_down.connect(

@@ -8,7 +8,7 @@ from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from snapasset.ops.health import health
-from snapasset.ops.metrics import metrics_view
+from snapasset.ops.metrics_view import metrics_view
 
 urlpatterns = [
     path("health", health, name="health"),

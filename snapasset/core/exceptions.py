@@ -1,34 +1,29 @@
-"""One error family for the whole project, and the DRF handler that turns errors into JSON.
+"""One error family for the whole project.
 
 API errors (``ApplicationError`` and subclasses) carry an HTTP status and a message a client
-can read. Pipeline errors (``JobError``) know whether retrying can help: ``TransientError``
-(network, timeout, 429, 5xx) is retried with backoff, ``PermanentError`` fails the job at once.
+can read; ``snapasset.core.exception_handler`` turns them into JSON. Pipeline errors
+(``JobError``) know whether retrying can help: ``TransientError`` (network, timeout, 429, 5xx)
+is retried with backoff, ``PermanentError`` fails the job at once.
+
+The worker raises and catches these too, so this module imports no part of the web stack
+(DRF and what its settings load: a worker process would carry them for nothing;
+tests/core/test_worker_imports.py).
 """
 
 from __future__ import annotations
 
 import datetime
 import email.utils
-import logging
 import math
 import time
+from http import HTTPStatus
 from typing import Any
-
-from django.core.exceptions import RequestDataTooBig
-from django.db import DatabaseError
-from django.http import Http404
-from rest_framework import exceptions as drf_exceptions
-from rest_framework import status
-from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
-
-logger = logging.getLogger(__name__)
 
 
 class ApplicationError(Exception):
     """An error a client caused or must know about; answered as JSON ``{error, ...}``."""
 
-    status_code: int = status.HTTP_400_BAD_REQUEST
+    status_code: int = HTTPStatus.BAD_REQUEST
 
     def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -39,11 +34,11 @@ class ApplicationError(Exception):
 class PermissionDeniedError(ApplicationError):
     """The caller is known but may not do this (a user naming another user's userId)."""
 
-    status_code = status.HTTP_403_FORBIDDEN
+    status_code = HTTPStatus.FORBIDDEN
 
 
 class NotFoundError(ApplicationError):
-    status_code = status.HTTP_404_NOT_FOUND
+    status_code = HTTPStatus.NOT_FOUND
 
 
 class InvalidStateError(ApplicationError):
@@ -53,11 +48,11 @@ class InvalidStateError(ApplicationError):
 class GoneError(ApplicationError):
     """The resource existed but its content is no longer kept (files removed by cleanup)."""
 
-    status_code = status.HTTP_410_GONE
+    status_code = HTTPStatus.GONE
 
 
 class TooManyPendingJobsError(ApplicationError):
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
     # When to try again is unknown (it depends on the user's queued jobs); a short job
     # takes about this long, so a client polling at this pace wastes little.
     retry_after_seconds = 10
@@ -67,7 +62,7 @@ class QuotaExceededError(ApplicationError):
     """The owner's daily quota of paid generations would be exceeded (jobs/spend/quotas.py).
     Answered 429 with the limit, what was used and when it resets, and Retry-After."""
 
-    status_code = status.HTTP_429_TOO_MANY_REQUESTS
+    status_code = HTTPStatus.TOO_MANY_REQUESTS
 
     def __init__(
         self,
@@ -150,80 +145,3 @@ def parse_retry_after(headers: Any) -> float | None:
         if math.isfinite(value):
             return max(0.0, value)
     return None
-
-
-def _error_body(message: str, **extra: Any) -> dict[str, Any]:
-    return {"error": message, **extra}
-
-
-def _whole_seconds(retry_after: float) -> int:
-    """A Retry-After value: whole seconds, at least 1."""
-    return max(1, math.ceil(retry_after))
-
-
-def _too_many_requests(message: str, retry_after: float, **extra: Any) -> Response:
-    """429 with a Retry-After header and the same in the body."""
-    seconds = _whole_seconds(retry_after)
-    return Response(
-        _error_body(message, retryAfter=seconds, **extra),
-        status=status.HTTP_429_TOO_MANY_REQUESTS,
-        headers={"Retry-After": str(seconds)},
-    )
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, TooManyPendingJobsError):
-        return _too_many_requests(exc.message, exc.retry_after_seconds)
-    if isinstance(exc, QuotaExceededError):
-        return _too_many_requests(
-            exc.message,
-            exc.retry_after,
-            limit=exc.limit,
-            used=exc.used,
-            pending=exc.pending,
-            requested=exc.requested,
-            resetsAt=exc.resets_at.isoformat(),
-        )
-    if isinstance(exc, drf_exceptions.Throttled):
-        message = "Too many job submissions; slow down"
-        return _too_many_requests(message, getattr(exc, "wait", None) or 1)
-    if isinstance(exc, ApplicationError):
-        return Response(_error_body(exc.message, **exc.extra), status=exc.status_code)
-    if isinstance(exc, RequestDataTooBig):
-        return Response(
-            _error_body("Request body is larger than 1 MiB"),
-            status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
-        )
-    if isinstance(exc, DatabaseError):
-        logger.exception("database error while serving %s", context.get("request"))
-        return Response(
-            _error_body("The database is unavailable; nothing was saved, try again shortly"),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
-    if isinstance(exc, TransientError):
-        # A dependency failed while answering (storage signing a download URL): retrying
-        # can help, so 503, with the dependency's own retry hint when it gave one.
-        logger.warning("a dependency failed while serving %s: %s", context.get("request"), exc)
-        response = Response(
-            _error_body("Storage is unavailable; try again shortly"),
-            status=status.HTTP_503_SERVICE_UNAVAILABLE,
-        )
-        if exc.retry_after is not None:
-            response["Retry-After"] = str(_whole_seconds(exc.retry_after))
-        return response
-    if isinstance(exc, Http404):
-        return Response(_error_body("Not found"), status=status.HTTP_404_NOT_FOUND)
-    if isinstance(exc, drf_exceptions.ValidationError):
-        detail = exc.detail
-        if not isinstance(detail, dict):
-            detail = {"non_field_errors": detail}
-        return Response(
-            _error_body("Invalid request", details=detail), status=status.HTTP_400_BAD_REQUEST
-        )
-
-    drf_response = drf_exception_handler(exc, context)
-    if drf_response is None:
-        return None
-    drf_detail = getattr(exc, "detail", None)
-    drf_response.data = _error_body(str(drf_detail) if drf_detail is not None else "Error")
-    return drf_response

@@ -18,15 +18,11 @@ Two kinds of figures, two mechanisms, each correct with many processes on many m
 
 from __future__ import annotations
 
-import hmac
 import os
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.views.decorators.http import require_GET
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
     generate_latest,
@@ -42,7 +38,7 @@ class ClusterStateCollector(Collector):
     """Jobs per kind and status, broker queue depths and live workers, read at scrape time."""
 
     def collect(self) -> Iterable[Metric]:
-        from snapasset.ops import health
+        from snapasset.ops import probes
 
         up = GaugeMetricFamily(
             "snapasset_dependency_up", "Whether a dependency answered this scrape", labels=["part"]
@@ -60,11 +56,11 @@ class ClusterStateCollector(Collector):
             )
             for queue, counts in stats.items():
                 for status, count in counts.items():
-                    jobs.add_metric([health.QUEUE_KIND[queue], status], count)
+                    jobs.add_metric([probes.QUEUE_KIND[queue], status], count)
             yield jobs
         try:
-            depths = health.broker_queue_depths()
-            workers = health.live_workers()
+            depths = probes.broker_queue_depths()
+            workers = probes.live_workers()
         except Exception:
             up.add_metric(["broker"], 0)
         else:
@@ -131,38 +127,3 @@ def build_registry(*, cluster_state: bool = True) -> CollectorRegistry:
 
 def render_metrics(*, cluster_state: bool = True) -> bytes:
     return generate_latest(build_registry(cluster_state=cluster_state))
-
-
-def _authorized(request: HttpRequest) -> bool:
-    header = request.headers.get("Authorization", "")
-    token = settings.METRICS_TOKEN
-    if token and hmac.compare_digest(header.encode(), f"Bearer {token}".encode()):
-        return True
-    user = getattr(request, "user", None)
-    if user is not None and user.is_authenticated and user.is_staff:
-        return True
-    if header:
-        from rest_framework.exceptions import APIException
-        from rest_framework.request import Request
-
-        from snapasset.core.authentication import BearerTokenAuthentication, TokenAuthentication
-
-        drf_request = Request(
-            request, authenticators=[TokenAuthentication(), BearerTokenAuthentication()]
-        )
-        try:
-            api_user = drf_request.user
-        except APIException:
-            return False
-        return bool(api_user and api_user.is_authenticated and api_user.is_staff)
-    return False
-
-
-@require_GET
-def metrics_view(request: HttpRequest) -> HttpResponse:
-    """GET /metrics: staff (session or API token) or `Authorization: Bearer $METRICS_TOKEN`."""
-    if not _authorized(request):
-        return JsonResponse(
-            {"error": "Staff credentials or the metrics token are required"}, status=401
-        )
-    return HttpResponse(render_metrics(), content_type=CONTENT_TYPE_LATEST)

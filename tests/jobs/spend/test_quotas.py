@@ -13,7 +13,8 @@ from rest_framework.test import APIRequestFactory
 from jobs.spend.ledger import CallSpec, ledger_call_started, ledger_record_call
 from jobs.spend.models import UserQuota
 from jobs.spend.quotas import generations_for_retry, quota_check, quota_day, quota_status
-from snapasset.core.exceptions import QuotaExceededError, api_exception_handler
+from snapasset.core.exception_handler import api_exception_handler
+from snapasset.core.exceptions import QuotaExceededError
 from tests.factories import JobFactory
 
 SPEC = CallSpec(provider="openai", model="gpt-image-2.6-sunburst", quality="medium")
