@@ -3,6 +3,7 @@ Retry-After), and JSON 4xx for every malformed, oversized, wrong-typed or unknow
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -86,10 +87,19 @@ def test_retries_count_against_the_submit_rate(fresh_users: list[Any], settings:
 
 
 def test_the_rate_limit_history_is_kept_in_redis(fresh_users: list[Any], settings: Any) -> None:
+    """A list of the submissions' timestamps, newest first, that expires a period after the
+    last (snapasset/core/throttling.py)."""
     settings.SUBMIT_RATE = "5/min"
     user = fresh_users[0]
+    before = time.time()
     submit(client_for(user))
-    assert len(cache.get(f"throttle_submit_{user.pk}")) == 1
+    redis = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    key = cache.make_key(f"throttle:submit:{user.pk}")
+    [stamp] = redis.lrange(key, 0, -1)
+    assert before <= float(stamp) <= time.time()
+    assert 0 < redis.ttl(key) <= 60
+    submit(client_for(user))
+    assert redis.llen(key) == 2
 
 
 def test_submit_rate_off_disables_the_limit(fresh_users: list[Any], settings: Any) -> None:
