@@ -54,11 +54,23 @@ class QuotaStatus:
         return None if self.limit is None else max(0, self.limit - self.counted)
 
 
+def quota_override(user: Any) -> UserQuota | None:
+    """The user's UserQuota row, if any. Not looked up again when it came with the user: an
+    API key's user brings it, in the key's query (settings.API_TOKEN_USER_RELATIONS)."""
+    descriptor = type(user).generation_quota
+    if descriptor.is_cached(user):
+        try:
+            return user.generation_quota
+        except UserQuota.DoesNotExist:
+            return None
+    return UserQuota.objects.filter(user=user).only("daily_generations").first()
+
+
 def quota_limit(user: Any) -> tuple[int | None, LimitSource]:
     """The user's daily limit (None: unlimited) and where it comes from."""
-    override = UserQuota.objects.filter(user=user).values_list("daily_generations", flat=True)
-    for limit in override:
-        return limit, "override"
+    override = quota_override(user)
+    if override is not None:
+        return override.daily_generations, "override"
     if user.is_staff:
         return None, "staff"
     if not settings.DAILY_GENERATION_QUOTA:
