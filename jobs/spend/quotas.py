@@ -26,6 +26,7 @@ from datetime import datetime, time, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -57,8 +58,7 @@ class QuotaStatus:
 def quota_override(user: Any) -> UserQuota | None:
     """The user's UserQuota row, if any. Not looked up again when it came with the user: an
     API key's user brings it, in the key's query (settings.API_TOKEN_USER_RELATIONS)."""
-    descriptor = type(user).generation_quota
-    if descriptor.is_cached(user):
+    if get_user_model().generation_quota.is_cached(user):
         try:
             return user.generation_quota
         except UserQuota.DoesNotExist:

@@ -164,6 +164,27 @@ def test_far_from_the_cap_a_submit_takes_no_lock_and_near_it_counts_under_the_ow
 
 
 @pytest.mark.django_db
+def test_a_plain_submit_is_two_statements_the_key_and_an_insert_that_counts(alice: Any) -> None:
+    """The API key's lookup brings the user and their quota override; the INSERT admits the
+    job only when the owner is far from the pending-jobs cap (one statement, no lock)."""
+    lookup, insert = submit_statements(client_for(alice))
+    assert lookup.startswith("SELECT") and "spend_userquota" in lookup
+    assert insert.startswith("INSERT") and "COUNT(*)" in insert
+    assert Job.objects.filter(owner=alice, status=JobStatus.WAITING).count() == 1
+
+
+@pytest.mark.django_db
+def test_at_the_cap_a_submit_inserts_nothing_whatever_the_margin(alice: Any, settings: Any) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = 1
+    client = client_for(alice)
+    assert submit(client).status_code == 202
+    assert_429_shape(submit(client))
+    Job.objects.filter(owner=alice).update(status=JobStatus.COMPLETED)
+    assert submit(client).status_code == 202
+    assert Job.objects.filter(owner=alice).count() == 2
+
+
+@pytest.mark.django_db
 def test_finished_jobs_do_not_count_towards_the_cap(alice: Any, bob: Any, settings: Any) -> None:
     settings.JOB_MAX_PENDING_PER_USER = 1
     JobFactory(owner=alice, status=JobStatus.COMPLETED)
