@@ -1,30 +1,31 @@
 """Per-user rate limit on job submission, on the shared Redis of Django's default cache.
 
-The request history lives in the Redis of Django's default cache (settings.CACHES), so every
-web process counts against the same limit. The rate is read per request from
-``settings.SUBMIT_RATE`` ("60/min"; "off" disables it). A batch counts as the submissions it
-carries, all or none (``allow_submissions``).
+The request history lives in the Redis of Django's default cache (settings.CACHES: its
+LOCATION, timeouts and KEY_PREFIX), so every web process counts against the same limit. The
+rate is read per request from ``settings.SUBMIT_RATE`` ("60/min"; "off" disables it). A
+batch counts as the submissions it carries, all or none (``allow_submissions``).
 
 The counting is DRF's sliding window (``SimpleRateThrottle``: the timestamps of the
 submissions of the last period, newest first; a submission is refused when the period
 already holds the rate's number), but kept in a Redis list and checked and recorded by one
 Lua script: one round trip per submission. DRF's own throttle read the whole pickled history
-with a GET and wrote it back with a SET (two round trips, and a new Redis client object per
-command). The list is at ``<KEY_PREFIX>:1:throttle:submit:<user id>`` and expires a period
-after the last submission it holds.
+with a GET and wrote it back with a SET (two round trips, a new Redis client object per
+command, and under ASGI a new connection per request: Django's cache backends are per
+request context there). The list is at ``<KEY_PREFIX>:1:throttle:submit:<user id>`` and
+expires a period after the last submission it holds.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from django.conf import settings
-from django.core.cache import cache as default_cache
 from rest_framework.request import Request
 from rest_framework.throttling import UserRateThrottle
 
-from snapasset.core.redis_clients import outage_known, record_outage
+from snapasset.core.redis_clients import outage_known, record_outage, redis_client
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +57,32 @@ return {1, length + requested}
 """
 
 
-def _throttle_script(cache: Any) -> Any:
-    """The script, registered on one Redis client of the cache's connection pool (kept on
-    the cache's client: Django's makes a new Redis client object for every command)."""
-    client = cache._cache  # django.core.cache.backends.redis.RedisCacheClient
-    script = getattr(client, "_snapasset_throttle_script", None)
-    if script is None:
-        script = client.get_client(write=True).register_script(THROTTLE_SCRIPT)
-        client._snapasset_throttle_script = script
-    return script
+def _cache_location() -> tuple[str, dict[str, Any]]:
+    """The default cache's Redis URL and its options (settings.CACHES)."""
+    config: dict[str, Any] = settings.CACHES["default"]
+    location = config["LOCATION"]
+    url = location[0] if isinstance(location, list | tuple) else location.split(",")[0]
+    return str(url), dict(config.get("OPTIONS", {}))
+
+
+@functools.cache
+def _throttle_script(url: str, timeout: float | None, connect_timeout: float | None) -> Any:
+    """The script, registered on this process's client of the cache's Redis. Not the cache
+    backend's own client: Django keeps a cache backend per request context under ASGI, so
+    each submit paid a new connection (connect, HELLO, SELECT) on top of its commands."""
+    client = redis_client(url=url, timeout=timeout, connect_timeout=connect_timeout, retries=1)
+    return client.register_script(THROTTLE_SCRIPT)
+
+
+def history_key(key: str) -> str:
+    """The Redis key of a throttle's history: the default cache's key (its KEY_PREFIX and
+    VERSION, as Django's default KEY_FUNCTION makes it)."""
+    config: dict[str, Any] = settings.CACHES["default"]
+    return f"{config.get('KEY_PREFIX', '')}:{config.get('VERSION', 1)}:{key}"
 
 
 class SubmitRateThrottle(UserRateThrottle):
     scope = "submit"
-    cache = default_cache
     cache_format = "throttle:%(scope)s:%(ident)s"
     # Submissions the request makes: one, or a batch's items (allow_submissions).
     requested = 1
@@ -91,12 +104,13 @@ class SubmitRateThrottle(UserRateThrottle):
         # the damage. A known outage is not tried again for a few seconds.
         if self.rate is None:
             return True
-        if outage_known():
+        url, options = _cache_location()
+        if outage_known(url):
             return True
         try:
-            return self._allow(request, view)
+            return self._allow(request, view, url=url, options=options)
         except Exception:
-            record_outage()
+            record_outage(url)
             logger.warning("submit throttle skipped: the cache is unavailable", exc_info=True)
             return True
 
@@ -106,18 +120,17 @@ class SubmitRateThrottle(UserRateThrottle):
         self.requested = count
         return self.allow_request(request, view)
 
-    def history_key(self, request: Request, view: Any) -> str | None:
-        """The Redis key of the requester's history (None: not throttled)."""
+    def _allow(self, request: Request, view: Any, *, url: str, options: dict[str, Any]) -> bool:
         key = self.get_cache_key(request, view)
-        return None if key is None else self.cache.make_key(key)
-
-    def _allow(self, request: Request, view: Any) -> bool:
-        key = self.history_key(request, view)
         if key is None:
             return True
+        script = _throttle_script(
+            url, options.get("socket_timeout"), options.get("socket_connect_timeout")
+        )
         self.now = self.timer()
-        answer = _throttle_script(self.cache)(
-            keys=[key], args=[repr(self.now), self.duration, self.num_requests, self.requested]
+        answer = script(
+            keys=[history_key(key)],
+            args=[repr(self.now), self.duration, self.num_requests, self.requested],
         )
         self.length = int(answer[1])
         if int(answer[0]):
