@@ -227,9 +227,6 @@ REST_FRAMEWORK = {
 # API tokens (django-rest-knox): the database keeps a digest of each key, never the key, and
 # a key is shown once, when it is made (snapasset/core/tokens.py). They do not expire.
 REST_KNOX = {"TOKEN_TTL": None, "AUTH_HEADER_PREFIX": "Token"}
-# One-to-one relations of the user loaded with an API key's user, in the key's query (a LEFT
-# JOIN each; snapasset/core/authentication.py): the daily quota override, read by every submit.
-API_TOKEN_USER_RELATIONS = ["generation_quota"]
 SPECTACULAR_SETTINGS = {
     "TITLE": "SnapAsset API",
     "DESCRIPTION": "Turn a text prompt into ready-to-post images for social platforms.",

@@ -31,7 +31,13 @@ from jobs.models import PENDING_STATUSES, Job, JobKind
 from jobs.platforms import PLATFORM_IDS
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.transitions import job_created
-from jobs.spend.quotas import generations_for_submission, quota_check, quota_limit
+from jobs.spend.quotas import (
+    generations_for_submission,
+    quota_check,
+    quota_limit,
+    quota_override_sql,
+    quota_unlimited_unless_overridden,
+)
 from jobs.spend.reuse import reuse_requested
 from jobs.webhooks import services as webhooks
 from snapasset.core.exceptions import (
@@ -158,16 +164,17 @@ def job_create_generation(
         webhooks.callback_url_check(callback_url)
     owner = resolve_owner(actor=actor, user_id=request.user_id)
     # An owner held to a daily quota is always admitted under the lock (the quota counts
-    # queued jobs too). The override came with an API key's user: no query.
-    locked = quota_limit(owner)[0] is not None
-    # A plain submit far from the cap is one conditional INSERT (autocommitted: no
-    # BEGIN/COMMIT). Not with the Supabase mirror on: its outbox row (a receiver of
-    # job_status_changing) must commit with the job.
+    # queued jobs too). Staff, or everyone when there is no default quota, are unlimited
+    # unless a UserQuota row of theirs says otherwise: the conditional INSERT checks that.
+    locked = not quota_unlimited_unless_overridden(owner)
+    # A plain submit far from the cap and free of a quota is one conditional INSERT
+    # (autocommitted: no BEGIN/COMMIT). Not with the Supabase mirror on: its outbox row (a
+    # receiver of job_status_changing) must commit with the job.
     if not (locked or idempotency_key or callback_url or settings.SUPABASE_SYNC_TABLES):
         job = _job_insert(owner=owner, request=request, unless_near_cap=True)
         if job is not None:
             return Submission(job=job, created=True)
-        locked = True  # near the cap: count again under the owner's row lock
+        locked = True  # near the cap or held to a quota: count under the owner's row lock
     with transaction.atomic():
         return _job_insert_generation(
             owner=owner, request=request, idempotency_key=idempotency_key, locked=locked
@@ -179,7 +186,7 @@ def _job_insert_generation(
 ) -> Submission:
     """In a transaction: the job inserted, unless its idempotency key names one already.
     Unless ``locked`` (the owner must be admitted under the row lock), the INSERT is tried
-    first on the condition that the owner is far from the cap."""
+    first on the condition that the owner is far from the cap and free of a quota."""
     fields = request.job_fields()
     if idempotency_key:
         existing = _job_for_idempotency_key(owner=owner, key=idempotency_key)
@@ -249,7 +256,8 @@ def _job_insert(
     """Insert one job (waiting); its message and events go after the commit.
 
     ``unless_near_cap``: admitted by the INSERT itself, only if the owner is far from the
-    pending-jobs cap (pending_cap_far_bound); None when it inserted nothing."""
+    pending-jobs cap (pending_cap_far_bound) and has no UserQuota row that sets a limit (for
+    owners of quota_unlimited_unless_overridden); None when it inserted nothing."""
     job = Job(
         owner=owner,
         kind=JobKind.IMAGE_GENERATION,
@@ -270,11 +278,12 @@ def _job_insert(
 
 def _insert_unless_near_cap(job: Job, *, adding: int = 1) -> bool:
     """INSERT ``job`` (built, not saved) in one statement with the COUNT of its owner's
-    pending jobs, only if that count is at most pending_cap_far_bound: whether it did.
+    pending jobs, only if that count is at most pending_cap_far_bound and the owner has no
+    UserQuota row that sets a limit: whether it did.
 
     Django's own INSERT of the row, with ``VALUES (...)`` turned into ``SELECT ... WHERE
-    (SELECT count(*) ...) <= bound``. No model signals are sent (none are connected to Job;
-    ``job_created`` announces the job)."""
+    (SELECT count(*) ...) <= bound AND NOT EXISTS (the quota override)``. No model signals
+    are sent (none are connected to Job; ``job_created`` announces the job)."""
     bound = pending_cap_far_bound(adding=adding)
     if bound < 0:
         return False
@@ -294,10 +303,10 @@ def _insert_unless_near_cap(job: Job, *, adding: int = 1) -> bool:
     sql = (
         f"{into} SELECT {values[:-1]} WHERE (SELECT COUNT(*) FROM {qn(meta.db_table)} "
         f"WHERE {owner_column} = %s AND {status_column} IN "
-        f"({', '.join(['%s'] * len(statuses))})) <= %s"
+        f"({', '.join(['%s'] * len(statuses))})) <= %s AND NOT {quota_override_sql()}"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*insert_params, job.owner_id, *statuses, bound])
+        cursor.execute(sql, [*insert_params, job.owner_id, *statuses, bound, job.owner_id])
         inserted = cursor.rowcount == 1
     if inserted:
         job._state.adding = False

@@ -26,7 +26,6 @@ from datetime import datetime, time, timedelta
 from typing import Any, Literal
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
@@ -55,27 +54,33 @@ class QuotaStatus:
         return None if self.limit is None else max(0, self.limit - self.counted)
 
 
-def quota_override(user: Any) -> UserQuota | None:
-    """The user's UserQuota row, if any. Not looked up again when it came with the user: an
-    API key's user brings it, in the key's query (settings.API_TOKEN_USER_RELATIONS)."""
-    if get_user_model().generation_quota.is_cached(user):
-        try:
-            return user.generation_quota
-        except UserQuota.DoesNotExist:
-            return None
-    return UserQuota.objects.filter(user=user).only("daily_generations").first()
-
-
 def quota_limit(user: Any) -> tuple[int | None, LimitSource]:
     """The user's daily limit (None: unlimited) and where it comes from."""
-    override = quota_override(user)
-    if override is not None:
-        return override.daily_generations, "override"
+    override = UserQuota.objects.filter(user=user).values_list("daily_generations", flat=True)
+    for limit in override:
+        return limit, "override"
     if user.is_staff:
         return None, "staff"
     if not settings.DAILY_GENERATION_QUOTA:
         return None, "unlimited"
     return settings.DAILY_GENERATION_QUOTA, "default"
+
+
+def quota_unlimited_unless_overridden(user: Any) -> bool:
+    """Whether the user is unlimited unless a UserQuota row of theirs sets a limit: staff,
+    or no DAILY_GENERATION_QUOTA. Known without a query."""
+    return bool(user.is_staff or not settings.DAILY_GENERATION_QUOTA)
+
+
+def quota_override_sql(user_param: str = "%s") -> str:
+    """SQL that is true when the user (``user_param``) has a UserQuota row that sets a limit:
+    for a user of quota_unlimited_unless_overridden, whether quota_limit is not None, inside
+    a statement that needs it (the submit's conditional INSERT)."""
+    table = UserQuota._meta.db_table
+    return (
+        f'EXISTS (SELECT 1 FROM "{table}" WHERE "{table}"."user_id" = {user_param} '
+        f'AND "{table}"."daily_generations" IS NOT NULL)'
+    )
 
 
 def quota_day(now: datetime | None = None) -> tuple[datetime, datetime]:

@@ -14,10 +14,8 @@ The user is the JWT's `sub`, created on first sight.
 
 from __future__ import annotations
 
-import binascii
 import logging
 from functools import lru_cache
-from hmac import compare_digest
 from typing import Any
 
 import jwt
@@ -27,10 +25,6 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
-from knox.crypto import hash_token
-from knox.models import get_token_model
-from knox.settings import CONSTANTS as knox_constants
-from knox.settings import knox_settings
 from knox.signals import token_expired
 from rest_framework import authentication, exceptions, status
 from rest_framework.request import Request
@@ -69,29 +63,11 @@ class TokenAuthentication(KnoxTokenAuthentication):
         return self.keyword
 
     def authenticate_credentials(self, token: bytes) -> tuple[Any, Any]:
-        """knox's, with the user's relations of API_TOKEN_USER_RELATIONS (the quota
-        override) in the same query."""
         # Keys are hex; anything else (not UTF-8, NUL bytes the database refuses...) cannot
         # be one, and must be a 401, not a 500.
         if not token.isalnum():
             raise exceptions.AuthenticationFailed("Invalid token.")
-        key = token.decode()
-        related = ["user", *(f"user__{name}" for name in settings.API_TOKEN_USER_RELATIONS)]
-        candidates = get_token_model().objects.filter(
-            token_key=key[: knox_constants.TOKEN_KEY_LENGTH]
-        )
-        for auth_token in candidates.select_related(*related):
-            if self._cleanup_token(auth_token):
-                continue
-            try:
-                digest = hash_token(key)
-            except (TypeError, binascii.Error):
-                raise exceptions.AuthenticationFailed("Invalid token.") from None
-            if compare_digest(digest, auth_token.digest):
-                if knox_settings.AUTO_REFRESH and auth_token.expiry:
-                    self.renew_token(auth_token)
-                return self.validate_user(auth_token)
-        raise exceptions.AuthenticationFailed("Invalid token.")
+        return super().authenticate_credentials(token)
 
     def _cleanup_token(self, auth_token: Any) -> bool:
         """Whether the key presented has expired (then it is deleted and refused). knox also

@@ -165,11 +165,11 @@ def test_far_from_the_cap_a_submit_takes_no_lock_and_near_it_counts_under_the_ow
 
 @pytest.mark.django_db
 def test_a_plain_submit_is_two_statements_the_key_and_an_insert_that_counts(alice: Any) -> None:
-    """The API key's lookup brings the user and their quota override; the INSERT admits the
-    job only when the owner is far from the pending-jobs cap (one statement, no lock)."""
+    """The INSERT admits the job only when the owner is far from the pending-jobs cap and
+    has no daily quota of their own (one statement, no lock)."""
     lookup, insert = submit_statements(client_for(alice))
-    assert lookup.startswith("SELECT") and "spend_userquota" in lookup
-    assert insert.startswith("INSERT") and "COUNT(*)" in insert
+    assert lookup.startswith("SELECT") and "knox_authtoken" in lookup
+    assert insert.startswith("INSERT") and "COUNT(*)" in insert and "spend_userquota" in insert
     assert Job.objects.filter(owner=alice, status=JobStatus.WAITING).count() == 1
 
 
