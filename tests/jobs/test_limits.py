@@ -3,6 +3,7 @@ Retry-After), and JSON 4xx for every malformed, oversized, wrong-typed or unknow
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -182,6 +183,39 @@ def test_at_the_cap_a_submit_inserts_nothing_whatever_the_margin(alice: Any, set
     Job.objects.filter(owner=alice).update(status=JobStatus.COMPLETED)
     assert submit(client).status_code == 202
     assert Job.objects.filter(owner=alice).count() == 2
+
+
+@pytest.mark.parametrize("cap", [3, PENDING_CAP_LOCK_MARGIN + 4])
+def test_concurrent_submits_of_one_user_never_pass_the_cap(
+    transactional_db: None, settings: Any, cap: int
+) -> None:
+    """Three short of the cap, six submits at once: within PENDING_CAP_LOCK_MARGIN of it
+    (a cap below the margin, or above it with its pending jobs) the conditional INSERT
+    inserts nothing and each submit counts under the owner's row lock: exactly three pass."""
+    settings.JOB_MAX_PENDING_PER_USER = cap
+    settings.SUBMIT_RATE = None
+    alice = make_user("alice")
+    JobFactory.create_batch(cap - 3, owner=alice, status=JobStatus.WAITING)
+    clients = [client_for(alice) for _ in range(6)]
+    for client in clients:  # each loads its middleware (metrics) before the race
+        assert client.get("/api/platforms").status_code == 200
+    start = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def send(client: APIClient) -> None:
+        start.wait()
+        try:
+            statuses.append(submit(client).status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [202, 202, 202, 429, 429, 429]
+    assert Job.objects.filter(owner=alice).count() == cap
 
 
 @pytest.mark.django_db
