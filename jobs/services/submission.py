@@ -1,9 +1,11 @@
 """Submission: the job row inserted (waiting), its message sent after the commit.
 
-A plain submit is one autocommitted INSERT after one unlocked COUNT of the owner's pending
-jobs. A job that comes with more than its row (an idempotency key, a callback) is one
-transaction; so is a submit of an owner near the pending-jobs cap or held to a daily quota,
-which counts under the owner's row lock so that concurrent submits cannot go past either.
+A plain submit is one autocommitted statement: the INSERT, made conditional on the count of
+the owner's pending jobs being far from the cap (``INSERT ... SELECT ... WHERE (SELECT
+count(*) ...) <= cap - margin``). A job that comes with more than its row (an idempotency
+key, a callback) is one transaction; so is a submit of an owner near the pending-jobs cap
+(that statement inserted nothing) or held to a daily quota, which counts under the owner's
+row lock so that concurrent submits cannot go past either.
 
 A batch (``job_create_generation_batch``) goes the same way, every job in one transaction:
 each request is checked on its own (its callbackUrl, its owner), the owners' pending caps
@@ -17,18 +19,25 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connections, router, transaction
+from django.db.models.sql import InsertQuery
 from django.utils import timezone
 
 from jobs.models import PENDING_STATUSES, Job, JobKind
 from jobs.platforms import PLATFORM_IDS
 from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.transitions import job_created
-from jobs.spend.quotas import generations_for_submission, quota_check, quota_limit
+from jobs.spend.quotas import (
+    generations_for_submission,
+    quota_check,
+    quota_limit,
+    quota_override_sql,
+    quota_unlimited_unless_overridden,
+)
 from jobs.spend.reuse import reuse_requested
 from jobs.webhooks import services as webhooks
 from snapasset.core.exceptions import (
@@ -67,11 +76,10 @@ def resolve_owner(*, actor: Any, user_id: str | None) -> Any:
 PENDING_CAP_LOCK_MARGIN = 10
 
 
-def pending_cap_near(owner: Any, *, adding: int = 1) -> bool:
-    """Whether ``adding`` more jobs would bring the owner within PENDING_CAP_LOCK_MARGIN
-    jobs of the pending-jobs cap (or past it): one COUNT, no lock."""
-    pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
-    return pending + adding + PENDING_CAP_LOCK_MARGIN > settings.JOB_MAX_PENDING_PER_USER
+def pending_cap_far_bound(*, adding: int = 1) -> int:
+    """The most pending jobs an owner may have for ``adding`` more to be admitted without
+    the owner's row lock: PENDING_CAP_LOCK_MARGIN jobs short of the cap once they are in."""
+    return settings.JOB_MAX_PENDING_PER_USER - adding - PENDING_CAP_LOCK_MARGIN
 
 
 def check_pending_cap(owner: Any, *, adding: int = 1) -> None:
@@ -79,8 +87,8 @@ def check_pending_cap(owner: Any, *, adding: int = 1) -> None:
     jobs waiting or running."""
     # The owner's row lock makes concurrent submissions of one user count one at a time,
     # so together they cannot go past the cap. It also waits for the submits that counted
-    # without it (pending_cap_near) and are inserting: their INSERT holds a key-share lock
-    # on the owner's row (the foreign key) until it commits.
+    # without it (_insert_unless_near_cap) and are inserting: their INSERT holds a key-share
+    # lock on the owner's row (the foreign key) until it commits.
     get_user_model().objects.select_for_update().filter(pk=owner.pk).values("pk").first()
     pending = Job.objects.filter(owner=owner, status__in=PENDING_STATUSES).count()
     if pending + adding > settings.JOB_MAX_PENDING_PER_USER:
@@ -155,12 +163,19 @@ def job_create_generation(
     if callback_url:  # resolves its host: before the transaction and its lock
         webhooks.callback_url_check(callback_url)
     owner = resolve_owner(actor=actor, user_id=request.user_id)
-    locked = _admission_needs_lock(owner, adding=1)
-    # A plain submit far from the cap is the INSERT alone (autocommitted: no BEGIN/COMMIT).
-    # Not with the Supabase mirror on: its outbox row (a receiver of job_status_changing)
-    # must commit with the job.
-    plain = not (locked or idempotency_key or callback_url or settings.SUPABASE_SYNC_TABLES)
-    with nullcontext() if plain else transaction.atomic():
+    # An owner held to a daily quota is always admitted under the lock (the quota counts
+    # queued jobs too). Staff, or everyone when there is no default quota, are unlimited
+    # unless a UserQuota row of theirs says otherwise: the conditional INSERT checks that.
+    locked = not quota_unlimited_unless_overridden(owner)
+    # A plain submit far from the cap and free of a quota is one conditional INSERT
+    # (autocommitted: no BEGIN/COMMIT). Not with the Supabase mirror on: its outbox row (a
+    # receiver of job_status_changing) must commit with the job.
+    if not (locked or idempotency_key or callback_url or settings.SUPABASE_SYNC_TABLES):
+        job = _job_insert(owner=owner, request=request, unless_near_cap=True)
+        if job is not None:
+            return Submission(job=job, created=True)
+        locked = True  # near the cap or held to a quota: count under the owner's row lock
+    with transaction.atomic():
         return _job_insert_generation(
             owner=owner, request=request, idempotency_key=idempotency_key, locked=locked
         )
@@ -169,18 +184,28 @@ def job_create_generation(
 def _job_insert_generation(
     *, owner: Any, request: JobRequest, idempotency_key: str | None, locked: bool
 ) -> Submission:
+    """In a transaction: the job inserted, unless its idempotency key names one already.
+    Unless ``locked`` (the owner must be admitted under the row lock), the INSERT is tried
+    first on the condition that the owner is far from the cap and free of a quota."""
     fields = request.job_fields()
     if idempotency_key:
         existing = _job_for_idempotency_key(owner=owner, key=idempotency_key)
         if existing is not None:
             return _idempotent_replay(existing, fields)
-
-    if locked:
-        _admit_jobs(owner, requests=[request])
     try:
         # The savepoint is only needed to survive a duplicate idempotency key.
         with transaction.atomic() if idempotency_key else nullcontext():
-            job = _job_insert(owner=owner, request=request, idempotency_key=idempotency_key)
+            job = None
+            if not locked:
+                job = _job_insert(
+                    owner=owner,
+                    request=request,
+                    idempotency_key=idempotency_key,
+                    unless_near_cap=True,
+                )
+            if job is None:
+                _admit_jobs(owner, requests=[request])
+                job = _job_insert(owner=owner, request=request, idempotency_key=idempotency_key)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -190,12 +215,6 @@ def _job_insert_generation(
             raise
         return _idempotent_replay(existing, fields)
     return Submission(job=job, created=True)
-
-
-def _admission_needs_lock(owner: Any, *, adding: int) -> bool:
-    """Whether admitting ``adding`` jobs must count under the owner's row lock: near the
-    pending-jobs cap, or when the owner has a daily quota. Else nothing can refuse them."""
-    return pending_cap_near(owner, adding=adding) or quota_limit(owner)[0] is not None
 
 
 def _admit_jobs(owner: Any, *, requests: Sequence[JobRequest]) -> None:
@@ -214,20 +233,85 @@ def _admit_jobs(owner: Any, *, requests: Sequence[JobRequest]) -> None:
     quota_check(owner, generations=generations)
 
 
-def _job_insert(*, owner: Any, request: JobRequest, idempotency_key: str | None = None) -> Job:
-    """Insert one admitted job (waiting); its message and events go after the commit."""
-    job = Job.objects.create(
+@overload
+def _job_insert(
+    *,
+    owner: Any,
+    request: JobRequest,
+    idempotency_key: str | None = None,
+    unless_near_cap: Literal[False] = False,
+) -> Job: ...
+@overload
+def _job_insert(
+    *,
+    owner: Any,
+    request: JobRequest,
+    idempotency_key: str | None = None,
+    unless_near_cap: bool,
+) -> Job | None: ...
+def _job_insert(
+    *, owner: Any, request: JobRequest, idempotency_key: str | None = None,
+    unless_near_cap: bool = False,
+) -> Job | None:  # fmt: skip
+    """Insert one job (waiting); its message and events go after the commit.
+
+    ``unless_near_cap``: admitted by the INSERT itself, only if the owner is far from the
+    pending-jobs cap (pending_cap_far_bound) and has no UserQuota row that sets a limit (for
+    owners of quota_unlimited_unless_overridden); None when it inserted nothing."""
+    job = Job(
         owner=owner,
         kind=JobKind.IMAGE_GENERATION,
         idempotency_key=idempotency_key or None,
         enqueued_at=timezone.now(),
         **request.job_fields(),
     )
+    if not unless_near_cap:
+        job.save(force_insert=True)
+    elif not _insert_unless_near_cap(job):
+        return None
     if request.callback_url:
         webhooks.job_callback_create(job=job, url=request.callback_url)
     job_enqueue_on_commit(job)
     job_created(job)
     return job
+
+
+def _insert_unless_near_cap(job: Job, *, adding: int = 1) -> bool:
+    """INSERT ``job`` (built, not saved) in one statement with the COUNT of its owner's
+    pending jobs, only if that count is at most pending_cap_far_bound and the owner has no
+    UserQuota row that sets a limit: whether it did.
+
+    Django's own INSERT of the row, with ``VALUES (...)`` turned into ``SELECT ... WHERE
+    (SELECT count(*) ...) <= bound AND NOT EXISTS (the quota override)``. No model signals
+    are sent (none are connected to Job; ``job_created`` announces the job)."""
+    bound = pending_cap_far_bound(adding=adding)
+    if bound < 0:
+        return False
+    meta = Job._meta
+    using = router.db_for_write(Job)
+    connection = connections[using]
+    query = InsertQuery(Job)
+    query.insert_values(meta.local_concrete_fields, [job])
+    compiler = query.get_compiler(using=using)
+    [(insert_sql, insert_params)] = compiler.as_sql()  # sets created_at and updated_at
+    into, values = insert_sql.split(" VALUES (", 1)
+    assert values.endswith(")"), insert_sql
+    qn = connection.ops.quote_name
+    owner_column = qn(Job.owner.field.column)
+    status_column = qn("status")  # Job.status: no db_column
+    statuses = sorted(PENDING_STATUSES)
+    sql = (
+        f"{into} SELECT {values[:-1]} WHERE (SELECT COUNT(*) FROM {qn(meta.db_table)} "
+        f"WHERE {owner_column} = %s AND {status_column} IN "
+        f"({', '.join(['%s'] * len(statuses))})) <= %s AND NOT {quota_override_sql()}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*insert_params, job.owner_id, *statuses, bound, job.owner_id])
+        inserted = cursor.rowcount == 1
+    if inserted:
+        job._state.adding = False
+        job._state.db = using
+    return inserted
 
 
 def job_create_generation_batch(

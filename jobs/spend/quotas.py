@@ -66,6 +66,23 @@ def quota_limit(user: Any) -> tuple[int | None, LimitSource]:
     return settings.DAILY_GENERATION_QUOTA, "default"
 
 
+def quota_unlimited_unless_overridden(user: Any) -> bool:
+    """Whether the user is unlimited unless a UserQuota row of theirs sets a limit: staff,
+    or no DAILY_GENERATION_QUOTA. Known without a query."""
+    return bool(user.is_staff or not settings.DAILY_GENERATION_QUOTA)
+
+
+def quota_override_sql(user_param: str = "%s") -> str:
+    """SQL that is true when the user (``user_param``) has a UserQuota row that sets a limit:
+    for a user of quota_unlimited_unless_overridden, whether quota_limit is not None, inside
+    a statement that needs it (the submit's conditional INSERT)."""
+    table = UserQuota._meta.db_table
+    return (
+        f'EXISTS (SELECT 1 FROM "{table}" WHERE "{table}"."user_id" = {user_param} '
+        f'AND "{table}"."daily_generations" IS NOT NULL)'
+    )
+
+
 def quota_day(now: datetime | None = None) -> tuple[datetime, datetime]:
     """Today's start and the next midnight, in TIME_ZONE (DST-safe)."""
     local = timezone.localtime(now or timezone.now())

@@ -3,13 +3,15 @@ Retry-After), and JSON 4xx for every malformed, oversized, wrong-typed or unknow
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from typing import Any
 
 import httpx
 import pytest
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
@@ -86,10 +88,19 @@ def test_retries_count_against_the_submit_rate(fresh_users: list[Any], settings:
 
 
 def test_the_rate_limit_history_is_kept_in_redis(fresh_users: list[Any], settings: Any) -> None:
+    """A list of the submissions' timestamps, newest first, that expires a period after the
+    last (snapasset/core/throttling.py)."""
     settings.SUBMIT_RATE = "5/min"
     user = fresh_users[0]
+    before = time.time()
     submit(client_for(user))
-    assert len(cache.get(f"throttle_submit_{user.pk}")) == 1
+    redis = cache._cache.get_client(write=True)  # type: ignore[attr-defined]
+    key = cache.make_key(f"throttle:submit:{user.pk}")
+    [stamp] = redis.lrange(key, 0, -1)
+    assert before <= float(stamp) <= time.time()
+    assert 0 < redis.ttl(key) <= 60
+    submit(client_for(user))
+    assert redis.llen(key) == 2
 
 
 def test_submit_rate_off_disables_the_limit(fresh_users: list[Any], settings: Any) -> None:
@@ -151,6 +162,60 @@ def test_far_from_the_cap_a_submit_takes_no_lock_and_near_it_counts_under_the_ow
     near = submit_statements(client)
     assert [sql for sql in near if "FOR UPDATE" in sql]
     assert Job.objects.filter(owner=alice).count() == 2
+
+
+@pytest.mark.django_db
+def test_a_plain_submit_is_two_statements_the_key_and_an_insert_that_counts(alice: Any) -> None:
+    """The INSERT admits the job only when the owner is far from the pending-jobs cap and
+    has no daily quota of their own (one statement, no lock)."""
+    lookup, insert = submit_statements(client_for(alice))
+    assert lookup.startswith("SELECT") and "knox_authtoken" in lookup
+    assert insert.startswith("INSERT") and "COUNT(*)" in insert and "spend_userquota" in insert
+    assert Job.objects.filter(owner=alice, status=JobStatus.WAITING).count() == 1
+
+
+@pytest.mark.django_db
+def test_at_the_cap_a_submit_inserts_nothing_whatever_the_margin(alice: Any, settings: Any) -> None:
+    settings.JOB_MAX_PENDING_PER_USER = 1
+    client = client_for(alice)
+    assert submit(client).status_code == 202
+    assert_429_shape(submit(client))
+    Job.objects.filter(owner=alice).update(status=JobStatus.COMPLETED)
+    assert submit(client).status_code == 202
+    assert Job.objects.filter(owner=alice).count() == 2
+
+
+@pytest.mark.parametrize("cap", [3, PENDING_CAP_LOCK_MARGIN + 4])
+def test_concurrent_submits_of_one_user_never_pass_the_cap(
+    transactional_db: None, settings: Any, cap: int
+) -> None:
+    """Three short of the cap, six submits at once: within PENDING_CAP_LOCK_MARGIN of it
+    (a cap below the margin, or above it with its pending jobs) the conditional INSERT
+    inserts nothing and each submit counts under the owner's row lock: exactly three pass."""
+    settings.JOB_MAX_PENDING_PER_USER = cap
+    settings.SUBMIT_RATE = None
+    alice = make_user("alice")
+    JobFactory.create_batch(cap - 3, owner=alice, status=JobStatus.WAITING)
+    clients = [client_for(alice) for _ in range(6)]
+    for client in clients:  # each loads its middleware (metrics) before the race
+        assert client.get("/api/platforms").status_code == 200
+    start = threading.Barrier(len(clients))
+    statuses: list[int] = []
+
+    def send(client: APIClient) -> None:
+        start.wait()
+        try:
+            statuses.append(submit(client).status_code)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=send, args=(client,)) for client in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sorted(statuses) == [202, 202, 202, 429, 429, 429]
+    assert Job.objects.filter(owner=alice).count() == cap
 
 
 @pytest.mark.django_db

@@ -15,6 +15,7 @@ from jobs.spend.models import UserQuota
 from jobs.spend.quotas import generations_for_retry, quota_check, quota_day, quota_status
 from snapasset.core.exception_handler import api_exception_handler
 from snapasset.core.exceptions import QuotaExceededError
+from tests.conftest import client_for
 from tests.factories import JobFactory
 
 SPEC = CallSpec(provider="openai", model="gpt-image-2.6-sunburst", quality="medium")
@@ -109,6 +110,27 @@ def test_staff_are_exempt_unless_they_have_their_own_quota(staff: Any, settings:
     UserQuota.objects.create(user=staff, daily_generations=1)
     with pytest.raises(QuotaExceededError):
         quota_check(staff, generations=1)
+
+
+def test_an_override_holds_from_the_next_request_of_an_api_key(alice: Any, settings: Any) -> None:
+    """The override comes with the key's user, in the key's query: never a stale copy."""
+    settings.SUBMIT_RATE = None
+    client = client_for(alice)
+
+    def submit() -> int:
+        return int(
+            client.post("/api/jobs/generate", {"prompt": "A fox"}, format="json").status_code
+        )
+
+    assert submit() == 202
+    quota = UserQuota.objects.create(user=alice, daily_generations=1)
+    assert submit() == 429  # the first job is queued: it will pay
+    quota.daily_generations = None  # unlimited
+    quota.save()
+    assert submit() == 202
+    quota.delete()
+    settings.DAILY_GENERATION_QUOTA = 2
+    assert submit() == 429
 
 
 def test_the_day_ends_at_midnight_in_the_time_zone(settings: Any) -> None:
