@@ -375,7 +375,7 @@ def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
         raise lost_claim_error(job.pk, claim.token)
     job.generation_calls += 1
     call_number = job.generation_calls
-    ledger_call_started(job=job, call_number=call_number, spec=call_spec(provider))
+    call = ledger_call_started(job=job, call_number=call_number, spec=call_spec(provider))
     logger.info("job %s: calling the image provider %s", job.id, settings.IMAGE_PROVIDER)
     try:
         with metrics.observe_step("generate"):
@@ -393,11 +393,12 @@ def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
             outcome=CallOutcome.SUCCEEDED if paid_url else outcome_for_error(exc),
             request_id=getattr(exc, "request_id", None) or "",
             error=str(getattr(exc, "message", exc)),
+            call=call,
         )
         _record_call_error(claim, provider, exc)
         raise
     ledger_call_finished(
-        job=job, call_number=call_number, outcome=CallOutcome.SUCCEEDED, image=image
+        job=job, call_number=call_number, outcome=CallOutcome.SUCCEEDED, image=image, call=call
     )
     return bytes(image.data)
 
@@ -524,7 +525,10 @@ def _record_images(
         if complete:
             # The rows first, so that the final event (built by the move) lists them; a
             # lost claim in the move rolls them back.
-            _upsert_images(rows)
+            if connection.vendor == "postgresql":
+                _record_batch(claim, rows, progress=progress, publish=False)
+            else:
+                _upsert_images(rows)
             claim.recorded.extend(rows)
             _images_in_hand(claim)
             job_complete(claim)
@@ -555,9 +559,12 @@ RETURNING id, platform_id
 """
 
 
-def _record_batch(claim: Claim, rows: list[GeneratedImage], *, progress: int) -> None:
-    """Record platforms (not the last ones) with the job's progress, fenced, in one
-    statement: what ``job_set_progress`` and ``_upsert_images`` in one transaction do."""
+def _record_batch(
+    claim: Claim, rows: list[GeneratedImage], *, progress: int, publish: bool = True
+) -> None:
+    """Record platforms with the job's progress, fenced, in one statement: what
+    ``job_set_progress`` and ``_upsert_images`` in one transaction do. ``publish=False``:
+    the caller's move (the completion) sends the event."""
     job = claim.job
     now = timezone.now()
     progress = max(job.progress, min(100, progress))
@@ -580,7 +587,8 @@ def _record_batch(claim: Claim, rows: list[GeneratedImage], *, progress: int) ->
         row.pk = recorded.get(row.platform_id)
         row.created_at = now
     job.progress, job.heartbeat_at, job.updated_at = progress, now, now
-    publish_job_event(job)
+    if publish:
+        publish_job_event(job)
 
 
 def _images_in_hand(claim: Claim) -> None:
