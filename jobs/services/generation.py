@@ -25,7 +25,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.storage import default_storage
 from django.db import DatabaseError, close_old_connections, connection, transaction
-from django.db.models import F
 from django.utils import timezone
 
 from jobs import metrics
@@ -366,14 +365,29 @@ def _generate(claim: Claim, provider: Any) -> bytes:
             limiter.release(decision)
 
 
+# The paid call's count, fenced (one plain statement: the last check before paying).
+_COUNT_CALL_SQL = (
+    "UPDATE {job} SET generation_calls = generation_calls + 1"
+    " WHERE id = %s AND claim_token = %s AND status = %s RETURNING generation_calls"
+)
+
+
 def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
     job = claim.job
-    counted = Job.objects.filter(
-        pk=job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
-    ).update(generation_calls=F("generation_calls") + 1)
-    if not counted:
+    uuid_field: Any = Job._meta.get_field("claim_token")
+    params = [
+        uuid_field.get_db_prep_value(job.pk, connection),
+        uuid_field.get_db_prep_value(claim.token, connection),
+        str(JobStatus.ACTIVE),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COUNT_CALL_SQL.format(job=connection.ops.quote_name(Job._meta.db_table)), params
+        )
+        counted = cursor.fetchone()
+    if counted is None:
         raise lost_claim_error(job.pk, claim.token)
-    job.generation_calls += 1
+    job.generation_calls = counted[0]
     call_number = job.generation_calls
     call = ledger_call_started(job=job, call_number=call_number, spec=call_spec(provider))
     logger.info("job %s: calling the image provider %s", job.id, settings.IMAGE_PROVIDER)

@@ -31,6 +31,7 @@ from jobs.services.delivery import job_enqueue_on_commit
 from jobs.services.transitions import (
     in_transaction,
     job_claim_move,
+    job_row_update,
     job_transition,
     lost_claim_error,
 )
@@ -159,9 +160,9 @@ def fenced_update(claim: Claim, **fields: Any) -> None:
     # One UPDATE: autocommitted when alone (no BEGIN/COMMIT; the event goes once it is
     # committed). No savepoint inside a caller's transaction: a lost claim aborts it.
     with transaction.atomic(savepoint=False) if in_transaction() else nullcontext():
-        updated = Job.objects.filter(
-            pk=claim.job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
-        ).update(**fields)
+        updated = job_row_update(
+            claim.job.pk, fields, claim_token=claim.token, status=str(JobStatus.ACTIVE)
+        )
         if not updated:
             raise lost_claim_error(claim.job.pk, claim.token)
         for name, value in fields.items():

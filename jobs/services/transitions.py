@@ -14,6 +14,7 @@ move into completed, failed or cancelled).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from contextlib import nullcontext
 from typing import Any
@@ -72,6 +73,50 @@ def lost_claim_error(job_id: Any, token: uuid.UUID) -> Exception:
     return LeaseLost(str(job_id))
 
 
+def _field(name: str) -> Any:
+    return Job._meta.get_field(name)
+
+
+@functools.lru_cache(maxsize=64)
+def _row_update_sql(
+    vendor: str, changes: tuple[str, ...], where: tuple[tuple[str, bool], ...]
+) -> str:
+    """The UPDATE of job_row_update for these field names (built once per shape)."""
+    quote = connection.ops.quote_name
+    meta = Job._meta
+    pk: Any = meta.pk
+    sets = [f"{quote(str(_field(name).column))} = %s" for name in changes]
+    conditions = [f"{quote(str(pk.column))} = %s"]
+    for name, is_null in where:
+        column = quote(str(_field(name).column))
+        conditions.append(f"{column} IS NULL" if is_null else f"{column} = %s")
+    return f"UPDATE {quote(meta.db_table)} SET {', '.join(sets)} WHERE {' AND '.join(conditions)}"
+
+
+def job_row_update(job_id: Any, changes: dict[str, Any], **where: Any) -> int:
+    """``Job.objects.filter(pk=job_id, **where).update(**changes)`` for plain values and
+    equality conditions, as SQL built without the ORM's query compiler (the hot path of a
+    job makes several of these: each compiled ORM statement cost ~0.3-0.5 ms of CPU).
+    Returns the number of rows written."""
+    meta = Job._meta
+    pk: Any = meta.pk
+    params = [_field(name).get_db_prep_save(value, connection) for name, value in changes.items()]
+    params.append(pk.get_db_prep_value(job_id, connection))
+    params += [
+        _field(name).get_db_prep_value(value, connection)
+        for name, value in where.items()
+        if value is not None
+    ]
+    sql = _row_update_sql(
+        connection.vendor,
+        tuple(changes),
+        tuple((name, value is None) for name, value in where.items()),
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+
+
 def in_transaction() -> bool:
     return transaction.get_connection().in_atomic_block
 
@@ -118,10 +163,10 @@ def job_transition(
     # transaction. Inside the caller's transaction, no savepoint: a lost claim aborts it.
     atomic = in_transaction() or _own_transaction(previous, to)
     with transaction.atomic(savepoint=False) if atomic else nullcontext():
-        rows = Job.objects.filter(pk=job.pk, status=previous)
+        where: dict[str, Any] = {"status": str(previous)}
         if token is not None:
-            rows = rows.filter(claim_token=token)
-        if not rows.update(**changes):
+            where["claim_token"] = token
+        if not job_row_update(job.pk, changes, **where):
             if token is not None:
                 raise lost_claim_error(job.pk, token)
             raise StaleTransition(f"job {job.pk} is no longer {previous}")
@@ -175,6 +220,22 @@ RETURNING {columns}, prev.status AS previous_status, prev.owner_username
 """
 
 
+@functools.cache
+def _claim_sql(vendor: str) -> str:
+    """_CLAIM_SQL with the names of this project's tables (built once per process)."""
+    user_model = get_user_model()
+    quote = connection.ops.quote_name
+    username_field: Any = user_model._meta.get_field(user_model.USERNAME_FIELD)
+    user_pk: Any = user_model._meta.pk
+    return _CLAIM_SQL.format(
+        job=quote(Job._meta.db_table),
+        user=quote(user_model._meta.db_table),
+        user_pk=quote(str(user_pk.column)),
+        username=quote(str(username_field.column)),
+        columns=", ".join(f"j.{quote(str(f.column))}" for f in Job._meta.concrete_fields),
+    )
+
+
 def job_claim_move(
     job_id: str,
     *,
@@ -196,16 +257,7 @@ def job_claim_move(
     if connection.vendor != "postgresql":
         return None
     user_model = get_user_model()
-    quote = connection.ops.quote_name
-    username_field: Any = user_model._meta.get_field(user_model.USERNAME_FIELD)
-    user_pk: Any = user_model._meta.pk
-    sql = _CLAIM_SQL.format(
-        job=quote(Job._meta.db_table),
-        user=quote(user_model._meta.db_table),
-        user_pk=quote(str(user_pk.column)),
-        username=quote(str(username_field.column)),
-        columns=", ".join(f"j.{quote(str(f.column))}" for f in Job._meta.concrete_fields),
-    )
+    sql = _claim_sql(connection.vendor)
     params = {
         "id": job_id, "token": token, "now": now, "due_by": due_by, "stale_by": stale_by,
         "max_stalled": max_stalled, "progress_kind": str(progress_kind),

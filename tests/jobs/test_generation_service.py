@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -288,3 +289,19 @@ def test_the_final_event_lists_the_images_recorded_by_the_run_without_reading_th
             row.storage_path,
         )
     assert final["result"]["totalImages"] == 2
+
+
+def test_the_final_result_built_from_the_rows_in_hand_is_the_serializers(
+    alice: Any, media_root: Path
+) -> None:
+    job = JobFactory(owner=alice, platforms=["instagram-story", "twitter-post"])
+    generation.job_run_generation(job_id=str(job.id))
+    fresh = Job.objects.get(pk=job.pk)
+    from_serializer = job_final_payload(fresh)
+    in_hand = Job.objects.prefetch_related("images").get(pk=job.pk)
+    assert job_final_payload(in_hand) == from_serializer
+    assert json.dumps(job_final_payload(in_hand)) == json.dumps(from_serializer)
+    assert [i["platformId"] for i in from_serializer["result"]["images"]] == [
+        "instagram-story",
+        "twitter-post",
+    ]
