@@ -140,12 +140,12 @@ def ledger_call_started(
     are settled now as ``cut_short``, so they are counted once on /metrics too.
     """
     at = at or timezone.now()
-    # The first call of a job has no earlier one to settle (no query).
-    earlier = ProviderCall.objects.none() if call_number <= 1 else ProviderCall.objects.all()
-    for stale in earlier.filter(
-        job=job, call_number__lt=call_number, call_number__gt=0, finished_at__isnull=True
-    ):
-        _settle(stale, outcome=CallOutcome.CUT_SHORT, at=at)
+    # The first call of a job has no earlier one to settle (no query to build or run).
+    if call_number > 1:
+        for stale in ProviderCall.objects.filter(
+            job=job, call_number__lt=call_number, call_number__gt=0, finished_at__isnull=True
+        ):
+            _settle(stale, outcome=CallOutcome.CUT_SHORT, at=at)
     call, _ = _create_or_get(
         job=job,
         call_number=call_number,
