@@ -76,8 +76,9 @@ def _images_result_in_hand(job: Job) -> dict[str, Any] | None:
     prefetched = getattr(job, "_prefetched_objects_cache", {}).get("images")
     if prefetched is None:
         return None
+    from django.core.files.storage import default_storage
+
     from jobs.platforms import PLATFORMS
-    from jobs.serializers import image_url
 
     order = {platform_id: i for i, platform_id in enumerate(job.platforms)}
     images = sorted(prefetched, key=lambda image: order.get(image.platform_id, 99))
@@ -96,7 +97,8 @@ def _images_result_in_hand(job: Job) -> dict[str, Any] | None:
                 "height": int(image.height),
                 "fileSize": int(image.file_size),
                 "storagePath": str(image.storage_path),
-                "url": image_url(image),
+                # jobs.serializers.image_url (not imported: the worker runs without DRF).
+                "url": image.url or default_storage.url(image.storage_path),
                 "format": str(image.format),
             }
             for image in images
