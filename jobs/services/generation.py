@@ -24,10 +24,11 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.core.files.storage import default_storage
-from django.db import DatabaseError, close_old_connections, transaction
-from django.db.models import F
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.utils import timezone
 
 from jobs import metrics
+from jobs.live.publish import publish_job_event
 from jobs.models import GeneratedImage, Job, JobStatus
 from jobs.pipeline import CONTENT_TYPES, RenderedImage, decode_image, inspect_image
 from jobs.pipeline import render_platforms as render_platforms
@@ -364,16 +365,31 @@ def _generate(claim: Claim, provider: Any) -> bytes:
             limiter.release(decision)
 
 
+# The paid call's count, fenced (one plain statement: the last check before paying).
+_COUNT_CALL_SQL = (
+    "UPDATE {job} SET generation_calls = generation_calls + 1"
+    " WHERE id = %s AND claim_token = %s AND status = %s RETURNING generation_calls"
+)
+
+
 def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
     job = claim.job
-    counted = Job.objects.filter(
-        pk=job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
-    ).update(generation_calls=F("generation_calls") + 1)
-    if not counted:
+    uuid_field: Any = Job._meta.get_field("claim_token")
+    params = [
+        uuid_field.get_db_prep_value(job.pk, connection),
+        uuid_field.get_db_prep_value(claim.token, connection),
+        str(JobStatus.ACTIVE),
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COUNT_CALL_SQL.format(job=connection.ops.quote_name(Job._meta.db_table)), params
+        )
+        counted = cursor.fetchone()
+    if counted is None:
         raise lost_claim_error(job.pk, claim.token)
-    job.generation_calls += 1
+    job.generation_calls = counted[0]
     call_number = job.generation_calls
-    ledger_call_started(job=job, call_number=call_number, spec=call_spec(provider))
+    call = ledger_call_started(job=job, call_number=call_number, spec=call_spec(provider))
     logger.info("job %s: calling the image provider %s", job.id, settings.IMAGE_PROVIDER)
     try:
         with metrics.observe_step("generate"):
@@ -391,11 +407,12 @@ def _paid_call(claim: Claim, provider: Any, limiter: Any) -> bytes:
             outcome=CallOutcome.SUCCEEDED if paid_url else outcome_for_error(exc),
             request_id=getattr(exc, "request_id", None) or "",
             error=str(getattr(exc, "message", exc)),
+            call=call,
         )
         _record_call_error(claim, provider, exc)
         raise
     ledger_call_finished(
-        job=job, call_number=call_number, outcome=CallOutcome.SUCCEEDED, image=image
+        job=job, call_number=call_number, outcome=CallOutcome.SUCCEEDED, image=image, call=call
     )
     return bytes(image.data)
 
@@ -509,6 +526,10 @@ def store_and_record(
 def _record_images(
     claim: Claim, rows: list[GeneratedImage], *, progress: int, complete: bool
 ) -> None:
+    if not complete and connection.vendor == "postgresql":
+        _record_batch(claim, rows, progress=progress)
+        claim.recorded.extend(rows)
+        return
     with transaction.atomic():
         # Fenced: only the attempt holding the claim records the outputs; the fenced update
         # takes the row lock and moves the progress (or completes the job) in the same
@@ -518,11 +539,83 @@ def _record_images(
         if complete:
             # The rows first, so that the final event (built by the move) lists them; a
             # lost claim in the move rolls them back.
-            _upsert_images(rows)
+            if connection.vendor == "postgresql":
+                _record_batch(claim, rows, progress=progress, publish=False)
+            else:
+                _upsert_images(rows)
+            claim.recorded.extend(rows)
+            _images_in_hand(claim)
             job_complete(claim)
         else:
             job_set_progress(claim, progress)
             _upsert_images(rows)
+
+
+# A batch's record as ONE statement (PostgreSQL): the fenced progress move, then the rows'
+# upsert only if it matched (so a lost claim or a cancel records nothing), autocommitted.
+_RECORD_SQL = """
+WITH moved AS (
+    UPDATE {job} SET progress = %s, heartbeat_at = %s, updated_at = %s
+    WHERE id = %s AND claim_token = %s AND status = %s
+    RETURNING id
+)
+INSERT INTO {image} (job_id, platform_id, width, height, file_size, storage_path, url, format,
+    created_at)
+SELECT moved.id, v.platform_id, v.width, v.height, v.file_size, v.storage_path, v.url,
+    v.format, %s
+FROM moved CROSS JOIN UNNEST(%s::varchar[], %s::integer[], %s::integer[], %s::integer[],
+    %s::varchar[], %s::varchar[], %s::varchar[])
+    AS v(platform_id, width, height, file_size, storage_path, url, format)
+ON CONFLICT (job_id, platform_id) DO UPDATE SET width = EXCLUDED.width,
+    height = EXCLUDED.height, file_size = EXCLUDED.file_size,
+    storage_path = EXCLUDED.storage_path, url = EXCLUDED.url, format = EXCLUDED.format
+RETURNING id, platform_id
+"""
+
+
+def _record_batch(
+    claim: Claim, rows: list[GeneratedImage], *, progress: int, publish: bool = True
+) -> None:
+    """Record platforms with the job's progress, fenced, in one statement: what
+    ``job_set_progress`` and ``_upsert_images`` in one transaction do. ``publish=False``:
+    the caller's move (the completion) sends the event."""
+    job = claim.job
+    now = timezone.now()
+    progress = max(job.progress, min(100, progress))
+    sql = _RECORD_SQL.format(
+        job=connection.ops.quote_name(Job._meta.db_table),
+        image=connection.ops.quote_name(GeneratedImage._meta.db_table),
+    )
+    params: list[Any] = [
+        progress, now, now, job.pk, claim.token, str(JobStatus.ACTIVE), now,
+        [r.platform_id for r in rows], [r.width for r in rows], [r.height for r in rows],
+        [r.file_size for r in rows], [r.storage_path for r in rows], [r.url for r in rows],
+        [r.format for r in rows],
+    ]  # fmt: skip
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        recorded = dict((platform_id, pk) for pk, platform_id in cursor.fetchall())
+    if not recorded:
+        raise lost_claim_error(job.pk, claim.token)
+    for row in rows:
+        row.pk = recorded.get(row.platform_id)
+        row.created_at = now
+    job.progress, job.heartbeat_at, job.updated_at = progress, now, now
+    if publish:
+        publish_job_event(job)
+
+
+def _images_in_hand(claim: Claim) -> None:
+    """When this attempt recorded every platform of the job, hand its rows to the job as
+    its prefetched ``images``: the final event lists them without reading them back."""
+    job = claim.job
+    latest = {row.platform_id: row for row in claim.recorded}
+    if set(latest) != set(job.platforms):
+        return  # some were recorded by an earlier attempt: the event reads them
+    images = GeneratedImage.objects.filter(job=job)
+    images._result_cache = list(latest.values())
+    images._prefetch_done = True  # type: ignore[attr-defined]
+    job._prefetched_objects_cache = {"images": images}  # type: ignore[attr-defined]
 
 
 def _upsert_images(rows: list[GeneratedImage]) -> None:

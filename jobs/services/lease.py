@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -28,7 +28,13 @@ from django.utils import timezone
 from jobs.live.publish import publish_job_event
 from jobs.models import FINISHED_STATUSES, Job, JobKind, JobStatus
 from jobs.services.delivery import job_enqueue_on_commit
-from jobs.services.transitions import in_transaction, job_transition, lost_claim_error
+from jobs.services.transitions import (
+    in_transaction,
+    job_claim_move,
+    job_row_update,
+    job_transition,
+    lost_claim_error,
+)
 from jobs.shutdown import worker_is_shutting_down, worker_shutdown_started_at
 from snapasset.core.exceptions import JobCancelled, LeaseLost
 
@@ -46,6 +52,9 @@ class WorkerShuttingDown(Exception):
 class Claim:
     job: Job
     token: uuid.UUID
+    # The image rows this attempt recorded, in order (the final event is built from them
+    # when they are all of the job's platforms, instead of reading them back).
+    recorded: list[Any] = field(default_factory=list, compare=False)
 
 
 def job_claim(*, job_id: str) -> Claim | None:
@@ -57,6 +66,22 @@ def job_claim(*, job_id: str) -> Claim | None:
     heartbeat stopped is taken over (a stall), at most JOB_MAX_STALLED_COUNT times.
     """
     now = timezone.now()
+    token = uuid.uuid4()
+    # The common case is one statement (no BEGIN, SELECT FOR UPDATE, UPDATE, COMMIT); when it
+    # claims nothing, the cases below decide under the row lock (and claim, if the row
+    # became claimable meanwhile).
+    claimed = job_claim_move(
+        job_id,
+        token=token,
+        now=now,
+        due_by=now + timedelta(seconds=1),
+        stale_by=now - timedelta(seconds=settings.JOB_LEASE_SECONDS),
+        max_stalled=settings.JOB_MAX_STALLED_COUNT,
+        progress_kind=JobKind.IMAGE_GENERATION,
+        claimed_progress=PROGRESS_CLAIMED,
+    )
+    if claimed is not None:
+        return Claim(job=claimed, token=token)
     with transaction.atomic():
         job = (
             Job.objects.select_for_update(of=("self",))
@@ -86,7 +111,6 @@ def job_claim(*, job_id: str) -> Claim | None:
                 job_fail_stalled(job)
                 return None
             stalled_count += 1
-        token = uuid.uuid4()
         progress = job.progress
         if job.kind == JobKind.IMAGE_GENERATION:
             progress = max(job.progress, PROGRESS_CLAIMED)
@@ -136,9 +160,9 @@ def fenced_update(claim: Claim, **fields: Any) -> None:
     # One UPDATE: autocommitted when alone (no BEGIN/COMMIT; the event goes once it is
     # committed). No savepoint inside a caller's transaction: a lost claim aborts it.
     with transaction.atomic(savepoint=False) if in_transaction() else nullcontext():
-        updated = Job.objects.filter(
-            pk=claim.job.pk, claim_token=claim.token, status=JobStatus.ACTIVE
-        ).update(**fields)
+        updated = job_row_update(
+            claim.job.pk, fields, claim_token=claim.token, status=str(JobStatus.ACTIVE)
+        )
         if not updated:
             raise lost_claim_error(claim.job.pk, claim.token)
         for name, value in fields.items():

@@ -23,6 +23,7 @@ the claim, and must not sit in a transaction that a lost claim rolls back.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -38,6 +39,8 @@ from jobs.spend.models import CallOutcome, ProviderCall
 from jobs.spend.prices import estimated_cost
 
 IMAGE_SIZE = "1024x1024"
+# The precision of ProviderCall.estimated_cost_usd (decimal_places=4).
+COST_PLACES = Decimal("0.0001")
 ERROR_MAX_LENGTH = 200
 
 
@@ -83,17 +86,21 @@ def outcome_for_error(exc: BaseException) -> CallOutcome:
 
 
 def _create_or_get(*, job: Job, call_number: int, **fields: Any) -> tuple[ProviderCall, bool]:
-    existing = ProviderCall.objects.filter(job=job, call_number=call_number).first()
-    if existing is not None:
-        return existing, False
+    # The INSERT first (a new call is the common case: one statement); a repeat, or a
+    # concurrent writer of the same (job, call_number), hits the unique constraint and the
+    # row already there is the one. Inside a transaction the INSERT is in a savepoint (a
+    # failed statement would abort it); alone it needs no BEGIN/COMMIT.
+    in_block = transaction.get_connection().in_atomic_block
     try:
-        with transaction.atomic():
+        with transaction.atomic() if in_block else nullcontext():
             call = ProviderCall.objects.create(
                 job=job, user_id=job.owner_id, call_number=call_number, **fields
             )
     except IntegrityError:
-        # A concurrent writer of the same (job, call_number) won: its row is the one.
-        return ProviderCall.objects.get(job=job, call_number=call_number), False
+        existing = ProviderCall.objects.filter(job=job, call_number=call_number).first()
+        if existing is None:
+            raise
+        return existing, False
     return call, True
 
 
@@ -115,7 +122,12 @@ def _settle(call: ProviderCall, *, outcome: str, at: datetime, **fields: Any) ->
         metrics.record_call_settled(
             provider=call.provider, model=values["model"], outcome=outcome, cost=cost
         )
-        call.refresh_from_db()
+        # The row as written (no read back).
+        for name, value in {
+            "outcome": outcome, "finished_at": at,
+            "estimated_cost_usd": cost.quantize(COST_PLACES), **values
+        }.items():  # fmt: skip
+            setattr(call, name, value)
     return bool(settled)
 
 
@@ -128,10 +140,12 @@ def ledger_call_started(
     are settled now as ``cut_short``, so they are counted once on /metrics too.
     """
     at = at or timezone.now()
-    for stale in ProviderCall.objects.filter(
-        job=job, call_number__lt=call_number, call_number__gt=0, finished_at__isnull=True
-    ):
-        _settle(stale, outcome=CallOutcome.CUT_SHORT, at=at)
+    # The first call of a job has no earlier one to settle (no query to build or run).
+    if call_number > 1:
+        for stale in ProviderCall.objects.filter(
+            job=job, call_number__lt=call_number, call_number__gt=0, finished_at__isnull=True
+        ):
+            _settle(stale, outcome=CallOutcome.CUT_SHORT, at=at)
     call, _ = _create_or_get(
         job=job,
         call_number=call_number,
@@ -157,11 +171,14 @@ def ledger_call_finished(
     request_id: str = "",
     error: str = "",
     at: datetime | None = None,
+    call: ProviderCall | None = None,
 ) -> bool:
     """Settle the call (job, call_number) with its outcome; with the ``image`` the provider
     returned, its request id, size and quality (which price it). False when the call was
-    not recorded as started or is already settled."""
-    call = ProviderCall.objects.filter(job=job, call_number=call_number).first()
+    not recorded as started or is already settled. ``call``: its row as
+    ``ledger_call_started`` returned it (not read again; the settle is conditional anyway)."""
+    if call is None or call.job_id != job.pk or call.call_number != call_number:
+        call = ProviderCall.objects.filter(job=job, call_number=call_number).first()
     if call is None:
         return False
     return _settle(

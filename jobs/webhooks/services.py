@@ -21,8 +21,7 @@ from typing import Any
 import httpx
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from django.db import transaction
-from django.db.models import Exists, OuterRef
+from django.db import connection, transaction
 from django.utils import timezone
 from rest_framework.utils.encoders import JSONEncoder
 
@@ -137,6 +136,28 @@ def event_payload(*, job: Job, event_type: str) -> str:
     return json.dumps(envelope, cls=JSONEncoder, separators=(",", ":"), ensure_ascii=False)
 
 
+def _has_targets(job_id: str) -> bool:
+    """Whether job ``job_id`` has a callbackUrl or its owner an enabled endpoint, as one
+    plain statement (the ORM's annotated query cost more CPU to build than to run)."""
+    quote = connection.ops.quote_name
+    callback_job: Any = JobCallback._meta.get_field("job")
+    endpoint_owner: Any = WebhookEndpoint._meta.get_field("owner")
+    job_owner: Any = Job._meta.get_field("owner")
+    sql = (
+        f"SELECT EXISTS (SELECT 1 FROM {quote(JobCallback._meta.db_table)}"
+        f" WHERE {quote(callback_job.column)} = %s)"
+        f" OR EXISTS (SELECT 1 FROM {quote(WebhookEndpoint._meta.db_table)} AS e"
+        f" JOIN {quote(Job._meta.db_table)} AS j"
+        f" ON e.{quote(endpoint_owner.column)} = j.{quote(job_owner.column)}"
+        f" WHERE j.{quote(str(Job._meta.pk.column))} = %s AND e.enabled)"
+    )
+    job_pk = Job._meta.pk.get_db_prep_value(job_id, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [job_pk, job_pk])
+        row = cursor.fetchone()
+    return bool(row and row[0])
+
+
 def deliveries_create_for_event(*, job_id: str, status: str) -> list[WebhookDelivery]:
     """One delivery per target of a job that just ended (its callbackUrl, its owner's
     enabled endpoints that want the event), all with one new webhook-id, sent at once.
@@ -146,20 +167,12 @@ def deliveries_create_for_event(*, job_id: str, status: str) -> list[WebhookDeli
     event_type = EVENT_FOR_STATUS.get(JobStatus(status)) if status in JobStatus.values else None
     if event_type is None:
         return []
-    # One query when there is nothing to send (the common case): whether the job has a
-    # callback or its owner an enabled endpoint is asked with the job itself.
-    job = (
-        Job.objects.select_related("owner")
-        .annotate(
-            has_callback=Exists(JobCallback.objects.filter(job=OuterRef("pk"))),
-            has_endpoints=Exists(
-                WebhookEndpoint.objects.filter(owner=OuterRef("owner"), enabled=True)
-            ),
-        )
-        .filter(pk=job_id)
-        .first()
-    )
-    if job is None or job.owner is None or not (job.has_callback or job.has_endpoints):
+    # One small query when there is nothing to send (the common case, on every finished
+    # job in the worker): whether the job has a callback or its owner an enabled endpoint.
+    if not _has_targets(job_id):
+        return []
+    job = Job.objects.select_related("owner").filter(pk=job_id).first()
+    if job is None or job.owner is None:
         return []
     endpoints = [
         endpoint

@@ -20,8 +20,10 @@ bench/task_results.py measures both backends' writes (bytes and time per task).
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
+from django.db import connections, router
 from django.utils import timezone
 from django_celery_results.backends.database import DatabaseBackend
 from django_celery_results.models import TaskResult
@@ -60,25 +62,50 @@ class TaskResultBackend(DatabaseBackend):
         retries = getattr(request, "retries", 0) or 0
         if retries:
             meta["retries"] = retries
-        row = TaskResult(
-            task_id=task_id,
-            status=status,
-            result=encoded,
-            traceback=traceback,
-            meta=_json_or_none(meta),
-            content_type=content_type,
-            content_encoding=content_encoding,
-            task_name=getattr(request, "task", None),
-            task_args=_json_or_none(getattr(request, "args", None)),
-            task_kwargs=_json_or_none(getattr(request, "kwargs", None)),
-            worker=getattr(request, "hostname", None),
-            periodic_task_name=getattr(request, "periodic_task_name", None),
-        )
-        fields = list(UPDATED_FIELDS)
-        if status == "STARTED":
-            row.date_started = timezone.now()
-            fields.append("date_started")
-        TaskResult._default_manager.using(using).bulk_create(
-            [row], update_conflicts=True, unique_fields=["task_id"], update_fields=fields
-        )
+        values: dict[str, Any] = {
+            "task_id": task_id,
+            "status": status,
+            "result": encoded,
+            "traceback": traceback,
+            "meta": _json_or_none(meta),
+            "content_type": content_type,
+            "content_encoding": content_encoding,
+            "task_name": getattr(request, "task", None),
+            "task_args": _json_or_none(getattr(request, "args", None)),
+            "task_kwargs": _json_or_none(getattr(request, "kwargs", None)),
+            "worker": getattr(request, "hostname", None),
+            "periodic_task_name": getattr(request, "periodic_task_name", None),
+        }
+        _upsert(values, started=status == "STARTED", using=using)
         return encoded
+
+
+def _upsert(values: dict[str, Any], *, started: bool, using: str | None) -> None:
+    """The row's one statement, written as SQL (the ORM's bulk_create upsert cost more CPU to
+    build than the database to run, twice per task in the worker)."""
+    connection = connections[using or router.db_for_write(TaskResult)]
+    now = timezone.now()
+    values = {**values, "date_done": now}
+    fields = list(UPDATED_FIELDS)
+    if started:
+        values["date_started"] = now
+        fields.append("date_started")
+    if connection.vendor not in ("postgresql", "sqlite"):
+        TaskResult._default_manager.using(connection.alias).bulk_create(
+            [TaskResult(**values)], update_conflicts=True, unique_fields=["task_id"],
+            update_fields=fields,
+        )  # fmt: skip
+        return
+    values["date_created"] = now
+    quote = connection.ops.quote_name
+    adapt = connection.ops.adapt_datetimefield_value
+    columns = list(values)
+    params = [adapt(v) if isinstance(v, datetime) else v for v in values.values()]
+    sql = (
+        f"INSERT INTO {quote(TaskResult._meta.db_table)} ({', '.join(map(quote, columns))})"
+        f" VALUES ({', '.join(['%s'] * len(columns))})"
+        f" ON CONFLICT ({quote('task_id')}) DO UPDATE SET "
+        + ", ".join(f"{quote(name)} = EXCLUDED.{quote(name)}" for name in fields)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)

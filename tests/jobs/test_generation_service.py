@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.core.files.storage import default_storage
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from jobs.live.publish import job_final_payload
 from jobs.models import GeneratedImage, Job, JobStatus
 from jobs.pipeline import decode_image, render_platform
-from jobs.services import control, generation, lease, outcomes, outputs
+from jobs.services import control, generation, lease, outcomes, outputs, transitions
 from snapasset.core.exceptions import JobCancelled, LeaseLost
 from tests.factories import JobFactory
 
@@ -203,3 +209,99 @@ def test_a_retry_stops_the_removal_of_a_cancelled_jobs_files(alice: Any, media_r
     assert not outputs.job_remove_cancelled_outputs(job, token=None)
     assert job.images.count() == 1
     assert any(path.is_file() for path in media_root.rglob("*"))
+
+
+def test_claiming_a_waiting_job_is_one_statement_that_brings_the_owner_name(
+    alice: Any, media_root: Path
+) -> None:
+    job = JobFactory(owner=alice, platforms=["twitter-post"], progress=0)
+    with CaptureQueriesContext(connection) as queries:
+        claim = lease.job_claim(job_id=str(job.id))
+        # The storage paths need the owner's username: it came with the claim.
+        assert outputs.storage_prefix(claim.job) == f"alice/{job.generation_id}"
+    assert len(queries.captured_queries) == 1
+    assert queries.captured_queries[0]["sql"].lstrip().startswith('UPDATE "jobs_job"')
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.status, stored.claim_token, stored.attempts_made) == (
+        JobStatus.ACTIVE,
+        claim.token,
+        1,
+    )
+    assert (stored.progress, claim.job.progress) == (lease.PROGRESS_CLAIMED,) * 2
+    assert stored.processed_at == claim.job.processed_at == stored.heartbeat_at
+
+
+def test_a_stalled_job_is_taken_over_in_one_statement_and_counts_the_stall(alice: Any) -> None:
+    token = uuid.uuid4()
+    job = JobFactory(
+        owner=alice,
+        status=JobStatus.ACTIVE,
+        claim_token=token,
+        attempts_made=1,
+        heartbeat_at=timezone.now() - timedelta(hours=1),
+    )
+    with CaptureQueriesContext(connection) as queries:
+        claim = lease.job_claim(job_id=str(job.id))
+    assert len(queries.captured_queries) == 1
+    stored = Job.objects.get(pk=job.pk)
+    assert (stored.stalled_count, stored.attempts_made, stored.claim_token) == (1, 2, claim.token)
+
+
+def test_a_job_that_is_not_claimable_as_is_is_decided_under_the_row_lock(alice: Any) -> None:
+    held = JobFactory(
+        owner=alice, status=JobStatus.ACTIVE, claim_token=uuid.uuid4(), heartbeat_at=timezone.now()
+    )
+    not_due = JobFactory(
+        owner=alice, status=JobStatus.DELAYED, retry_at=timezone.now() + timedelta(minutes=5)
+    )
+    done = JobFactory(owner=alice, status=JobStatus.COMPLETED)
+    for job in (held, not_due, done):
+        before = Job.objects.filter(pk=job.pk).values().get()
+        assert lease.job_claim(job_id=str(job.id)) is None
+        assert Job.objects.filter(pk=job.pk).values().get() == before
+    assert lease.job_claim(job_id=str(uuid.uuid4())) is None
+
+
+def test_the_final_event_lists_the_images_recorded_by_the_run_without_reading_them_back(
+    alice: Any, media_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = JobFactory(owner=alice, platforms=["twitter-post", "instagram-story"])
+    finals: list[dict[str, Any]] = []
+
+    def publish(moved: Job, **_: Any) -> None:
+        if moved.status == JobStatus.COMPLETED:
+            with CaptureQueriesContext(connection) as queries:
+                finals.append(job_final_payload(moved))
+            assert not queries.captured_queries  # built from the rows in hand
+
+    monkeypatch.setattr(transitions, "publish_job_event", publish)
+    generation.job_run_generation(job_id=str(job.id))
+    (final,) = finals
+    images = final["result"]["images"]
+    assert [image["platformId"] for image in images] == ["twitter-post", "instagram-story"]
+    stored = {image.platform_id: image for image in GeneratedImage.objects.filter(job=job)}
+    for image in images:
+        row = stored[image["platformId"]]
+        assert (image["width"], image["height"], image["fileSize"], image["storagePath"]) == (
+            row.width,
+            row.height,
+            row.file_size,
+            row.storage_path,
+        )
+    assert final["result"]["totalImages"] == 2
+
+
+def test_the_final_result_built_from_the_rows_in_hand_is_the_serializers(
+    alice: Any, media_root: Path
+) -> None:
+    job = JobFactory(owner=alice, platforms=["instagram-story", "twitter-post"])
+    generation.job_run_generation(job_id=str(job.id))
+    fresh = Job.objects.get(pk=job.pk)
+    from_serializer = job_final_payload(fresh)
+    in_hand = Job.objects.prefetch_related("images").get(pk=job.pk)
+    assert job_final_payload(in_hand) == from_serializer
+    assert json.dumps(job_final_payload(in_hand)) == json.dumps(from_serializer)
+    assert [i["platformId"] for i in from_serializer["result"]["images"]] == [
+        "instagram-story",
+        "twitter-post",
+    ]
