@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.core.files.storage import default_storage
 from django.db.models import prefetch_related_objects
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
@@ -25,7 +24,8 @@ from jobs.models import (
     JobKind,
     JobStatus,
 )
-from jobs.platforms import PLATFORM_IDS, PLATFORMS
+from jobs.platforms import PLATFORM_IDS
+from jobs.results import image_job_result, image_url
 from jobs.spend.serializers import SpendOverviewSerializer
 from snapasset.core.openapi import ErrorSerializer
 from snapasset.core.serializers import (
@@ -310,61 +310,45 @@ class JobDetailSerializer(serializers.Serializer):
     delayReason = DelayReasonField(help_text=DELAY_REASON_HELP)
 
 
-def image_url(image: GeneratedImage) -> str:
-    return image.url or default_storage.url(image.storage_path)
-
-
 class ImageSerializer(serializers.Serializer):
     """One platform's image in a result."""
 
+    # The schema of jobs.results' items (which ImageJobResultSerializer renders with).
+
     platformId = serializers.ChoiceField(source="platform_id", choices=PLATFORM_IDS)
-    platformName = serializers.SerializerMethodField()
+    platformName = serializers.CharField(read_only=True)
     width = serializers.IntegerField()
     height = serializers.IntegerField()
     fileSize = serializers.IntegerField(source="file_size")
     storagePath = serializers.CharField(source="storage_path")
-    url = serializers.SerializerMethodField(
-        help_text="Absolute in a response; as stored (may be a path) in a live event."
+    url = serializers.CharField(
+        read_only=True,
+        help_text="Absolute in a response; as stored (may be a path) in a live event.",
     )
     format = serializers.ChoiceField(choices=ImageFormat.values)
 
-    def get_platformName(self, image: GeneratedImage) -> str:
-        platform = PLATFORMS.get(image.platform_id)
-        return platform.name if platform else image.platform_id
 
-    def get_url(self, image: GeneratedImage) -> str:
+class ImageJobResultSerializer(serializers.Serializer):
+    """A completed image job's images, in the order of its platforms."""
+
+    # The schema of jobs.results.image_job_result, which renders it (the final live event too).
+
+    success = serializers.BooleanField(read_only=True)
+    generationId = serializers.UUIDField(source="generation_id")
+    images = ImageSerializer(many=True, read_only=True)
+    totalImages = serializers.IntegerField(read_only=True)
+
+    def to_representation(self, job: Job) -> dict[str, Any]:
+        prefetch_related_objects([job], "images")
+        return image_job_result(job, job.images.all(), url=self._url)
+
+    def _url(self, image: GeneratedImage) -> str:
         url = image_url(image)
         request = self.context.get("request")
         # Local disk storage gives paths (/media/...): a response makes them absolute.
         if request is not None and url.startswith("/"):
             return str(request.build_absolute_uri(url))
         return url
-
-
-class ImageJobResultSerializer(serializers.Serializer):
-    """A completed image job's images, in the order of its platforms."""
-
-    success = serializers.SerializerMethodField()
-    generationId = serializers.UUIDField(source="generation_id")
-    images = serializers.SerializerMethodField()
-    totalImages = serializers.SerializerMethodField()
-
-    def to_representation(self, job: Job) -> dict[str, Any]:
-        # One query for both `images` and `totalImages`.
-        prefetch_related_objects([job], "images")
-        return super().to_representation(job)
-
-    def get_success(self, job: Job) -> bool:
-        return True
-
-    @extend_schema_field(ImageSerializer(many=True))
-    def get_images(self, job: Job) -> list[dict[str, Any]]:
-        order = {platform_id: i for i, platform_id in enumerate(job.platforms)}
-        images = sorted(job.images.all(), key=lambda image: order.get(image.platform_id, 99))
-        return list(ImageSerializer(images, many=True, context=self.context).data)
-
-    def get_totalImages(self, job: Job) -> int:
-        return len(job.images.all())
 
 
 class CleanupJobResultSerializer(serializers.Serializer):

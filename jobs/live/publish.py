@@ -24,6 +24,7 @@ from django.db import transaction
 from jobs.live.channels import STATS_CHANNEL, job_channel, pubsub_channel
 from jobs.live.storage import store_and_publish, store_event
 from jobs.models import Job, JobKind, JobStatus
+from jobs.results import image_job_result
 from snapasset.core.redis_clients import outage_known, record_outage, redis_client
 
 logger = logging.getLogger(__name__)
@@ -54,57 +55,17 @@ def job_event_payload(job: Job, *, event_type: str) -> dict[str, Any]:
 def job_final_payload(job: Job) -> dict[str, Any]:
     """What a `final` event adds: the result (as GET .../result has it, URLs as stored), the
     failure reason or the cancellation."""
-    from jobs.serializers import JobResultBodyField
-
     if job.status == JobStatus.COMPLETED:
-        in_hand = _images_result_in_hand(job)
-        if in_hand is not None:
-            return {"result": in_hand}
+        if job.kind == JobKind.IMAGE_GENERATION:
+            # No DRF (a worker runs without it); the images the worker's completion has in
+            # hand (prefetched) are not read again.
+            return {"result": image_job_result(job, job.images.all())}
+        from jobs.serializers import JobResultBodyField
+
         return {"result": JobResultBodyField().to_representation(job)}
     if job.status == JobStatus.FAILED:
         return {"failedReason": job.failed_reason}
     return {"cancelled": True}
-
-
-def _images_result_in_hand(job: Job) -> dict[str, Any] | None:
-    """An image job's result exactly as ImageJobResultSerializer gives it (URLs as stored),
-    built straight from its images when the job has them in hand (prefetched: the worker's
-    completion hands over the rows it recorded); None otherwise (the serializer reads them).
-    The worker builds one per job: the serializers' construction was most of its cost."""
-    if job.kind != JobKind.IMAGE_GENERATION:
-        return None
-    prefetched = getattr(job, "_prefetched_objects_cache", {}).get("images")
-    if prefetched is None:
-        return None
-    from django.core.files.storage import default_storage
-
-    from jobs.platforms import PLATFORMS
-
-    order = {platform_id: i for i, platform_id in enumerate(job.platforms)}
-    images = sorted(prefetched, key=lambda image: order.get(image.platform_id, 99))
-    return {
-        "success": True,
-        "generationId": str(job.generation_id),
-        "images": [
-            {
-                "platformId": str(image.platform_id),
-                "platformName": (
-                    PLATFORMS[image.platform_id].name
-                    if image.platform_id in PLATFORMS
-                    else image.platform_id
-                ),
-                "width": int(image.width),
-                "height": int(image.height),
-                "fileSize": int(image.file_size),
-                "storagePath": str(image.storage_path),
-                # jobs.serializers.image_url (not imported: the worker runs without DRF).
-                "url": image.url or default_storage.url(image.storage_path),
-                "format": str(image.format),
-            }
-            for image in images
-        ],
-        "totalImages": len(images),
-    }
 
 
 def job_event_type(job: Job) -> str:

@@ -17,6 +17,7 @@ from django.utils import timezone
 from jobs.live.publish import job_final_payload
 from jobs.models import GeneratedImage, Job, JobStatus
 from jobs.pipeline import decode_image, render_platform
+from jobs.serializers import JobResultBodyField
 from jobs.services import control, generation, lease, outcomes, outputs, transitions
 from snapasset.core.exceptions import JobCancelled, LeaseLost
 from tests.factories import JobFactory
@@ -297,9 +298,10 @@ def test_the_final_result_built_from_the_rows_in_hand_is_the_serializers(
     job = JobFactory(owner=alice, platforms=["instagram-story", "twitter-post"])
     generation.job_run_generation(job_id=str(job.id))
     fresh = Job.objects.get(pk=job.pk)
-    from_serializer = job_final_payload(fresh)
+    from_serializer = {"result": JobResultBodyField().to_representation(fresh)}
     in_hand = Job.objects.prefetch_related("images").get(pk=job.pk)
     assert job_final_payload(in_hand) == from_serializer
+    assert job_final_payload(fresh) == from_serializer
     assert json.dumps(job_final_payload(in_hand)) == json.dumps(from_serializer)
     assert [i["platformId"] for i in from_serializer["result"]["images"]] == [
         "instagram-story",
