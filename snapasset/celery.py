@@ -22,7 +22,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "snapasset.settings")
 # release (the Procfile's release, compose's web, the Dockerfile's command); the URL-conf
 # check would import every view, and with them the web stack (DRF's views, knox, PyJWT,
 # drf-spectacular), into each worker process (issue 18). Empty runs them in workers too.
-os.environ.setdefault("CELERY_SKIP_CHECKS", "true")
+os.environ["CELERY_SKIP_CHECKS"] = os.environ.get("CELERY_SKIP_CHECKS", "true")
 
 app = Celery("snapasset")
 app.config_from_object("django.conf:settings", namespace="CELERY")
