@@ -5,7 +5,8 @@ parameters, a smoke run, figures meaningless), ``--server gunicorn:2``.
 
 ``python -m bench --all`` (`make bench-all`) then runs every detailed benchmark too, each
 in a process of its own (its own settings, database and children): the image step, submit,
-worker, SSE, result backend, spend, the web server candidates and the capacity model."""
+worker, SSE, result backend, spend, the web server candidates, the capacity model and
+where the worker's CPU per job goes."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from bench._support import ROOT, machine
 DETAILED = [
     ["bench.image"], ["bench.submit"], ["bench.worker"], ["bench.sse"], ["bench.task_results"],
     ["bench.spend"], ["bench.spend", "--workers", "2", "--limit", "20"], ["bench.batch"],
-    ["bench.server"], ["bench.capacity"],
+    ["bench.server"], ["bench.capacity"], ["bench.breakdown"],
 ]  # fmt: skip
 QUICK = [
     ["bench.image", "--rounds", "1"],
@@ -40,6 +41,7 @@ QUICK = [
     ["bench.server", "--candidates", "uvicorn:1,gunicorn:1", "--rounds", "1", "--requests",
      "10", "--seconds", "0.5", "--streams", "20", "--subscribers", "10", "--events", "3"],
     ["bench.capacity", "--jobs", "3", "--platforms", "2", "--curve", "1", "--curve-jobs", "4"],
+    ["bench.breakdown", "--jobs", "3", "--rounds", "1"],
 ]  # fmt: skip
 
 

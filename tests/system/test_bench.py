@@ -29,6 +29,7 @@ MODULES = [
     "bench.server",
     "bench.capacity",
     "bench.batch",
+    "bench.breakdown",
 ]
 
 
@@ -100,6 +101,12 @@ def test_the_worker_benchmark_runs_against_a_real_worker_and_cleans_up() -> None
 def test_the_result_backend_benchmark_compares_the_stock_backend_with_ours() -> None:
     out = _run_bench("bench.task_results", "--tasks", "10", "--rounds", "1", "--retry")
     assert "stock, extended (before)" in out and "ours (after)" in out
+
+
+def test_the_breakdown_times_the_sql_events_and_file_saves_of_real_jobs() -> None:
+    out = _run_bench("bench.breakdown", "--jobs", "2", "--rounds", "1")
+    assert "| SQL statements (Django's cursor + psycopg) |" in out
+    assert "| file saves (storage._save) |" in out and "(7.0 calls)" in out
 
 
 def test_the_spend_benchmark_runs_the_limiter_in_several_processes() -> None:
