@@ -663,6 +663,10 @@ SSE_STATS_INTERVAL_SECONDS = env_int("SSE_STATS_INTERVAL_SECONDS", 1, minimum=1)
 # A stream ticket (POST /api/sse/tickets, for EventSource on another origin) must be used
 # within this many seconds, once. Short: it is a credential in a URL.
 SSE_TICKET_TTL_SECONDS = env_int("SSE_TICKET_TTL_SECONDS", 30, minimum=1)
+# Stream tickets a user may ask for (POST /api/sse/tickets); more answer 429 with
+# Retry-After. Each is a key in Redis for SSE_TICKET_TTL_SECONDS: the rate bounds what one
+# user's credentials can make Redis hold. A browser asks for one per stream and reconnect.
+SSE_TICKET_RATE = env_rate("SSE_TICKET_RATE", "120/min")
 
 # --- Misc -------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

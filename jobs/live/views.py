@@ -50,6 +50,7 @@ from jobs.live.tickets import StreamTicketAuthentication, stream_ticket_issue
 from jobs.models import Job
 from snapasset.core.exceptions import NotFoundError
 from snapasset.core.openapi import errors
+from snapasset.core.throttling import StreamTicketRateThrottle
 
 
 def event_stream_response(body: AsyncIterator[bytes]) -> StreamingHttpResponse:
@@ -199,6 +200,8 @@ class StatsEventStreamApi(EventStreamApi):
 class StreamTicketApi(APIView):
     """POST /api/sse/tickets: a single-use ticket to open one stream without a header."""
 
+    throttle_classes = [StreamTicketRateThrottle]
+
     @extend_schema(
         operation_id="sse_tickets_create",
         summary="A single-use ticket to open one live-event stream (for EventSource)",
@@ -209,7 +212,7 @@ class StreamTicketApi(APIView):
         'resume). Body: `{jobId}` for a job\'s stream (owner or staff), `{stream: "stats"}` '
         "for the stats stream (staff).",
         request=StreamTicketInputSerializer,
-        responses={201: StreamTicketSerializer, **errors(400, 403, 404, 413, 415)},
+        responses={201: StreamTicketSerializer, **errors(400, 403, 404, 413, 415, 429)},
     )
     def post(self, request: Request) -> Response:
         body = StreamTicketInputSerializer(data=request.data)

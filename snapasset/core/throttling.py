@@ -1,4 +1,6 @@
-"""Per-user rate limit on job submission, on the shared Redis of Django's default cache.
+"""Per-user rate limits, on the shared Redis of Django's default cache: job submission
+(``SubmitRateThrottle``, ``settings.SUBMIT_RATE``) and stream tickets
+(``StreamTicketRateThrottle``, ``settings.SSE_TICKET_RATE``).
 
 The request history lives in the Redis of Django's default cache (settings.CACHES: its
 LOCATION, timeouts and KEY_PREFIX), so every web process counts against the same limit. The
@@ -12,7 +14,8 @@ Lua script: one round trip per submission. DRF's own throttle read the whole pic
 with a GET and wrote it back with a SET (two round trips, a new Redis client object per
 command, and under ASGI a new connection per request: Django's cache backends are per
 request context there). The list is at ``<KEY_PREFIX>:1:throttle:submit:<user id>`` and
-expires a period after the last submission it holds.
+expires a period after the last submission it holds (``throttle:sse_ticket:<user id>`` for
+tickets).
 """
 
 from __future__ import annotations
@@ -111,7 +114,9 @@ class SubmitRateThrottle(UserRateThrottle):
             return self._allow(request, view, url=url, options=options)
         except Exception:
             record_outage(url)
-            logger.warning("submit throttle skipped: the cache is unavailable", exc_info=True)
+            logger.warning(
+                "%s throttle skipped: the cache is unavailable", self.scope, exc_info=True
+            )
             return True
 
     def allow_submissions(self, request: Request, view: Any, count: int) -> bool:
@@ -152,3 +157,14 @@ class SubmitRateThrottle(UserRateThrottle):
         if self.oldest is None:
             return self.duration
         return self.duration - (self.now - self.oldest)
+
+
+class StreamTicketRateThrottle(SubmitRateThrottle):
+    """Stream tickets per user (POST /api/sse/tickets): the same sliding window in Redis,
+    its own history and rate. An unavailable Redis lets the request through here too; the
+    ticket itself then cannot be stored and the view answers 503."""
+
+    scope = "sse_ticket"
+
+    def get_rate(self) -> str | None:
+        return settings.SSE_TICKET_RATE

@@ -13,6 +13,7 @@ import hashlib
 import json
 import secrets
 import time
+import uuid
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -24,7 +25,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from jobs.live.tickets import TICKET_KEY_PREFIX
-from tests.conftest import client_for
+from tests.conftest import client_for, make_user
 from tests.factories import JobFactory
 from tests.fakes.jwks import supabase_claims
 
@@ -140,6 +141,28 @@ def test_a_ticket_can_be_asked_for_with_every_kind_of_credential(
     assert accepted.status_code == 201
 
     assert_refused(APIClient().post(TICKETS, body, format="json"), 401)
+
+
+def test_asking_for_tickets_faster_than_the_rate_answers_429_with_retry_after(
+    settings: Any,
+) -> None:
+    # Every ticket is a key in Redis for its TTL: the rate bounds what one user's credentials
+    # can make it hold. Per user, in the shared Redis history (users with ids never seen).
+    settings.SSE_TICKET_RATE = "3/min"
+    mallory, alice = (make_user(f"u-{uuid.uuid4().hex[:12]}") for _ in range(2))
+    mallory_job, alice_job = JobFactory(owner=mallory), JobFactory(owner=alice)
+    mallory_client = client_for(mallory)
+    for _ in range(3):
+        ticket_for(mallory_client, {"jobId": str(mallory_job.id)})
+    refused = mallory_client.post(TICKETS, {"jobId": str(mallory_job.id)}, format="json")
+    assert refused.status_code == 429, refused.content
+    assert refused["Content-Type"] == "application/json"
+    retry_after = int(refused["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert refused.json()["retryAfter"] == retry_after
+    assert "ticket" not in refused.json()
+    # Another user is not held back by mallory's requests.
+    ticket_for(client_for(alice), {"jobId": str(alice_job.id)})
 
 
 @pytest.mark.parametrize(
