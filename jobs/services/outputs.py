@@ -62,6 +62,11 @@ def job_remove_cancelled_outputs(job: Job, *, token: uuid.UUID | None) -> bool:
     (bounded by the storage's timeout) and the retried run never has its file removed.
     Also the deterministic paths of platforms with no row: a cancel seen while a step was
     storing its file leaves the file but not the row.
+
+    The checkpoint (``source_path``) is forgotten last, once every file is gone: a removal
+    cut short (the worker killed between two deletes) leaves the job still showing outputs,
+    so the sweeper's leftovers pass (``job_has_outputs``' condition) finds it and finishes
+    it. A retried run that finds the checkpoint's file already gone generates again.
     """
     paths = {output_path(job, platform_id) for platform_id in job.platforms}
     with transaction.atomic():
@@ -72,12 +77,15 @@ def job_remove_cancelled_outputs(job: Job, *, token: uuid.UUID | None) -> bool:
         if source:
             paths.add(source)
         job.images.all().delete()
-        Job.objects.filter(pk=job.pk).update(source_path="", updated_at=timezone.now())
     for path in sorted(paths):
         with transaction.atomic():
             if not _still_cancelled(job, token):
                 logger.info("job %s was retried; leaving its files alone", job.pk)
                 return False
             default_storage.delete(path)
+    with transaction.atomic():
+        if not _still_cancelled(job, token):
+            return False
+        Job.objects.filter(pk=job.pk).update(source_path="", updated_at=timezone.now())
     job.source_path = ""
     return True

@@ -204,6 +204,51 @@ def test_the_sweeper_removes_the_files_of_a_cancelled_job_no_attempt_is_left_to_
     assert not any(path.is_file() for path in media_root.rglob("*"))
 
 
+class WorkerKilled(BaseException):
+    """Stands in for a SIGKILL: nothing after it runs in that process."""
+
+
+def test_a_removal_cut_short_by_a_killed_worker_is_finished_by_the_sweeper(
+    alice: Any, media_root: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jobs.services.sweeper import jobs_sweep
+
+    settings.JOB_LEASE_SECONDS = 2
+    job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
+    claim = lease.job_claim(job_id=str(job.id))
+    assert claim is not None
+    image = decode_image(generation.source_image_bytes(claim))
+    rendered = render_platform(image, 1200, 675, "png")
+    generation.render_and_store(claim, rendered, "twitter-post", progress=60)
+    control.job_cancel(job=job)
+    # The running attempt sees the cancel and removes its outputs, but its worker is killed
+    # after the rows and the first file are gone (seen in the fault campaign, seed 13).
+    storage = default_storage.open.__self__
+    delete = storage.delete
+    deleted: list[str] = []
+
+    def delete_then_die(name: str) -> None:
+        if deleted:
+            raise WorkerKilled()
+        delete(name)
+        deleted.append(name)
+
+    monkeypatch.setattr(storage, "delete", delete_then_die)
+    with pytest.raises(WorkerKilled):
+        outputs.job_remove_cancelled_outputs(claim.job, token=claim.token)
+    monkeypatch.undo()
+    job.refresh_from_db()
+    assert not job.images.exists() and job.source_path  # still shows it has outputs
+    assert any(path.is_file() for path in media_root.rglob("*"))
+    # No attempt is left: once its heartbeat is stale, the sweeper finishes the removal.
+    old = timezone.now() - timedelta(seconds=10)
+    Job.objects.filter(pk=job.pk).update(finished_at=old, heartbeat_at=old)
+    jobs_sweep()
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELLED and job.source_path == ""
+    assert not any(path.is_file() for path in media_root.rglob("*"))
+
+
 def test_a_retry_stops_the_removal_of_a_cancelled_jobs_files(alice: Any, media_root: Path) -> None:
     job = _a_job_with_outputs_then_cancelled_between_attempts(alice)
     control.job_retry(job=job)
