@@ -107,15 +107,21 @@ def test_a_cancelled_waiting_job_never_starts(alice: Any) -> None:
     assert not job.images.exists()
 
 
-def test_cancelling_a_running_job_stops_it_and_removes_partial_outputs(
-    alice: Any, media_root: Path
-) -> None:
+def _running_with_one_of_two_platforms_done(alice: Any) -> tuple[Job, Any]:
+    """A job claimed by an attempt that stored its original and one platform of two."""
     job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
     claim = lease.job_claim(job_id=str(job.id))
     assert claim is not None
     image = decode_image(generation.source_image_bytes(claim))
     rendered = render_platform(image, 1200, 675, "png")
     generation.render_and_store(claim, rendered, "twitter-post", progress=60)
+    return job, claim
+
+
+def test_cancelling_a_running_job_stops_it_and_removes_partial_outputs(
+    alice: Any, media_root: Path
+) -> None:
+    job, claim = _running_with_one_of_two_platforms_done(alice)
     assert job.images.count() == 1
     control.job_cancel(job=job)
     with pytest.raises(JobCancelled):
@@ -167,12 +173,7 @@ def test_a_transient_error_delays_the_job_until_attempts_run_out(alice: Any, set
 def _a_job_with_outputs_then_cancelled_between_attempts(alice: Any) -> Job:
     """Its first attempt rendered one platform of two and stopped on a transient error;
     then it was cancelled while delayed."""
-    job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
-    claim = lease.job_claim(job_id=str(job.id))
-    assert claim is not None
-    image = decode_image(generation.source_image_bytes(claim))
-    rendered = render_platform(image, 1200, 675, "png")
-    generation.render_and_store(claim, rendered, "twitter-post", progress=60)
+    job, claim = _running_with_one_of_two_platforms_done(alice)
     outcomes.job_schedule_retry(job_id=str(job.id), token=claim.token, reason="5xx", retry_after=0)
     control.job_cancel(job=job)
     return Job.objects.get(pk=job.pk)
@@ -214,12 +215,7 @@ def test_a_removal_cut_short_by_a_killed_worker_is_finished_by_the_sweeper(
     from jobs.services.sweeper import jobs_sweep
 
     settings.JOB_LEASE_SECONDS = 2
-    job = JobFactory(owner=alice, platforms=["twitter-post", "facebook-post"])
-    claim = lease.job_claim(job_id=str(job.id))
-    assert claim is not None
-    image = decode_image(generation.source_image_bytes(claim))
-    rendered = render_platform(image, 1200, 675, "png")
-    generation.render_and_store(claim, rendered, "twitter-post", progress=60)
+    job, claim = _running_with_one_of_two_platforms_done(alice)
     control.job_cancel(job=job)
     # The running attempt sees the cancel and removes its outputs, but its worker is killed
     # after the rows and the first file are gone (seen in the fault campaign, seed 13).
