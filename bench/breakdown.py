@@ -55,7 +55,7 @@ def _wrap(owner: Any, name: str, part: str, parts: Parts) -> Callable[[], None]:
 
 def measure(env: BenchEnv, jobs: int, rounds: int) -> list[dict[str, float]]:
     from django.contrib.auth import get_user_model
-    from django.core.files.storage import default_storage
+    from django.core.files.storage import storages
     from django.db import connection
 
     from bench import signals
@@ -67,7 +67,7 @@ def measure(env: BenchEnv, jobs: int, rounds: int) -> list[dict[str, float]]:
     os.environ["BENCH_STUB_IMAGE"] = "1"
     signals.stub_image_work()
     parts = Parts()
-    storage = default_storage.open.__self__  # the storage object behind the lazy proxy
+    storage = storages["default"]  # the object behind default_storage's lazy proxy
     undo = [
         _wrap(type(storage), "_save", SAVES, parts),
         _wrap(LiveEventStorage, "append_and_publish", EVENTS, parts),

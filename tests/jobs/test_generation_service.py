@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.files.storage import default_storage
+from django.core.files.storage import default_storage, storages
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -219,7 +219,7 @@ def test_a_removal_cut_short_by_a_killed_worker_is_finished_by_the_sweeper(
     control.job_cancel(job=job)
     # The running attempt sees the cancel and removes its outputs, but its worker is killed
     # after the rows and the first file are gone (seen in the fault campaign, seed 13).
-    storage = default_storage.open.__self__
+    storage = storages["default"]  # the object behind default_storage's lazy proxy
     delete = storage.delete
     deleted: list[str] = []
 
